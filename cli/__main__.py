@@ -1,0 +1,3 @@
+from rkd.cli.main import main
+
+main()

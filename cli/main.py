@@ -1,0 +1,137 @@
+"""The `rkd` command: parse, call, render. User mistakes are one line and exit 1."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.control import DaemonUnavailable, request
+from rkd.client.wire import FlushRequest
+from rkd.daemon.storage import StorageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
+
+
+def settings() -> Settings:
+    """The resolved settings, or one clear line naming the file/variable and key."""
+    try:
+        return load_settings()
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="rkd", prog_name="rkd")
+def cli() -> None:
+    """rkd: privacy-first, opt-in usage telemetry for ReasonKit and any Python CLI.
+
+    Nothing is collected until you opt in; everything stays on this machine.
+    """
+
+
+@cli.command()
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format", type=click.Choice(["auto", "json", "console"]), default="auto",
+    show_default=True, help="auto: JSON unless stderr is a terminal.",
+)  # fmt: skip
+def run(log_level: str, log_format: str) -> None:
+    """Run the daemon in the foreground (what the service manager starts).
+
+    \b
+    Example:
+      rkd run --log-level debug
+    """
+    from rkd.daemon.main import StartError
+    from rkd.daemon.main import run as run_daemon
+
+    json_logs = None if log_format == "auto" else log_format == "json"
+    try:
+        run_daemon(settings(), log_level.lower(), json_logs)
+    except StartError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show whether telemetry is on, what is stored, and the daemon's counters.
+
+    Works with the daemon down (reads the database read-only).
+
+    \b
+    Example:
+      rkd status --json
+    """
+    from rkd.cli.status import gather, render
+
+    try:
+        info = gather(settings())
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
+
+
+@cli.command()
+def flush() -> None:
+    """Write the daemon's pending events to the database now (and ingest the spool).
+
+    \b
+    Example:
+      rkd flush
+    """
+    s = settings()
+    try:
+        reply = request(s.runtime_dir, FlushRequest(), timeout_ms=10_000)
+    except DaemonUnavailable as e:
+        raise click.ClickException(f"{e}; nothing is pending while it is down") from None
+    if not reply.ok:
+        raise click.ClickException(reply.error or "flush failed")
+    click.echo(f"Flushed {reply.flushed:,} events.")
+
+
+@cli.command()
+@click.option(
+    "--events",
+    "-n",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="How many events to emit in total.",
+)
+@click.option(
+    "--processes",
+    "-p",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="How many client processes emit them.",
+)
+@click.option("--keep", is_flag=True, help="Keep the throwaway folder and print its path.")
+def demo(events: int, processes: int, keep: bool) -> None:  # fmt: skip
+    """Show the whole pipeline on a throwaway sandbox (your real telemetry is untouched).
+
+    Starts a daemon in a temporary folder, runs a realistic ReasonKit workload from
+    several processes through the real client, stops the daemon gracefully and
+    summarises what was stored. Everything is removed afterwards.
+
+    \b
+    Example:
+      rkd demo --events 5000 --processes 8
+    """
+    from rkd.cli.demo import DemoError, run_demo
+
+    try:
+        run_demo(events, processes, keep, click.echo)
+    except DemoError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def main() -> None:
+    cli(prog_name="rkd")

@@ -1,0 +1,56 @@
+"""rkd's client: the event schema and `Telemetry` for applications.
+
+Importing this package does no I/O, starts no thread and does not import zmq: names
+are loaded on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rkd.client.config import ConfigError, Settings, load_settings
+    from rkd.client.sdk import (
+        CommandEvent,
+        ErrorEvent,
+        TelemetryCollector,
+        TelemetryConfig,
+        ThinkToolEvent,
+    )
+    from rkd.client.telemetry import CommandRecorder, Telemetry
+
+_LAZY = {
+    "Telemetry": "rkd.client.telemetry",
+    "CommandRecorder": "rkd.client.telemetry",
+    "Settings": "rkd.client.config",
+    "ConfigError": "rkd.client.config",
+    "load_settings": "rkd.client.config",
+    "TelemetryConfig": "rkd.client.sdk",
+    "TelemetryCollector": "rkd.client.sdk",
+    "CommandEvent": "rkd.client.sdk",
+    "ThinkToolEvent": "rkd.client.sdk",
+    "ErrorEvent": "rkd.client.sdk",
+}
+
+__all__ = [
+    "CommandEvent",
+    "CommandRecorder",
+    "ConfigError",
+    "ErrorEvent",
+    "Settings",
+    "Telemetry",
+    "TelemetryCollector",
+    "TelemetryConfig",
+    "ThinkToolEvent",
+    "load_settings",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rkd.client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,233 @@
+"""Settings: one frozen value built from kill switches, env vars, config file and defaults.
+
+Precedence, highest first: an environment kill switch (``DO_NOT_TRACK``,
+``RK_TELEMETRY_ENABLED=false``, ``REASONKIT_TELEMETRY=false``) > other environment
+variables > ``config.toml`` > defaults. :func:`kill_switch` reads only the environment, so
+a disabled application never touches a file. Errors are one line naming the file or
+variable and the key, never the value (a value might be a secret pasted by mistake).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta, Struct
+
+KILL_SWITCHES: Final = ("DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+DB_FILENAME: Final = ".rk_telemetry.db"
+
+
+class ConfigError(Exception):
+    """A config file or environment variable cannot be used. The message is one line."""
+
+
+class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[telemetry.privacy]`` of config.toml."""
+
+    strip_pii: bool = True
+    block_sensitive: bool = False
+    redact_file_paths: bool = True
+    differential_privacy: bool = False
+    dp_epsilon: Annotated[float, Meta(gt=0.0, le=100.0)] = 1.0
+
+
+class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[telemetry]`` of config.toml, with the spec's defaults (§5.3)."""
+
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET  # UNSET: the file did not decide
+    db_path: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    community_contribution: bool = False
+    batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    flush_interval_secs: Annotated[float, Meta(gt=0.0, le=86_400.0)] = 60.0
+    max_db_size_mb: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
+    retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 90
+    privacy: PrivacyConfig = PrivacyConfig()
+
+
+class Settings(Struct, frozen=True, kw_only=True):
+    """Everything the client, daemon and CLI need, resolved once and passed explicitly."""
+
+    enabled: bool
+    decided_by: str  # which switch decided `enabled`, e.g. "env:DO_NOT_TRACK" or "default"
+    config_path: Path
+    db_path: Path
+    data_dir: Path
+    spool_dir: Path
+    runtime_dir: Path
+    community_contribution: bool
+    cloud_sync: bool
+    batch_size: int
+    flush_interval_secs: float
+    max_db_size_mb: int
+    retention_days: int
+    privacy: PrivacyConfig
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or Path.home())
+
+
+def _xdg(env: Mapping[str, str], var: str, default: str) -> Path:
+    value = env.get(var, "")
+    # The XDG spec says relative values are invalid and must be ignored.
+    return Path(value) if os.path.isabs(value) else _home(env) / default
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    """``RK_CONFIG``, else ``$XDG_CONFIG_HOME/reasonkit/config.toml``."""
+    if env.get("RK_CONFIG"):
+        return Path(env["RK_CONFIG"]).expanduser()
+    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "reasonkit" / "config.toml"
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/reasonkit`` (default ``~/.local/share/reasonkit``)."""
+    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "reasonkit"
+
+
+def runtime_dir(env: Mapping[str, str]) -> Path:
+    """Per-user socket folder: ``$XDG_RUNTIME_DIR/rkd``, else ``<tmp>/rkd-<uid>``."""
+    base = env.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(base):
+        return Path(base) / "rkd"
+    return Path(tempfile.gettempdir()) / f"rkd-{os.getuid()}"
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def parse_bool(value: str, where: str) -> bool:
+    """Parse true/false/1/0/yes/no/on/off (any case); anything else is a ConfigError."""
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{where}: expected one of true/false, 1/0, yes/no, on/off")
+
+
+def kill_switch(env: Mapping[str, str]) -> str | None:
+    """Name of the environment variable that turns telemetry off, or None.
+
+    Reads nothing but ``env``. A value that cannot be parsed counts as a kill switch:
+    when in doubt, collect nothing.
+    """
+    dnt = env.get("DO_NOT_TRACK", "").strip().lower()
+    if dnt and dnt not in _FALSE:
+        return "DO_NOT_TRACK"
+    for var in KILL_SWITCHES[1:]:
+        value = env.get(var)
+        if value is not None and value.strip().lower() not in _TRUE:
+            return var
+    return None
+
+
+def _env_enabled(env: Mapping[str, str]) -> str | None:
+    for var in KILL_SWITCHES[1:]:
+        if env.get(var, "").strip().lower() in _TRUE:
+            return var
+    return None
+
+
+# -- config file ---------------------------------------------------------------------------
+
+
+def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
+    text = str(err)
+    message, _, where = text.partition(" - at `$")
+    key = "telemetry" + where.rstrip("`").replace("[", ".").replace("]", "")
+    if message.startswith("Object contains unknown field"):
+        name = message.split("`")[1]
+        known = list(TelemetryConfigFile.__struct_fields__) + list(PrivacyConfig.__struct_fields__)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return ConfigError(f"{path}: unknown key '{key}.{name}'{hint}")
+    return ConfigError(f"{path}: {key}: {message[0].lower()}{message[1:]}")
+
+
+def read_config_file(path: Path) -> TelemetryConfigFile:
+    """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults."""
+    import tomllib  # only when a file is actually read
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return TelemetryConfigFile()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    section = doc.get("telemetry", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: telemetry: expected a table, got a value")
+    try:
+        return msgspec.convert(section, TelemetryConfigFile)
+    except msgspec.ValidationError as e:
+        raise _explain(e, path) from None
+
+
+def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:
+    if env.get("RK_TELEMETRY_PATH"):
+        p, where = Path(env["RK_TELEMETRY_PATH"]).expanduser(), "RK_TELEMETRY_PATH"
+    elif file.db_path is not None:
+        p, where = Path(file.db_path).expanduser(), f"{cfg}: telemetry.db_path"
+    else:
+        return data_dir(env) / DB_FILENAME
+    if not p.is_absolute():
+        raise ConfigError(f"{where}: must be an absolute path (or start with ~)")
+    return p
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve the settings from ``env`` (default ``os.environ``) and the config file."""
+    env = os.environ if env is None else env
+    cfg = config_path(env)
+    file = read_config_file(cfg)
+    killed = kill_switch(env)
+    for var in ("RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "DO_NOT_TRACK"):
+        if env.get(var, "").strip():
+            parse_bool(env[var], var)  # a malformed switch is an error to report
+    if killed:
+        enabled, decided_by = False, f"env:{killed}"
+    elif (var := _env_enabled(env)) is not None:
+        enabled, decided_by = True, f"env:{var}"
+    elif file.enabled is not msgspec.UNSET:
+        enabled, decided_by = file.enabled, "config"
+    else:
+        enabled, decided_by = False, "default"
+
+    def env_bool(var: str, default: bool) -> bool:
+        return parse_bool(env[var], var) if env.get(var, "").strip() else default
+
+    dd = data_dir(env)
+    return Settings(
+        enabled=enabled,
+        decided_by=decided_by,
+        config_path=cfg,
+        db_path=_db_path(env, file, cfg),
+        data_dir=dd,
+        spool_dir=dd / "spool",
+        runtime_dir=runtime_dir(env),
+        community_contribution=env_bool("RK_TELEMETRY_COMMUNITY", file.community_contribution),
+        cloud_sync=env_bool("RK_TELEMETRY_CLOUD_SYNC", False),
+        batch_size=file.batch_size,
+        flush_interval_secs=file.flush_interval_secs,
+        max_db_size_mb=file.max_db_size_mb,
+        retention_days=file.retention_days,
+        privacy=file.privacy,
+    )

@@ -1,0 +1,76 @@
+"""The wire: frame limits, the client drop report, and the control protocol.
+
+Event frames are MessagePack maps (an envelope of :data:`rkd.client.schema.Event`).
+A client's drop report is a MessagePack *array* (``["client_report", {...}]``), so the
+daemon tells the two apart by the first byte without trying two decoders.
+Control requests and replies travel over a REQ/REP socket, tagged by ``op``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from msgspec import Struct
+
+MAX_FRAME_BYTES: Final = 64 * 1024
+EVENTS_SOCKET: Final = "events.sock"
+CONTROL_SOCKET: Final = "control.sock"
+LOCK_FILE: Final = "daemon.lock"
+
+
+class ClientReport(Struct, frozen=True, array_like=True, tag="client_report"):
+    """Counts of events a client dropped since its last report, by reason."""
+
+    drops: dict[str, int]
+
+
+def is_report(frame: bytes) -> bool:
+    """True for a report frame (a MessagePack array: fixarray 0x90-0x9f, array16/32)."""
+    return bool(frame) and (0x90 <= frame[0] <= 0x9F or frame[0] in (0xDC, 0xDD))
+
+
+# -- control protocol -------------------------------------------------------------------
+
+
+class Request(Struct, frozen=True, tag_field="op"):
+    """Base of control requests."""
+
+
+class StatusRequest(Request, frozen=True, tag="status"):
+    """Ask for the daemon's status."""
+
+
+class FlushRequest(Request, frozen=True, tag="flush"):
+    """Write everything pending to the database now, and ingest the spool."""
+
+
+class DeleteRequest(Request, frozen=True, tag="delete"):
+    """Erase every stored event, the pending buffer and the spool."""
+
+
+ControlRequest = StatusRequest | FlushRequest | DeleteRequest
+
+
+class DaemonStatus(Struct, frozen=True, kw_only=True):
+    """The daemon's view of itself, as returned to `rkd status`."""
+
+    pid: int
+    started_at: str
+    uptime_secs: float
+    enabled: bool
+    db_path: str
+    events_stored: int
+    pending: int
+    last_flush: str | None
+    session_id: str | None
+    counters: dict[str, int]
+
+
+class Reply(Struct, frozen=True, kw_only=True):
+    """A control reply: ``ok`` and either a result or a one-line error."""
+
+    ok: bool
+    error: str | None = None
+    status: DaemonStatus | None = None
+    flushed: int = 0
+    deleted: int = 0

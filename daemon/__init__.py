@@ -1,0 +1,1 @@
+"""rkd's per-user daemon: sockets, pipeline, storage and schedules."""

@@ -1,0 +1,48 @@
+"""`rkd run`: start the daemon in the foreground."""
+
+from __future__ import annotations
+
+import os
+
+import apsw
+import apsw.bestpractice
+import structlog
+from rkd.client.config import Settings, kill_switch
+from rkd.daemon import logs
+from rkd.daemon.runtime import DaemonLock, RuntimeDirError, remove_sockets
+from rkd.daemon.service import Daemon
+from rkd.daemon.storage import Storage, StorageError
+
+
+class StartError(Exception):
+    """The daemon cannot start. The message is one line for the user."""
+
+
+def run(settings: Settings, log_level: str = "info", json_logs: bool | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT. Raises StartError when it cannot start."""
+    switch = kill_switch(os.environ)
+    if switch is not None:
+        raise StartError(f"telemetry is disabled by {switch} in the environment; not starting")
+    logs.configure(log_level, json_logs)
+    log = structlog.get_logger("rkd.daemon")
+    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+    os.umask(0o077)  # sockets, spool and database: owner only
+    lock = DaemonLock(settings.runtime_dir)
+    try:
+        lock.acquire()
+    except RuntimeDirError as e:
+        raise StartError(str(e)) from None
+    try:
+        stale = remove_sockets(settings.runtime_dir)
+        if stale:
+            log.info("removed_stale_sockets", count=len(stale))
+        try:
+            storage = Storage(settings.db_path)
+        except StorageError as e:
+            raise StartError(str(e)) from None
+        try:
+            Daemon(settings, storage).run()
+        finally:
+            storage.close()
+    finally:
+        lock.release()

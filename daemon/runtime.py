@@ -1,0 +1,94 @@
+"""The per-user runtime folder: its permissions, the single-daemon lock, the sockets."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from rkd.client.spool import ensure_private_dir
+from rkd.client.wire import CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
+
+# sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
+MAX_SOCKET_PATH: Final = 103
+
+
+class RuntimeDirError(Exception):
+    """The runtime folder cannot be used safely. The message is one line."""
+
+
+class DaemonLock:
+    """An exclusive ``flock`` on ``daemon.lock``: held for the daemon's whole life.
+
+    The kernel releases it when the process dies, however it dies, so a lock file left
+    behind by a killed daemon never blocks the next one.
+    """
+
+    def __init__(self, runtime_dir: Path) -> None:
+        self.runtime_dir = runtime_dir
+        self.path = runtime_dir / LOCK_FILE
+        self._fd = -1
+
+    def acquire(self) -> None:
+        prepare_runtime_dir(self.runtime_dir)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {text})" if text.isdigit() else ""
+            raise RuntimeDirError(
+                f"another rkd daemon{who} is already running for this user"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # releases the flock; the file stays, harmlessly
+            self._fd = -1
+
+    def __enter__(self) -> DaemonLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def prepare_runtime_dir(path: Path) -> None:
+    """Create the folder 0700 and refuse one that another user owns or can enter."""
+    try:
+        ensure_private_dir(path)
+    except PermissionError as e:
+        raise RuntimeDirError(f"{path}: unsafe runtime folder: {e}") from None
+    except OSError as e:
+        raise RuntimeDirError(f"{path}: cannot create the runtime folder: {e.strerror}") from None
+    longest = path / max(EVENTS_SOCKET, CONTROL_SOCKET, key=len)
+    if len(str(longest).encode()) > MAX_SOCKET_PATH:
+        raise RuntimeDirError(
+            f"{path}: path too long for a socket ({len(str(longest))} > {MAX_SOCKET_PATH} "
+            "bytes); set XDG_RUNTIME_DIR to a shorter folder"
+        )
+
+
+def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:
+    return runtime_dir / EVENTS_SOCKET, runtime_dir / CONTROL_SOCKET
+
+
+def remove_sockets(runtime_dir: Path) -> list[Path]:
+    """Remove socket files (stale ones of a dead daemon, or ours at exit); return them."""
+    removed = []
+    for p in socket_paths(runtime_dir):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed

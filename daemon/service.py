@@ -1,0 +1,392 @@
+"""The daemon: one loop that owns the sockets, the pending buffer and every write.
+
+Timers (flush, spool scan, retention) run on the same loop, so nothing needs a lock.
+Signals only write a byte to a wake-up socket the loop polls; the loop handles them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final
+
+import apsw
+import msgspec
+import structlog
+import zmq
+from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.spool import read_spool, spool_files
+from rkd.client.wire import (
+    ControlRequest,
+    DaemonStatus,
+    DeleteRequest,
+    FlushRequest,
+    Reply,
+    StatusRequest,
+    is_report,
+)
+from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
+from rkd.daemon.runtime import remove_sockets, socket_paths
+from rkd.daemon.sessions import SessionStamper
+from rkd.daemon.storage import Record, Storage, iso_ms, now_ms
+
+log = structlog.get_logger("rkd.daemon")
+
+DRAIN_LIMIT: Final = 5000  # frames per loop turn before the control socket gets a look
+MAX_PENDING: Final = 100_000  # events held while the database cannot be written
+SPOOL_SCAN_SECS: Final = 5.0
+MAINTENANCE_SECS: Final = 3600.0
+SHUTDOWN_DRAIN_SECS: Final = 5.0
+RCVHWM: Final = 100_000
+HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
+STALE_TMP_SECS: Final = 3600.0
+
+
+class Timer:
+    """A repeating job on the loop's monotonic clock."""
+
+    def __init__(self, interval: float, job: Callable[[], object], first: float = 0.0) -> None:
+        self.interval, self.job = interval, job
+        self.due = time.monotonic() + first
+
+    def run_if_due(self, now: float) -> None:
+        if now >= self.due:
+            self.due = now + self.interval
+            self.job()
+
+
+class Daemon:
+    """The per-user daemon. Build it, call :meth:`run`; it returns after a clean stop."""
+
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.counters: Counter[str] = Counter(storage.counters())
+        self.events_stored = storage.count_events()
+        last_flush = storage.meta("last_flush_ms")
+        self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
+        self.pending: list[Record] = []
+        self.stamper = SessionStamper(storage.last_session())
+        self.started_ms = now_ms()
+        self.started_mono = time.monotonic()
+        self._dirty = False
+        self._flush_soon = False
+        self._write_failures = 0
+        self._retry_at = 0.0
+        self._logged: set[str] = set()
+        self._signals: list[int] = []
+        self._stop = False
+        self.timers = [
+            Timer(settings.flush_interval_secs, self.flush, settings.flush_interval_secs),
+            Timer(SPOOL_SCAN_SECS, self.ingest_spool),
+            Timer(MAINTENANCE_SECS, self.maintain, 60.0),
+        ]
+
+    # -- sockets and the loop ----------------------------------------------------------
+
+    def _open_sockets(self) -> None:
+        events_path, control_path = socket_paths(self.settings.runtime_dir)
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.setsockopt(zmq.RCVHWM, RCVHWM)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MSG)
+        self.pull.bind(f"ipc://{events_path}")
+        self.rep = self.ctx.socket(zmq.REP)
+        self.rep.setsockopt(zmq.LINGER, 0)
+        self.rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        self.rep.bind(f"ipc://{control_path}")
+        for p in (events_path, control_path):
+            os.chmod(p, 0o600)
+
+    def _install_signals(self) -> socket.socket:
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        self._wake_w = wake_w
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: self._signals.append(signum))
+        return wake_r
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop gracefully: nothing buffered is lost."""
+        self._open_sockets()
+        wake = self._install_signals()
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.rep, zmq.POLLIN)
+        poller.register(wake.fileno(), zmq.POLLIN)
+        log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
+                 events_stored=self.events_stored, enabled=self.settings.enabled)  # fmt: skip
+        self.ingest_spool()
+        try:
+            while not self._stop:
+                ready = dict(poller.poll(self._next_timeout_ms()))
+                if self.pull in ready:
+                    self.drain()
+                if self.rep in ready:
+                    self.serve_control()
+                if wake.fileno() in ready:
+                    self._on_signals(wake)
+                now = time.monotonic()
+                for timer in self.timers:
+                    timer.run_if_due(now)
+        finally:
+            self._shutdown(wake)
+
+    def _next_timeout_ms(self) -> int:
+        due = min(t.due for t in self.timers)
+        if self._write_failures:
+            due = min(due, self._retry_at)
+        return max(0, int((due - time.monotonic()) * 1000) + 1)
+
+    def _on_signals(self, wake: socket.socket) -> None:
+        try:
+            while wake.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+        signals, self._signals = self._signals, []
+        for signum in signals:
+            if signum == signal.SIGHUP:
+                self.reload()
+            else:
+                log.info("stopping", signal=signal.Signals(signum).name)
+                self._stop = True
+
+    def _shutdown(self, wake: socket.socket) -> None:
+        remove_sockets(self.settings.runtime_dir)  # new clients spool from here on
+        deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
+        while time.monotonic() < deadline and self.drain(flush=False):
+            pass
+        self.flush(force=True)
+        self.pull.close(linger=0)
+        self.rep.close(linger=0)
+        self.ctx.term()
+        signal.set_wakeup_fd(-1)
+        wake.close()
+        self._wake_w.close()
+        log.info("daemon_stopped", events_stored=self.events_stored, pending=len(self.pending))
+
+    # -- ingestion -----------------------------------------------------------------------
+
+    def drain(self, flush: bool = True) -> int:
+        """Take every queued frame (up to DRAIN_LIMIT) through the pipeline; return count."""
+        now = dt.datetime.now(dt.UTC)
+        n = 0
+        recv = self.pull.recv
+        for n in range(1, DRAIN_LIMIT + 1):
+            try:
+                frame = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                n -= 1
+                break
+            self._accept(self.ingest(frame, now))
+        if flush and (self._flush_soon or len(self.pending) >= self.settings.batch_size):
+            self.flush()
+        return n
+
+    def ingest(self, frame: bytes, now: dt.datetime) -> Record | None:
+        """One frame through decode, validate and stamp; rejections are counted here."""
+        try:
+            if is_report(frame):
+                for reason, n in decode_report(frame).items():
+                    self.counters[f"client_drop.{reason}"] += n
+                self._dirty = True
+                return None
+            if not self.settings.enabled:
+                raise Rejected("disabled")
+            envelope = decode(frame)
+            ts_ms = validate(envelope, now)
+        except Rejected as r:
+            self.counters[f"rejected.{r.reason}"] += 1
+            self._dirty = True
+            self._log_once(f"rejected.{r.reason}", "frame_rejected", reason=r.reason)
+            return None
+        session, sequence = self.stamper.stamp(ts_ms)
+        return Record(envelope, session, sequence, ts_ms)
+
+    def _accept(self, record: Record | None) -> None:
+        if record is None:
+            return
+        if len(self.pending) >= MAX_PENDING:
+            self.counters["dropped.buffer_full"] += 1
+            self._log_once("buffer_full", "buffer_full", limit=MAX_PENDING)
+            return
+        self.counters["accepted"] += 1
+        self.pending.append(record)
+        if record.envelope.payload.family == "error":  # type: ignore[attr-defined]
+            self._flush_soon = True  # spec §4.2: errors are written at once
+
+    def _log_once(self, key: str, event: str, **fields: Any) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(event, **fields, note="further occurrences are only counted")
+
+    # -- writing ------------------------------------------------------------------------
+
+    def flush(self, force: bool = False) -> bool:
+        """Write the pending buffer and counters; on failure keep them and back off."""
+        self._flush_soon = False
+        if not self.pending and not self._dirty:
+            return True
+        if not force and self._write_failures and time.monotonic() < self._retry_at:
+            return False
+        return self._write(self.pending, None)
+
+    def _write(self, records: list[Record], ledger: tuple[str, int] | None) -> bool:
+        t = now_ms()
+        try:
+            n = self.storage.write(records, self.counters, t, ledger)
+        except apsw.Error as e:
+            self._write_failures += 1
+            self._retry_at = time.monotonic() + min(60.0, 0.5 * 2**self._write_failures)
+            self.counters["write_errors"] += 1
+            if self._write_failures == 1:
+                log.error("write_failed", error=str(e)[:200], pending=len(self.pending))
+            return False
+        if self._write_failures:
+            log.info("write_recovered", after_failures=self._write_failures)
+            self._write_failures = 0
+        if records is self.pending:
+            records.clear()
+        self.events_stored += n
+        self.last_flush_ms = t
+        self._dirty = False
+        return True
+
+    def ingest_spool(self) -> int:
+        """Store every complete spool file exactly once (events and ledger row together)."""
+        if not self.settings.enabled:
+            return 0
+        total = 0
+        self._remove_stale_tmp()
+        for path in spool_files(self.settings.spool_dir):
+            if self.storage.ledger_has(path.name):
+                path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
+                continue
+            try:
+                frames, damaged = read_spool(path.read_bytes())
+            except OSError:
+                continue
+            if damaged:
+                self.counters["spool.damaged_files"] += 1
+                self._log_once("spool_damaged", "spool_file_damaged")
+            now = dt.datetime.now(dt.UTC)
+            records = [r for f in frames if (r := self.ingest(f, now)) is not None]
+            if not self.flush(force=True) or not self._write(records, (path.name, len(records))):
+                return total  # the file stays; retried on the next scan
+            self.counters["spool.events"] += len(records)
+            self._dirty = True
+            total += len(records)
+            path.unlink(missing_ok=True)
+        return total
+
+    def _remove_stale_tmp(self) -> None:
+        try:
+            entries = list(os.scandir(self.settings.spool_dir))
+        except FileNotFoundError:
+            return
+        limit = time.time() - STALE_TMP_SECS
+        for e in entries:
+            if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
+                os.unlink(e.path)
+
+    def maintain(self) -> None:
+        """Retention and size cap (the hourly job)."""
+        if not self.flush():
+            return
+        try:
+            removed = self.storage.prune(self.settings.retention_days, self.settings.max_db_size_mb)
+        except apsw.Error as e:
+            self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
+            return
+        if removed:
+            self.events_stored = self.storage.count_events()
+            self.counters["pruned"] += removed
+            self._dirty = True
+            log.info("pruned", events=removed)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; keep the old one if the new one is bad."""
+        try:
+            new = load_settings()
+        except ConfigError as e:
+            log.error("reload_failed", error=str(e))
+            return
+        self.settings = msgspec.structs.replace(
+            new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir
+        )
+        self.timers[0].interval = new.flush_interval_secs
+        log.info("reloaded", enabled=new.enabled)
+
+    # -- control ------------------------------------------------------------------------
+
+    def serve_control(self) -> None:
+        try:
+            parts = self.rep.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            if len(parts) != 1:
+                raise msgspec.DecodeError("multipart")
+            req = msgspec.msgpack.decode(parts[0], type=ControlRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.counters["rejected.control_malformed"] += 1
+            self._dirty = True
+            reply = Reply(ok=False, error="malformed control request")
+        else:
+            reply = self.handle(req)
+        self.rep.send(msgspec.msgpack.encode(reply))
+
+    def handle(self, req: ControlRequest) -> Reply:
+        match req:
+            case StatusRequest():
+                return Reply(ok=True, status=self.status())
+            case FlushRequest():
+                self.drain(flush=False)
+                self.ingest_spool()
+                n = len(self.pending)
+                if not self.flush(force=True):
+                    return Reply(ok=False, error="the database cannot be written; events are kept")
+                return Reply(ok=True, flushed=n)
+            case DeleteRequest():
+                return self._delete()
+        return Reply(ok=False, error="unknown request")  # pragma: no cover
+
+    def _delete(self) -> Reply:
+        self.drain(flush=False)
+        self.pending.clear()
+        try:
+            n = self.storage.delete_all()
+        except apsw.Error as e:
+            return Reply(ok=False, error=f"delete failed: {str(e)[:200]}")
+        for f in spool_files(self.settings.spool_dir):
+            f.unlink(missing_ok=True)
+        self.counters.clear()
+        self.stamper.rotate()
+        self.events_stored = 0
+        self.last_flush_ms = None
+        log.info("deleted", events=n)
+        return Reply(ok=True, deleted=n)
+
+    def status(self) -> DaemonStatus:
+        s = self.stamper.current
+        return DaemonStatus(
+            pid=os.getpid(),
+            started_at=iso_ms(self.started_ms),
+            uptime_secs=round(time.monotonic() - self.started_mono, 3),
+            enabled=self.settings.enabled,
+            db_path=str(self.storage.path),
+            events_stored=self.events_stored,
+            pending=len(self.pending),
+            last_flush=iso_ms(self.last_flush_ms) if self.last_flush_ms else None,
+            session_id=s.uuid if s is not None else None,
+            counters=dict(self.counters),
+        )

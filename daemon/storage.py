@@ -1,0 +1,368 @@
+"""The database: schema and migrations, the daemon's writes, and read-only readers.
+
+Only the daemon writes (the readers below open the file read-only). Keys are SQLite's
+own increasing rowids: a random uuid4 as the primary key cuts insert throughput about
+4x, so the envelope's ``event_id`` is stored as a 16-byte column with no index. Every
+write is one ``with db:`` transaction with bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import apsw
+import msgspec
+from rkd.client.schema import Envelope, Source
+
+# Index i holds the statements that take user_version i to i + 1. Never edit a step
+# that has shipped: add one.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE sources(
+        id INTEGER PRIMARY KEY,
+        product TEXT NOT NULL, version TEXT NOT NULL, tier TEXT NOT NULL,
+        os TEXT NOT NULL, arch TEXT NOT NULL, python_version TEXT NOT NULL,
+        UNIQUE(product, version, tier, os, arch, python_version));
+    CREATE TABLE sessions(
+        id INTEGER PRIMARY KEY,
+        uuid TEXT NOT NULL UNIQUE,
+        started_ms INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL,
+        events INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY,
+        event_id BLOB NOT NULL,
+        event_type TEXT NOT NULL,
+        schema_version TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        sequence INTEGER NOT NULL,
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        payload TEXT NOT NULL);
+    CREATE INDEX events_ts ON events(ts_ms);
+    CREATE TABLE counters(reason TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
+    CREATE TABLE spool_ledger(
+        name TEXT PRIMARY KEY, events INTEGER NOT NULL, ingested_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+class StorageError(Exception):
+    """The database cannot be used. The message is one line."""
+
+
+class SessionRow(msgspec.Struct, kw_only=True):
+    """A session as the daemon tracks it."""
+
+    rowid: int | None  # None until written
+    uuid: str
+    started_ms: int
+    last_ms: int
+    events: int
+
+
+class Record(msgspec.Struct, frozen=True, array_like=True):
+    """One validated, stamped event waiting to be written."""
+
+    envelope: Envelope
+    session: SessionRow
+    sequence: int
+    ts_ms: int
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as RFC 3339 UTC with milliseconds."""
+    t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def create_private_file(path: Path) -> None:
+    """Make sure ``path`` exists with mode 0600 (WAL and SHM files inherit the mode)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Storage:
+    """The daemon's read-write handle on the database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            create_private_file(path)
+            self.db = apsw.Connection(str(path))
+            self.db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except apsw.Error as e:
+            raise StorageError(f"{path}: cannot use the database: {e}") from None
+        except OSError as e:
+            raise StorageError(f"{path}: {e.strerror}") from None
+        self._sources: dict[Source, int] = {}
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").get
+        assert isinstance(version, int)
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: database schema {version} is newer than this rkd "
+                f"understands ({SCHEMA_VERSION}); upgrade rkd"
+            )
+        with self.db:
+            for step in range(version, SCHEMA_VERSION):
+                self.db.execute(MIGRATIONS[step])
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- reads the daemon needs ---------------------------------------------------------
+
+    def count_events(self) -> int:
+        n = self.db.execute("SELECT count(*) FROM events").get
+        return int(n) if isinstance(n, int) else 0
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT reason, n FROM counters").fetchall())
+
+    def meta(self, key: str) -> Any:
+        return self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).get
+
+    def last_session(self) -> SessionRow | None:
+        row = self.db.execute(
+            "SELECT id, uuid, started_ms, last_ms, events FROM sessions ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionRow(
+            rowid=row[0], uuid=row[1], started_ms=row[2], last_ms=row[3], events=row[4]
+        )
+
+    def ledger_has(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM spool_ledger WHERE name = ?", (name,)).get is not None
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _source_id(self, src: Source) -> int:
+        sid = self._sources.get(src)
+        if sid is None:
+            values = (src.product, src.version, src.tier, src.os, src.arch, src.python_version)
+            self.db.execute(
+                "INSERT OR IGNORE INTO sources(product, version, tier, os, arch, python_version)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            sid = self.db.execute(
+                "SELECT id FROM sources WHERE product=? AND version=? AND tier=? AND os=?"
+                " AND arch=? AND python_version=?",
+                values,
+            ).get
+            assert isinstance(sid, int)
+            self._sources[src] = sid
+        return sid
+
+    def write(
+        self,
+        records: Iterable[Record],
+        counters: Mapping[str, int],
+        flushed_ms: int,
+        ledger: tuple[str, int] | None = None,
+    ) -> int:
+        """Write ``records`` and the daemon's bookkeeping in one transaction; return count."""
+        encode = msgspec.json.encode
+        n = 0
+        sessions: dict[int | None, SessionRow] = {}
+        records = list(records)
+        fresh = {id(r.session): r.session for r in records if r.session.rowid is None}
+        try:
+            with self.db:
+                for s in fresh.values():
+                    self.db.execute(
+                        "INSERT INTO sessions(uuid, started_ms, last_ms) VALUES (?, ?, ?)",
+                        (s.uuid, s.started_ms, s.last_ms),
+                    )
+                    s.rowid = self.db.last_insert_rowid()
+                rows = []
+                for r in records:
+                    e = r.envelope
+                    rows.append((
+                        e.event_id.bytes, e.payload.event_type, e.schema_version,  # type: ignore[attr-defined]
+                        r.ts_ms, r.session.rowid, r.sequence, self._source_id(e.source),
+                        encode(e.payload).decode(),  # type: ignore[attr-defined]
+                    ))  # fmt: skip
+                    sessions[r.session.rowid] = r.session
+                n = len(rows)
+                self.db.executemany(
+                    "INSERT INTO events(event_id, event_type, schema_version, ts_ms,"
+                    " session_id, sequence, source_id, payload) VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                for s in sessions.values():
+                    self.db.execute(
+                        "UPDATE sessions SET last_ms = ?, events = ? WHERE id = ?",
+                        (s.last_ms, s.events, s.rowid),
+                    )
+                self.db.executemany(
+                    "INSERT INTO counters(reason, n) VALUES (?, ?)"
+                    " ON CONFLICT(reason) DO UPDATE SET n = excluded.n",
+                    list(counters.items()),
+                )
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_flush_ms', ?)",
+                    (flushed_ms,),
+                )
+                if ledger is not None:
+                    self.db.execute(
+                        "INSERT INTO spool_ledger(name, events, ingested_ms) VALUES (?, ?, ?)",
+                        (ledger[0], ledger[1], flushed_ms),
+                    )
+        except apsw.Error:
+            # Ids handed out inside the rolled-back transaction are gone with it.
+            self._sources.clear()
+            for s in fresh.values():
+                s.rowid = None
+            raise
+        return n
+
+    def prune(self, retention_days: int, max_db_size_mb: int) -> int:
+        """Delete events past retention, then the oldest until under the size cap."""
+        cutoff = now_ms() - retention_days * 86_400_000
+        with self.db:
+            self.db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
+            removed = self.db.changes()
+            self.db.execute(
+                "DELETE FROM spool_ledger WHERE ingested_ms < ?", (now_ms() - 30 * 86_400_000,)
+            )
+        cap = max_db_size_mb * 1024 * 1024
+        while self.size_bytes() > cap:
+            total = self.count_events()
+            if total == 0:
+                break
+            with self.db:  # about a tenth of what is left per round, oldest first
+                self.db.execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                    (max(1, total // 10),),
+                )
+                removed += self.db.changes()
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute("VACUUM")
+        return removed
+
+    def size_bytes(self) -> int:
+        pages = self.db.execute("PRAGMA page_count").get
+        free = self.db.execute("PRAGMA freelist_count").get
+        size = self.db.execute("PRAGMA page_size").get
+        assert isinstance(pages, int) and isinstance(free, int) and isinstance(size, int)
+        return (pages - free) * size
+
+    def delete_all(self) -> int:
+        """Erase every event, session, counter and ledger row, then vacuum; return count."""
+        n = self.count_events()
+        with self.db:
+            for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger"):
+                self.db.execute(f"DELETE FROM {table}")
+        self._sources.clear()
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("VACUUM")
+        return n
+
+
+# -- read-only access for the CLI and the SDK --------------------------------------------
+
+
+def open_read_only(path: Path) -> apsw.Connection | None:
+    """Open the database read-only, or return None when it does not exist yet."""
+    if not path.exists():
+        return None
+    try:
+        return apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as e:
+        raise StorageError(f"{path}: cannot open the database: {e}") from None
+
+
+def read_only_count(path: Path) -> int:
+    db = open_read_only(path)
+    if db is None:
+        return 0
+    try:
+        n = db.execute("SELECT count(*) FROM events").get
+        return int(n) if isinstance(n, int) else 0
+    except apsw.SQLError:
+        return 0  # a database the daemon has not initialised yet
+    finally:
+        db.close()
+
+
+EXPORT_SQL: Final = """
+    SELECT e.event_id, e.event_type, e.schema_version, e.ts_ms,
+           s.product, s.version, s.tier, s.os, s.arch, s.python_version,
+           ss.uuid, e.sequence, ss.started_ms, e.payload
+    FROM events e JOIN sources s ON s.id = e.source_id JOIN sessions ss ON ss.id = e.session_id
+    ORDER BY e.id
+"""
+
+
+def row_to_envelope(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored row as the spec's envelope (§3.1), ready for JSON."""
+    return {
+        "schema_version": row[2],
+        "event_id": str(uuid.UUID(bytes=row[0])),
+        "event_type": row[1],
+        "timestamp": iso_ms(row[3]),
+        "source": dict(
+            zip(
+                ("product", "version", "tier", "os", "arch", "python_version"),
+                row[4:10],
+                strict=True,
+            )
+        ),
+        "session": {"id": row[10], "sequence": row[11], "started_at": iso_ms(row[12])},
+        "payload": msgspec.json.decode(row[13]),
+    }
+
+
+def iter_envelopes(path: Path) -> Iterator[dict[str, Any]]:
+    """Every stored event, oldest first, read-only and streaming."""
+    db = open_read_only(path)
+    if db is None:
+        return
+    try:
+        for row in db.execute(EXPORT_SQL):
+            yield row_to_envelope(row)
+    finally:
+        db.close()
+
+
+def delete_offline(settings: Any) -> int:
+    """Erase everything while no daemon runs, holding the daemon's lock meanwhile."""
+    from rkd.client.spool import spool_files
+    from rkd.daemon.runtime import DaemonLock
+
+    with DaemonLock(settings.runtime_dir):
+        n = 0
+        if settings.db_path.exists():
+            storage = Storage(settings.db_path)
+            try:
+                n = storage.delete_all()
+            finally:
+                storage.close()
+        for f in spool_files(settings.spool_dir):
+            f.unlink(missing_ok=True)
+        return n
