@@ -124,10 +124,12 @@ def summarise(db_path: Path) -> str:
     profiles = q("""SELECT json_extract(payload, '$.profile') p, count(*) FROM events
                     WHERE event_type LIKE 'command_%' AND p IS NOT NULL
                     GROUP BY 1 ORDER BY 2 DESC""").fetchall()
-    tok_in, tok_out, hits, ok, n_cmd = q("""SELECT
+    totals = q("""SELECT
         sum(json_extract(payload, '$.tokens.input')), sum(json_extract(payload, '$.tokens.output')),
         sum(json_extract(payload, '$.cache_hit')), sum(json_extract(payload, '$.execution.success')),
         count(*) FROM events WHERE event_type LIKE 'command_%'""").fetchone()
+    assert totals is not None
+    tok_in, tok_out, hits, ok, n_cmd = totals
     db.close()
     lines = ["What was stored", "===============",
              f"Events:        {total:,} in {sessions} session(s)"]  # fmt: skip

@@ -27,7 +27,7 @@ def _offline(db_path: Path) -> dict[str, Any]:
         return out
     try:
         out["events_stored"] = db.execute("SELECT count(*) FROM events").get
-        out["counters"] = dict(db.execute("SELECT reason, n FROM counters").fetchall())
+        out["counters"] = {k: v for k, v in db.execute("SELECT reason, n FROM counters")}
         last = db.execute("SELECT value FROM meta WHERE key = 'last_flush_ms'").get
         out["last_flush"] = iso_ms(last) if isinstance(last, int) else None
     except apsw.SQLError:

@@ -84,10 +84,17 @@ def _xdg(env: Mapping[str, str], var: str, default: str) -> Path:
     return Path(value) if os.path.isabs(value) else _home(env) / default
 
 
+def _expand(value: str, env: Mapping[str, str]) -> Path:
+    """``~`` expanded with the HOME of ``env`` (not necessarily this process's)."""
+    if value == "~" or value.startswith("~/"):
+        return _home(env) / value[2:]
+    return Path(value)
+
+
 def config_path(env: Mapping[str, str]) -> Path:
     """``RK_CONFIG``, else ``$XDG_CONFIG_HOME/reasonkit/config.toml``."""
     if env.get("RK_CONFIG"):
-        return Path(env["RK_CONFIG"]).expanduser()
+        return _expand(env["RK_CONFIG"], env)
     return _xdg(env, "XDG_CONFIG_HOME", ".config") / "reasonkit" / "config.toml"
 
 
@@ -183,9 +190,9 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
 
 def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:
     if env.get("RK_TELEMETRY_PATH"):
-        p, where = Path(env["RK_TELEMETRY_PATH"]).expanduser(), "RK_TELEMETRY_PATH"
+        p, where = _expand(env["RK_TELEMETRY_PATH"], env), "RK_TELEMETRY_PATH"
     elif file.db_path is not None:
-        p, where = Path(file.db_path).expanduser(), f"{cfg}: telemetry.db_path"
+        p, where = _expand(file.db_path, env), f"{cfg}: telemetry.db_path"
     else:
         return data_dir(env) / DB_FILENAME
     if not p.is_absolute():
@@ -204,8 +211,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             parse_bool(env[var], var)  # a malformed switch is an error to report
     if killed:
         enabled, decided_by = False, f"env:{killed}"
-    elif (var := _env_enabled(env)) is not None:
-        enabled, decided_by = True, f"env:{var}"
+    elif (enabler := _env_enabled(env)) is not None:
+        enabled, decided_by = True, f"env:{enabler}"
     elif file.enabled is not msgspec.UNSET:
         enabled, decided_by = file.enabled, "config"
     else:

@@ -42,7 +42,7 @@ def request(runtime_dir: Path, req: ControlRequest, timeout_ms: int = 5000) -> R
         raise DaemonUnavailable("the rkd daemon is not running (start it with 'rkd run')")
     import zmq
 
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)  # LINGER defaults to forever: exit could hang
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)

@@ -503,7 +503,8 @@ def _envelope_for(payload_type: type[Payload]) -> type[Envelope]:
         frozen=True,
         kw_only=True,
     )
-    return cls  # type: ignore[no-any-return]
+    assert issubclass(cls, Envelope)
+    return cls
 
 
 ENVELOPES: Final[dict[type[Payload], type[Envelope]]] = {p: _envelope_for(p) for p in PAYLOAD_TYPES}

@@ -77,7 +77,8 @@ def read_spool(data: bytes) -> tuple[list[bytes], bool]:
     """Split a spool file into frames; the flag says whether it was damaged."""
     if not data.startswith(MAGIC):
         return [], True
-    frames, pos, end = [], len(MAGIC), len(data)
+    frames: list[bytes] = []
+    pos, end = len(MAGIC), len(data)
     while pos + _LEN.size <= end:
         (n,) = _LEN.unpack_from(data, pos)
         pos += _LEN.size

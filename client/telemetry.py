@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from rkd.client.config import ConfigError, Settings, kill_switch, load_settings
 
@@ -63,7 +63,7 @@ def error_category(exc: BaseException) -> str:
     from rkd.client.schema import ErrorCategory
 
     declared = getattr(exc, "rk_error_category", None)
-    if isinstance(declared, str) and declared in ErrorCategory.__args__:
+    if isinstance(declared, str) and declared in get_args(ErrorCategory):
         return declared
     name = type(exc).__name__.lower()
     for needle, category in _NAME_HINTS:
@@ -156,7 +156,7 @@ class Telemetry:
             self.disabled_reason = f"invalid source: {e}"
             return
         self._source = source
-        self._envelopes = ENVELOPES
+        self._envelopes: dict[type, Any] = dict(ENVELOPES)
         self._encode = msgspec.msgpack.Encoder().encode
         self._max = MAX_FRAME_BYTES
         self._ids = _Ids()

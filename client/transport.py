@@ -109,15 +109,16 @@ class Transport:
     def _start(self) -> None:
         first = self._pid == -1
         self._pid = os.getpid()
-        # After fork the parent's socket, context and backlog belong to the parent. The
-        # old context is abandoned, not closed: closing it in the child is unsafe.
         self._sock = self._ctx = None
-        self._backlog.clear()
-        self.drops.clear()
-        self._unreported.clear()
         self._next_probe = 0.0
         if first:
             atexit.register(self.close)
+            return
+        # A forked child: the parent's socket, context, backlog and counts belong to the
+        # parent. The old context is abandoned, not closed: closing it here is unsafe.
+        self._backlog.clear()
+        self.drops.clear()
+        self._unreported.clear()
 
     def _connect(self) -> bool:
         now = time.monotonic()

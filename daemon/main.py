@@ -25,7 +25,13 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
         raise StartError(f"telemetry is disabled by {switch} in the environment; not starting")
     logs.configure(log_level, json_logs)
     log = structlog.get_logger("rkd.daemon")
-    apsw.bestpractice.apply(apsw.bestpractice.recommended)
+    # Every recommended practice except forwarding SQLite's own log to stdlib logging:
+    # SQLite errors reach us as exceptions, which we log once, in our own format.
+    apsw.bestpractice.apply(
+        tuple(
+            p for p in apsw.bestpractice.recommended if p is not apsw.bestpractice.library_logging
+        )
+    )
     os.umask(0o077)  # sockets, spool and database: owner only
     lock = DaemonLock(settings.runtime_dir)
     try:

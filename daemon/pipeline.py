@@ -32,10 +32,12 @@ _report_decoder: Final = msgspec.msgpack.Decoder(ClientReport)
 def reason_for(err: msgspec.ValidationError) -> str:
     """Name the kind of schema violation from msgspec's message (its path, not values)."""
     text = str(err)
+    if text.startswith("Object missing required field `event_type`"):
+        return "unknown_event_type"
     if " - at `$" not in text:
         return "malformed"  # not even a map: garbage that happened to decode
     path = text.rsplit(" - at `", 1)[1].rstrip("`")
-    if path == "$.event_type" or "missing required field `event_type`" in text:
+    if path == "$.event_type":
         return "unknown_event_type"
     if path == "$.schema_version":
         return "schema_version"

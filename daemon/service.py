@@ -84,7 +84,7 @@ class Daemon:
         self.timers = [
             Timer(settings.flush_interval_secs, self.flush, settings.flush_interval_secs),
             Timer(SPOOL_SCAN_SECS, self.ingest_spool),
-            Timer(MAINTENANCE_SECS, self.maintain, 60.0),
+            Timer(MAINTENANCE_SECS, self.maintain, 1.0),
         ]
 
     # -- sockets and the loop ----------------------------------------------------------

@@ -140,7 +140,7 @@ class Storage:
         return int(n) if isinstance(n, int) else 0
 
     def counters(self) -> dict[str, int]:
-        return dict(self.db.execute("SELECT reason, n FROM counters").fetchall())
+        return {str(k): int(v) for k, v in self.db.execute("SELECT reason, n FROM counters")}
 
     def meta(self, key: str) -> Any:
         return self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).get

@@ -1,0 +1,207 @@
+"""Fixtures: a sandbox of temporary XDG dirs, and the real daemon as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+import zmq
+from rkd.client.config import Settings, load_settings
+from rkd.client.control import DaemonUnavailable, request
+from rkd.client.wire import EVENTS_SOCKET, FlushRequest, StatusRequest
+
+KILL_VARS = (
+    "DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "RK_TELEMETRY_PATH",
+    "RK_CONFIG", "RK_TELEMETRY_COMMUNITY", "RK_TELEMETRY_CLOUD_SYNC",
+)  # fmt: skip
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``cond`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Sandbox:
+    """Temporary HOME and XDG dirs; ``env`` is what every subprocess gets."""
+
+    def __init__(self, root: Path, runtime: Path) -> None:
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in KILL_VARS and not k.startswith("XDG_")}  # fmt: skip
+        self.env.update(
+            HOME=str(root / "home"),
+            XDG_CONFIG_HOME=str(root / "config"),
+            XDG_DATA_HOME=str(root / "data"),
+            XDG_RUNTIME_DIR=str(runtime),
+            RK_TELEMETRY_ENABLED="true",
+            PYTHONUNBUFFERED="1",
+        )
+        (root / "home").mkdir()
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.env)
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config" / "reasonkit" / "config.toml"
+
+    def write_config(self, text: str) -> Path:
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(textwrap.dedent(text))
+        return self.config_file
+
+    def rkd(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run the real `rkd` CLI in the sandbox."""
+        return subprocess.run(
+            [sys.executable, "-m", "rkd.cli", *args], env={**self.env, **env},
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def python(
+        self, code: str, timeout: float = 60, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run Python ``code`` in a fresh interpreter in the sandbox; fail on error."""
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], env={**self.env, **env},
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def spawn_python(self, code: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)], env={**self.env, **env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the real database, read-only."""
+        db = apsw.Connection(str(self.settings.db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def count(self, where: str = "1", *args: Any) -> int:
+        if not self.settings.db_path.exists():
+            return 0
+        return int(self.query(f"SELECT count(*) FROM events WHERE {where}", *args)[0][0])
+
+
+class Daemon:
+    """A real `rkd run` subprocess."""
+
+    def __init__(self, sandbox: Sandbox, **env: str) -> None:
+        self.sandbox = sandbox
+        self.runtime = sandbox.settings.runtime_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rkd.cli", "run", "--log-format", "json", "--log-level", "debug"],
+            env={**sandbox.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_for(self._up, 20, "the daemon to answer")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+        try:
+            request(self.runtime, StatusRequest(), timeout_ms=500)
+            return True
+        except DaemonUnavailable:
+            return False
+
+    def status(self) -> Any:
+        st = request(self.runtime, StatusRequest(), timeout_ms=5000).status
+        assert st is not None
+        return st
+
+    def counter(self, name: str) -> int:
+        return int(self.status().counters.get(name, 0))
+
+    def flush(self) -> int:
+        return request(self.runtime, FlushRequest(), timeout_ms=10_000).flushed
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
+        """Signal the daemon and wait; return its exit code and its log (stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"daemon did not stop within {timeout}s") from None
+        return self.proc.returncode, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    # Short paths: a unix socket path must fit in ~104 bytes.
+    root = Path(tempfile.mkdtemp(prefix="rkd-t-"))
+    runtime = root / "run"
+    try:
+        yield Sandbox(root, runtime)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(sandbox: Sandbox) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def start(**env: str) -> Daemon:
+        d = Daemon(sandbox, **env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+
+
+@pytest.fixture
+def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
+    return start_daemon()
+
+
+@pytest.fixture
+def raw_push(sandbox: Sandbox) -> Iterator[Callable[[list[bytes]], None]]:
+    """Send raw frames to the daemon's event socket, as a hostile client would."""
+    ctx = zmq.Context()
+    socks: list[zmq.Socket[Any]] = []
+
+    def push(frames: list[bytes]) -> None:
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 5000)
+        s.connect(f"ipc://{sandbox.settings.runtime_dir / EVENTS_SOCKET}")
+        socks.append(s)
+        for f in frames:
+            s.send(f)
+
+    yield push
+    for s in socks:
+        s.close(linger=5000)
+    ctx.term()

@@ -1,0 +1,311 @@
+"""The daemon: lock, sockets, flush triggers, graceful stop, sessions, storage, config keys."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import time
+from collections.abc import Callable
+
+import pytest
+from rkd.client import schema as s
+from rkd.daemon.sessions import IDLE_SECS, MAX_AGE_SECS, SessionStamper
+from rkd.daemon.storage import SCHEMA_VERSION, Record, SessionRow, Storage, now_ms
+
+from tests.conftest import Daemon, Sandbox, wait_for
+from tests.samples import envelope, frame
+
+RawPush = Callable[[list[bytes]], None]
+
+
+def think(i: int = 0) -> bytes:
+    return frame(s.ThinkToolCompleted(tool_name="gigathink", duration_ms=i))
+
+
+def test_second_daemon_refuses_to_start(sandbox: Sandbox, daemon: Daemon) -> None:
+    """Only one daemon per user: the second exits 1 naming the first one's pid."""
+    proc = sandbox.rkd("run")
+    assert 1 == proc.returncode
+    assert (
+        f"Error: another rkd daemon (pid {daemon.proc.pid}) is already running for this user\n"
+        == proc.stderr
+    )
+
+
+def test_stale_sockets_of_a_dead_daemon_are_cleaned_up(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """After SIGKILL the next daemon replaces the stale sockets and receives events."""
+    first = start_daemon()
+    first.proc.kill()
+    first.proc.wait()
+    assert (sandbox.settings.runtime_dir / "events.sock").exists()
+    second = start_daemon()
+    raw_push([think()])
+    wait_for(lambda: second.status().pending == 1, what="the event")
+
+
+def test_files_and_folders_are_private(sandbox: Sandbox, daemon: Daemon) -> None:
+    """Runtime folder 0700, sockets 0600, data folder 0700, database 0600."""
+    st = sandbox.settings
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert 0o700 == mode(st.runtime_dir)
+    assert (0o600, 0o600) == (
+        mode(st.runtime_dir / "events.sock"),
+        mode(st.runtime_dir / "control.sock"),
+    )
+    assert (0o700, 0o600) == (mode(st.db_path.parent), mode(st.db_path))
+
+
+def test_loose_runtime_dir_is_tightened(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """A runtime folder others could enter is made 0700 before any socket is bound."""
+    run = sandbox.settings.runtime_dir
+    run.mkdir(mode=0o777, parents=True)
+    run.chmod(0o777)
+    start_daemon()
+    assert 0o700 == stat.S_IMODE(run.stat().st_mode)
+
+
+def test_too_long_runtime_path_is_a_clear_error(sandbox: Sandbox) -> None:
+    """A socket path longer than the OS allows is refused with a hint."""
+    long = sandbox.root / ("x" * 120)
+    proc = sandbox.rkd("run", XDG_RUNTIME_DIR=str(long))
+    assert 1 == proc.returncode
+    assert "path too long for a socket" in proc.stderr and "XDG_RUNTIME_DIR" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_stop_loses_nothing_pending(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush, sig: int
+) -> None:
+    """SIGTERM/SIGINT with events pending: every one is written before exit."""
+    sandbox.write_config("[telemetry]\nbatch_size = 10000\nflush_interval_secs = 3600\n")
+    d = start_daemon()
+    raw_push([think(i) for i in range(250)])
+    wait_for(lambda: d.status().pending == 250, what="250 pending")
+    assert 0 == sandbox.count()
+    code, log = d.stop(sig)
+    assert 0 == code
+    assert 250 == sandbox.count()
+    assert "daemon_stopped" in log
+    assert not (sandbox.settings.runtime_dir / "events.sock").exists()
+
+
+def test_batch_size_triggers_a_flush(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """config batch_size: reaching it writes the buffer without waiting for the timer."""
+    sandbox.write_config("[telemetry]\nbatch_size = 10\nflush_interval_secs = 3600\n")
+    d = start_daemon()
+    for _ in range(3):  # separate sends so the daemon sees them in separate turns
+        raw_push([think() for _ in range(4)])
+        wait_for(lambda: d.status().pending + d.status().events_stored >= 4, what="events")
+    wait_for(lambda: d.status().events_stored + d.status().pending == 12, what="12 events")
+    assert d.status().events_stored >= 10
+    assert d.status().pending < 10
+
+
+def test_flush_interval_triggers_a_flush(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """config flush_interval_secs: pending events are written when the interval passes."""
+    sandbox.write_config("[telemetry]\nbatch_size = 10000\nflush_interval_secs = 0.3\n")
+    d = start_daemon()
+    raw_push([think() for _ in range(5)])
+    wait_for(lambda: sandbox.count() == 5, timeout=5, what="the timed flush")
+    assert d.status().last_flush is not None
+
+
+def test_error_events_are_written_at_once(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """An error event is written immediately, with what was pending before it (spec §4.2)."""
+    sandbox.write_config("[telemetry]\nbatch_size = 10000\nflush_interval_secs = 3600\n")
+    d = start_daemon()
+    raw_push([think(), frame(s.ErrorOccurred(error_category="timeout"))])
+    wait_for(lambda: sandbox.count() == 2, timeout=5, what="the error write")
+    assert 0 == d.status().pending
+
+
+def test_db_path_env_and_config_decide_where_events_go(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """RK_TELEMETRY_PATH (and db_path) move the database."""
+    target = sandbox.root / "elsewhere" / "t.db"
+    sandbox.env["RK_TELEMETRY_PATH"] = str(target)
+    d = start_daemon()
+    raw_push([think()])
+    wait_for(lambda: d.status().pending == 1, what="event")
+    d.flush()
+    assert str(target) == d.status().db_path
+    assert 1 == sandbox.count()
+
+
+def test_sessions_are_stamped_by_the_daemon(
+    sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
+) -> None:
+    """Events get one anonymous session with sequence 1..n; the client cannot set it."""
+    forged = envelope(s.HelpViewed(topic="think"), session=s.Session(
+        id=__import__("uuid").uuid4(), sequence=999, started_at=__import__("datetime").datetime.now(__import__("datetime").UTC)))  # fmt: skip
+    import msgspec
+
+    raw_push([think(i) for i in range(5)] + [msgspec.msgpack.encode(forged)])
+    wait_for(lambda: daemon.status().pending == 6, what="6 events")
+    daemon.flush()
+    rows = sandbox.query(
+        "SELECT s.uuid, e.sequence FROM events e JOIN sessions s ON s.id = e.session_id ORDER BY e.id"
+    )
+    assert [1, 2, 3, 4, 5, 6] == [r[1] for r in rows]
+    assert 1 == len({r[0] for r in rows})
+    assert rows[0][0] == daemon.status().session_id
+    assert str(forged.session.id) != rows[0][0]  # type: ignore[union-attr]
+
+
+def test_session_rotates_after_idle_and_daily() -> None:
+    """A new session after 30 minutes idle and after 24 hours, driven by a monotonic clock."""
+    t = [1000.0]
+    st = SessionStamper(None, clock=lambda: t[0])
+    a, seq = st.stamp(now_ms())
+    assert 1 == seq
+    t[0] += IDLE_SECS - 1
+    assert (a, 2) == st.stamp(now_ms())
+    t[0] += IDLE_SECS + 1
+    b, seq = st.stamp(now_ms())
+    assert (b.uuid != a.uuid, 1) == (True, seq)
+    for _ in range(int(MAX_AGE_SECS // (IDLE_SECS - 1)) + 1):  # busy all day, never idle
+        t[0] += IDLE_SECS - 1
+        c, _ = st.stamp(now_ms())
+    assert c.uuid != b.uuid
+
+
+def test_session_survives_a_quick_restart_but_not_a_stale_one() -> None:
+    """A session last used a minute ago continues after restart; one idle for an hour does not."""
+    fresh = SessionRow(
+        rowid=1, uuid="a", started_ms=now_ms() - 60_000, last_ms=now_ms() - 60_000, events=3
+    )
+    assert ("a", 4) == (lambda r: (r[0].uuid, r[1]))(SessionStamper(fresh).stamp(now_ms()))
+    stale = SessionRow(
+        rowid=1, uuid="a", started_ms=now_ms() - 3_600_000, last_ms=now_ms() - 3_600_000, events=3
+    )
+    assert "a" != SessionStamper(stale).stamp(now_ms())[0].uuid
+    future = SessionRow(
+        rowid=1, uuid="a", started_ms=now_ms() + 3_600_000, last_ms=now_ms() + 3_600_000, events=3
+    )
+    assert "a" != SessionStamper(future).stamp(now_ms())[0].uuid  # clock went backwards
+
+
+def test_storage_migrates_and_refuses_newer_schema(tmp_path: __import__("pathlib").Path) -> None:
+    """A new database gets the current user_version; a newer one is refused clearly."""
+    from rkd.daemon.storage import StorageError
+
+    path = tmp_path / "t.db"
+    Storage(path).close()
+    import apsw
+
+    db = apsw.Connection(str(path))
+    assert SCHEMA_VERSION == db.execute("PRAGMA user_version").get
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StorageError, match="newer than this rkd understands"):
+        Storage(path)
+
+
+def test_corrupt_database_is_a_clear_error(sandbox: Sandbox) -> None:
+    """A file that is not a database: one line naming it, exit 1, the file untouched."""
+    db = sandbox.settings.db_path
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"this is not sqlite" * 100)
+    proc = sandbox.rkd("run")
+    assert 1 == proc.returncode
+    assert (
+        proc.stderr.startswith(f"Error: {db}: cannot use the database")
+        and "Traceback" not in proc.stderr
+    )
+    assert b"this is not sqlite" * 100 == db.read_bytes()
+
+
+def test_retention_days_and_size_cap_prune(tmp_path: __import__("pathlib").Path) -> None:
+    """retention_days drops old events; max_db_size_mb drops the oldest until under the cap."""
+    storage = Storage(tmp_path / "t.db")
+    sess = SessionRow(rowid=None, uuid="s", started_ms=now_ms(), last_ms=now_ms(), events=0)
+    old = now_ms() - 10 * 86_400_000
+    big = s.CommandExecuted(command="think", thinktool_chain=("a" * 60,) * 32)
+    recs = [Record(envelope(big), sess, i, old if i < 100 else now_ms()) for i in range(3000)]
+    storage.write(recs, {}, now_ms())
+    assert 2900 == 3000 - storage.prune(retention_days=5, max_db_size_mb=1000)
+    assert storage.size_bytes() > 1024 * 1024
+    storage.prune(retention_days=5, max_db_size_mb=1)
+    assert storage.size_bytes() <= 1024 * 1024
+    kept = storage.db.execute("SELECT min(sequence), count(*) FROM events").fetchone()
+    assert kept[0] > 100 and 0 < kept[1] < 2900  # the oldest went first
+
+
+def test_daemon_prunes_at_start(sandbox: Sandbox, start_daemon: Callable[..., Daemon]) -> None:
+    """The maintenance job runs on the daemon's timer, honouring retention_days."""
+    sandbox.write_config("[telemetry]\nretention_days = 1\n")
+    storage = Storage(sandbox.settings.db_path)
+    sess = SessionRow(rowid=None, uuid="s", started_ms=now_ms(), last_ms=now_ms(), events=0)
+    ev = envelope(s.HelpViewed(topic="x"))
+    storage.write(
+        [Record(ev, sess, 1, now_ms() - 3 * 86_400_000), Record(ev, sess, 2, now_ms())],
+        {},
+        now_ms(),
+    )
+    storage.close()
+    d = start_daemon()
+    wait_for(lambda: sandbox.count() == 1, timeout=10, what="the prune")
+    assert 1 == d.counter("pruned")
+
+
+def test_disabled_daemon_stores_nothing(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """A daemon whose config says disabled counts incoming events as rejected, stores none."""
+    sandbox.env.pop("RK_TELEMETRY_ENABLED")
+    d = start_daemon()
+    raw_push([think()])
+    wait_for(lambda: d.counter("rejected.disabled") == 1, what="the rejection")
+    d.flush()
+    assert 0 == sandbox.count()
+
+
+def test_kill_switch_keeps_the_daemon_from_starting(sandbox: Sandbox) -> None:
+    """`rkd run` under a kill switch says so and opens nothing."""
+    proc = sandbox.rkd("run", DO_NOT_TRACK="1")
+    assert (
+        1,
+        "Error: telemetry is disabled by DO_NOT_TRACK in the environment; not starting\n",
+    ) == (proc.returncode, proc.stderr)
+    assert not sandbox.settings.runtime_dir.exists()
+
+
+def test_sighup_reloads_config(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """SIGHUP re-reads config.toml: a new batch size applies without a restart."""
+    sandbox.write_config("[telemetry]\nbatch_size = 10000\nflush_interval_secs = 3600\n")
+    d = start_daemon()
+    sandbox.write_config("[telemetry]\nbatch_size = 1\nflush_interval_secs = 3600\n")
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    raw_push([think()])
+    wait_for(lambda: sandbox.count() == 1, timeout=5, what="a flush at batch size 1")
+    assert d.proc.poll() is None
+
+
+def test_logs_are_json_and_carry_no_payload(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """Daemon logs are JSON lines and never contain payload values."""
+    d = start_daemon()
+    raw_push([frame(s.CommandExecuted(command="secretcommandname")), b"garbage"])
+    wait_for(lambda: d.counter("rejected.malformed") == 1, what="rejection")
+    _, log = d.stop()
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert {"daemon_started", "frame_rejected", "stopping", "daemon_stopped"} <= {
+        x["event"] for x in lines
+    }
+    assert "secretcommandname" not in log
