@@ -179,7 +179,7 @@ def worker(seed: int, events: int) -> None:
                           tokens_used=rng.randint(200, 1500),
                           confidence_score=round(rng.uniform(0.6, 0.98), 2))  # fmt: skip
             sent += 1
-        if rng.random() < 0.03:  # a failing command, through the context manager
+        if rng.random() < 0.03 and events - sent >= 2:  # a failure: command + error event
             try:
                 with tel.command(command, profile=profile) as cmd:
                     cmd.thinktools(chain)

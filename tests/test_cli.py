@@ -87,7 +87,7 @@ def test_demo_runs_end_to_end_and_cleans_up(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("demo", "--events", "300", "--processes", "3", timeout=120)
     assert 0 == proc.returncode, proc.stderr
     out = proc.stdout
-    assert "Events:        300 in 1 session(s)" in out
+    assert "Events:        300 in 1 session(s)" in out  # exactly what was asked for
     assert "command_executed" in out and "thinktool_completed" in out and "error_occurred" in out
     assert "daemon stopped gracefully" in out
     assert not {

@@ -1,0 +1,190 @@
+"""Shared by the benchmarks: a throwaway sandbox, the real daemon, statistics, tables.
+
+Nothing here measures anything. A benchmark builds a :class:`Sandbox` (temporary HOME and
+XDG dirs, telemetry on, kill switches removed), starts the real ``rkd run`` in it with
+:class:`Daemon`, and prints its figures with :func:`table`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rkd.client.config import Settings, load_settings
+from rkd.client.control import DaemonUnavailable, request
+from rkd.client.wire import FlushRequest, StatusRequest
+
+PYTHON = sys.executable
+# Kill switches and every variable that could point rkd outside the sandbox.
+SCRUB = (
+    "DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "RK_TELEMETRY_PATH",
+    "RK_CONFIG", "RK_TELEMETRY_COMMUNITY", "RK_TELEMETRY_CLOUD_SYNC",
+)  # fmt: skip
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    """Poll ``cond`` until it returns something truthy; raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Sandbox:
+    """A temp dir holding HOME and the XDG dirs; ``env`` is what every process gets.
+
+    The root lives directly under /tmp with a short prefix: a unix socket path must stay
+    under ~104 bytes, and the events socket is ``<root>/run/rkd/events.sock``.
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="rkd-b-", dir="/tmp"))
+        env = {k: v for k, v in os.environ.items() if k not in SCRUB and not k.startswith("XDG_")}
+        env.update(
+            HOME=str(self.root / "home"),
+            XDG_CONFIG_HOME=str(self.root / "config"),
+            XDG_DATA_HOME=str(self.root / "data"),
+            XDG_RUNTIME_DIR=str(self.root / "run"),
+            RK_TELEMETRY_ENABLED="true",
+        )
+        self.env = env
+        (self.root / "home").mkdir()
+        self.settings: Settings = load_settings(env)
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def popen(self, code: str, **kw: Any) -> subprocess.Popen[str]:
+        """Start ``python -c code`` in the sandbox (stdin/stdout are pipes, text mode)."""
+        return subprocess.Popen(
+            [PYTHON, "-c", textwrap.dedent(code)], env={**self.env, **kw.pop("env", {})},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kw,
+        )  # fmt: skip
+
+
+class Daemon:
+    """The real daemon, ``python -m rkd.cli run --log-format json``, as a subprocess.
+
+    Its log goes to a file in the sandbox, not a pipe: a pipe nobody reads would fill up
+    and block the daemon in the middle of a measurement.
+    """
+
+    def __init__(self, sandbox: Sandbox, timeout: float = 20.0) -> None:
+        self.runtime = sandbox.settings.runtime_dir
+        self.log_path = sandbox.root / "daemon.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "rkd.cli", "run", "--log-format", "json"],
+            env=sandbox.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+        )  # fmt: skip
+        self.pid = self.proc.pid
+        wait_for(self._up, timeout, "the daemon to answer a status request")
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()}")
+        try:
+            request(self.runtime, StatusRequest(), timeout_ms=500)
+        except DaemonUnavailable:
+            return False
+        return True
+
+    def status(self) -> Any:
+        return request(self.runtime, StatusRequest(), timeout_ms=5000).status
+
+    def flush(self) -> int:
+        """Ask the daemon to drain, ingest the spool and write everything pending now."""
+        return request(self.runtime, FlushRequest(), timeout_ms=10_000).flushed
+
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        """Resident memory of the daemon in KiB (``VmHWM`` gives the peak so far)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, wait; SIGKILL only if it does not stop in ``timeout`` seconds."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# -- statistics and output ---------------------------------------------------------------
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation between order statistics."""
+    s = sorted(xs)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def verdict(value: float, target: float, higher_is_better: bool = False) -> str:
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "NOT MET"
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+
+    def line(r: Sequence[str]) -> str:
+        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        return "  ".join(parts).rstrip()
+
+    print(f"\n{title}")
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for r in cells[1:]:
+        print(line(r))
+
+
+def machine() -> str:
+    """One line: cores, CPU model, Python version."""
+    model = "?"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}"
