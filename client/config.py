@@ -37,6 +37,14 @@ class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     redact_file_paths: bool = True
     differential_privacy: bool = False
     dp_epsilon: Annotated[float, Meta(gt=0.0, le=100.0)] = 1.0
+    # Public service domains kept readable wherever they appear (added to the defaults).
+    allowed_domains: tuple[
+        Annotated[
+            str,
+            Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})+$"),
+        ],
+        ...,
+    ] = ()
 
 
 class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

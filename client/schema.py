@@ -13,8 +13,9 @@ the JSON Schema are generated from these types, so the documentation cannot drif
 
 Evolution follows msgspec's rules: a new field gets a default, a type never changes, a
 removed field is only ever ignored. Free text has no place here: every string is an
-identifier with a pattern and a maximum length, so a prompt, a path or an address does
-not even decode.
+identifier with a pattern (no spaces, slashes, quotes or ``@``), so a prompt, a path or
+an e-mail address does not even decode. Each string also declares a maximum length,
+which the daemon's privacy firewall enforces by cutting (after scanning the whole value).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ Ident = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$",
+        extra={"max_length": 64},  # longer values are cut (and counted) by the firewall
+        extra_json_schema={"maxLength": 64},
         description="An identifier: letters, digits and _ . : + - (no spaces, no slashes).",
     ),
 ]
@@ -43,7 +45,8 @@ Version = Annotated[
     str,
     Meta(
         min_length=1,
-        max_length=48,
+        extra={"max_length": 48},
+        extra_json_schema={"maxLength": 48},
         pattern=r"^v?[0-9]+(\.[0-9]+){0,3}([-+][A-Za-z0-9.\-+]*)?$",
         description="A version number such as 1.0.0 or 0.12.3-beta.1.",
     ),
@@ -51,6 +54,10 @@ Version = Annotated[
 SchemaVersion = Annotated[
     str,
     Meta(pattern=r"^1\.[0-9]+\.[0-9]+$", description="Schema version; major 1 is accepted."),
+]
+Sha256Hex = Annotated[
+    str,
+    Meta(pattern="^[0-9a-f]{64}$", extra={"salted": True}, description="A SHA-256, hex."),
 ]
 Millis = Annotated[int, Meta(ge=0, le=2**53, description="A duration in milliseconds.")]
 Count = Annotated[int, Meta(ge=0, le=2**32 - 1)]
@@ -273,6 +280,16 @@ class CommandFamily(Payload, frozen=True, kw_only=True):
     cache_hit: Annotated[bool, Meta(description="Whether the result came from cache.")] = False
     error_category: Annotated[
         ErrorCategory | None, Meta(description="Error category when it failed (no message).")
+    ] = None
+    query_hash: Annotated[
+        Sha256Hex | None,
+        Meta(
+            description=(
+                "For de-duplication only: the SHA-256 of the query, computed inside the "
+                "application (the text never leaves it) and re-hashed by the daemon with a "
+                "per-install salt, so it cannot be looked up in a dictionary of prompts."
+            )
+        ),
     ] = None
 
 

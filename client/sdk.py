@@ -221,7 +221,7 @@ class TelemetryCollector:
 
     def export(self) -> str:
         """Every stored event as a JSON array of spec envelopes ("[]" when disabled)."""
-        if self._settings is None:
+        if not self.enabled or self._settings is None:
             return "[]"
         import json
 
@@ -230,8 +230,11 @@ class TelemetryCollector:
         return json.dumps(list(iter_envelopes(self._settings.db_path)), indent=2)
 
     def delete_all(self) -> int:
-        """Erase all telemetry data; return how many events were deleted."""
-        if self._settings is None:
+        """Erase all telemetry data; return how many events were deleted (0 when disabled).
+
+        As in the spec, a disabled collector deletes nothing; `rkd delete` always can.
+        """
+        if not self.enabled or self._settings is None:
             return 0
         from rkd.client.control import DaemonUnavailable, request
         from rkd.client.wire import DeleteRequest

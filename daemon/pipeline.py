@@ -7,12 +7,14 @@ decode -> validate -> (privacy firewall) -> stamp. A stage rejects a frame by ra
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Final
 
 import msgspec
 from rkd.client.schema import Envelope, Event
 from rkd.client.wire import MAX_FRAME_BYTES, ClientReport
 
+_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 EARLIEST: Final = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 MAX_FUTURE: Final = dt.timedelta(days=1)
 
@@ -64,7 +66,11 @@ def decode_report(frame: bytes) -> dict[str, int]:
         report = _report_decoder.decode(frame)
     except (msgspec.ValidationError, msgspec.DecodeError):
         raise Rejected("malformed_report") from None
-    return {str(k)[:40]: max(0, int(v)) for k, v in list(report.drops.items())[:32]}
+    # Reasons are client-supplied text that ends up in the database: only known shapes.
+    return {
+        (k if _REASON.fullmatch(k) else "other"): max(0, int(v))
+        for k, v in list(report.drops.items())[:32]
+    }
 
 
 def validate(envelope: Envelope, now: dt.datetime) -> int:

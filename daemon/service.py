@@ -30,6 +30,7 @@ from rkd.client.wire import (
     StatusRequest,
     is_report,
 )
+from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
@@ -71,6 +72,7 @@ class Daemon:
         last_flush = storage.meta("last_flush_ms")
         self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
         self.pending: list[Record] = []
+        self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self.stamper = SessionStamper(storage.last_session())
         self.started_ms = now_ms()
         self.started_mono = time.monotonic()
@@ -204,6 +206,7 @@ class Daemon:
                 raise Rejected("disabled")
             envelope = decode(frame)
             ts_ms = validate(envelope, now)
+            envelope = self.firewall(envelope)
         except Rejected as r:
             self.counters[f"rejected.{r.reason}"] += 1
             self._dirty = True
@@ -324,6 +327,7 @@ class Daemon:
             new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir
         )
         self.timers[0].interval = new.flush_interval_secs
+        self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         log.info("reloaded", enabled=new.enabled)
 
     # -- control ------------------------------------------------------------------------
@@ -370,6 +374,7 @@ class Daemon:
         for f in spool_files(self.settings.spool_dir):
             f.unlink(missing_ok=True)
         self.counters.clear()
+        self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
         self.stamper.rotate()
         self.events_stored = 0
         self.last_flush_ms = None

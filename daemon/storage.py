@@ -353,6 +353,7 @@ def iter_envelopes(path: Path) -> Iterator[dict[str, Any]]:
 def delete_offline(settings: Any) -> int:
     """Erase everything while no daemon runs, holding the daemon's lock meanwhile."""
     from rkd.client.spool import spool_files
+    from rkd.daemon.firewall import SALT_FILE
     from rkd.daemon.runtime import DaemonLock
 
     with DaemonLock(settings.runtime_dir):
@@ -365,4 +366,5 @@ def delete_offline(settings: Any) -> int:
                 storage.close()
         for f in spool_files(settings.spool_dir):
             f.unlink(missing_ok=True)
+        (settings.data_dir / SALT_FILE).unlink(missing_ok=True)  # the next daemon makes a new one
         return n

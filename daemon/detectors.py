@@ -1,0 +1,270 @@
+"""What private data looks like: patterns and validators for the privacy scanner.
+
+Every pattern here must stay linear in the length of its input, because hostile strings
+reach it. The rules that keep it so: every quantifier is bounded; a pattern that could
+start anywhere inside a run of similar characters is anchored with a look-behind that
+only lets it start at the beginning of the run; alternatives never overlap in a way
+that makes a failed match retry exponentially. `tests/test_firewall.py` times hostile
+inputs to hold us to it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import Counter
+from typing import Final
+
+# -- validators ----------------------------------------------------------------------------
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a card number."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+# Issuer prefixes: Visa, Mastercard (51-55, 2221-2720), Amex, Discover, JCB, Diners, UnionPay.
+_CARD_IIN: Final = re.compile(
+    r"4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|6(?:011|5|4[4-9]|2)|35|3[068]"
+)
+
+
+def card_ok(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and bool(_CARD_IIN.match(digits)) and luhn_ok(digits)
+
+
+def iban_ok(text: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
+    s = text.replace(" ", "").upper()
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    try:
+        return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+    except ValueError:
+        return False
+
+
+def ip_ok(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def entropy(text: str) -> float:
+    """Shannon entropy in bits per character."""
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+
+
+def looks_random(token: str) -> bool:
+    """A token no known format claims but that looks like a generated secret.
+
+    Mixed case and digits, a long unbroken stretch (words joined by - _ / are
+    identifiers, not secrets), and high entropy. Hex strings (UUIDs, trace ids, git
+    SHAs) are ids, not secrets: they have one case only and are never flagged.
+    """
+    if not (any(c.isupper() for c in token) and any(c.islower() for c in token)):
+        return False
+    if not any(c.isdigit() for c in token):
+        return False
+    longest = max(len(p) for p in re.split(r"[-_/.]", token))
+    return longest >= 16 and entropy(token) >= 3.7
+
+
+def phone_ok(text: str) -> bool:
+    digits = sum(c.isdigit() for c in text)
+    return 8 <= digits <= 15 if text.startswith("+") else 9 <= digits <= 12
+
+
+# -- patterns ------------------------------------------------------------------------------
+
+PEM_BEGIN: Final = re.compile(r"-----BEGIN ([A-Z0-9 ]{0,40})PRIVATE KEY( BLOCK)?-----")
+
+URL: Final = re.compile(
+    r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,15})://"
+    r"(?:([^\s/@?#\"'<>\\]{1,256})@)?"  # userinfo: credentials, always dropped
+    r"(\[[0-9A-Fa-f:.]{2,45}\]|[^\s/:?#\"'<>@\\\[\]]{1,253})"  # host
+    r"(?::\d{1,5})?"
+    r"([/?#][^\s\"'<>]{0,4096})?"
+)
+
+JWT: Final = re.compile(
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{6,4096}\.[A-Za-z0-9_-]{6,8192}\.[A-Za-z0-9_-]{6,4096}"
+)
+
+BEARER: Final = re.compile(
+    r"(?i)(?<![A-Za-z0-9])((?:authorization\s{0,8}[:=]\s{0,8}[\"']?\s{0,8})?"
+    r"(?:bearer|token|basic)\s{1,8})[A-Za-z0-9._~+/=-]{8,4096}"
+)
+
+# Known secret formats; distinctive prefixes need no left boundary (a key glued to
+# other text is still a key).
+KEYS: Final = re.compile(
+    r"(?P<anthropic_key>sk-ant-(?:api|admin|sid|oat)\d{2}-[A-Za-z0-9_-]{16,300})"
+    r"|(?P<openai_key>sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{16,300}"
+    r"|(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{20,200}(?![A-Za-z0-9_-]))"
+    r"|(?P<aws_access_key>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9]))"
+    r"|(?P<github_token>gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{30,255})"
+    r"|(?P<gitlab_token>gl(?:pat|dt|rt|ptt|ft|cbt|imt|agent|oas)-[A-Za-z0-9_-]{20,255})"
+    r"|(?P<slack_token>xox[abposr]-[A-Za-z0-9-]{10,255}|xapp-\d-[A-Za-z0-9-]{10,255})"
+    r"|(?P<stripe_key>(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,255}|whsec_[A-Za-z0-9]{20,255})"
+    r"|(?P<google_api_key>AIza[0-9A-Za-z_-]{35})"
+    r"|(?P<huggingface_token>hf_[A-Za-z0-9]{30,255})"
+    r"|(?P<npm_token>npm_[A-Za-z0-9]{36})"
+)
+
+_SECRET_WORD: Final = (
+    r"(?:[A-Za-z0-9]{0,30}[_.-])?"
+    r"(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|token(?!s)|passw(?:or)?d|passphrase|"
+    r"pwd|pass|credentials?|auth(?:[_-]?token)?|access[_-]?key|private[_-]?key|client[_-]?secret|"
+    r"[A-Za-z0-9]{1,30}_KEY)"
+    r"(?:[_.-][A-Za-z0-9]{0,30})?"
+)
+ASSIGNMENT: Final = re.compile(
+    r"(?i)(?<![A-Za-z0-9_.-])([\"']?" + _SECRET_WORD + r"[\"']?\s{0,8}(?::=|=|:)\s{0,8})"
+    r"(?:\"([^\"\n]{1,512})\"|'([^'\n]{1,512})'|([^\s\"',;}\])]{1,512}))"
+)
+CLI_FLAG: Final = re.compile(
+    r"(?i)(?<![A-Za-z0-9_-])(--?(?:password|passwd|pass|pwd|token|api[_-]?key|secret|"
+    r"auth[_-]?token|access[_-]?token|client[_-]?secret|private[_-]?key|passphrase)"
+    r"(?:=|\s{1,8}))(?:\"[^\"\n]{1,512}\"|'[^'\n]{1,512}'|[^\s\"']{1,512})"
+)
+MYSQL_P: Final = re.compile(r"(?<!\S)-p(?![-\s])(\S{3,128})")
+
+EMAIL: Final = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+
+_WIN_SEG: Final = r"[^\\/:*?\"<>|\r\n\t ]{1,255}"
+WINDOWS_PATH: Final = re.compile(
+    r"(?<![A-Za-z0-9\\])(?:[A-Za-z]:(?:\\\\|\\|/)|\\\\\\\\|\\\\(?=[A-Za-z0-9]))"
+    r"(?:" + _WIN_SEG + r"(?:(?:\\\\|\\|/)" + _WIN_SEG + r"){0,40}(?:\\\\|\\|/)?)?"
+)
+QUOTED_PATH: Final = re.compile(
+    r"(\"|')((?:[A-Za-z]:[\\/]|\\\\|~|/(?=[A-Za-z0-9_.~-]))[^\"'\n]{1,1024}?)\1"
+)
+POSIX_PATH: Final = re.compile(
+    r"(?<![A-Za-z0-9_.~:/\\-])(?:~[A-Za-z0-9_.-]{0,32})?/[A-Za-z0-9_.@%+~-]{1,255}"
+    r"(?:/[A-Za-z0-9_.@%+~-]{0,255}){1,64}"
+)
+TILDE_PATH: Final = re.compile(
+    r"(?<![A-Za-z0-9_~/])~[A-Za-z0-9_.-]{0,32}/[A-Za-z0-9_.@%+~/-]{0,1024}"
+)
+
+MAC: Final = re.compile(
+    r"(?<![0-9A-Fa-f:.-])(?:[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![0-9A-Fa-f:.-])"
+)
+IPV6: Final = re.compile(
+    r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})"
+    r"(?:%[A-Za-z0-9_.-]{1,16})?(?![0-9A-Za-z:])"
+)
+IPV4: Final = re.compile(
+    r"(?<![0-9A-Za-z.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?![0-9A-Za-z]|\.\d)"
+)
+CARD: Final = re.compile(r"(?<![0-9A-Za-z.,-])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z]|[.,]\d)")
+IBAN: Final = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+)
+SSN: Final = re.compile(
+    r"(?<![0-9A-Za-z-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![0-9A-Za-z]|-\d)"
+)
+PHONE: Final = re.compile(
+    r"(?<![0-9A-Za-z+.:/-])(?:"
+    r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # international
+    r"|\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]?\d{2,5}){1,2}"  # (415) 555-2671
+    r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # 020 7946 0958, 06 12 34 56 78
+    r"|[2-9]\d{2}[.-]\d{3}[.-]\d{4}"  # 415-555-2671
+    r")(?![0-9A-Za-z]|[.:-]\d)"
+)
+WINDOWS_HOST: Final = re.compile(
+    r"(?<![A-Za-z0-9-])(?:DESKTOP|LAPTOP|WIN|PC)-[A-Z0-9]{5,15}(?![A-Za-z0-9-])"
+)
+HOSTNAME: Final = re.compile(
+    r"(?<![A-Za-z0-9.@-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
+    r"([A-Za-z]{2,13}))(?![A-Za-z0-9-]|\.[A-Za-z0-9])"
+)
+TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,512}(?![A-Za-z0-9+/=_-])")
+
+# Last labels that make a dotted name a host: private-network suffixes and common TLDs.
+# File extensions that are also TLDs (py, rs, md, sh, zip, pl, ...) are left out on
+# purpose: "setup.py" is a file, not a host.
+HOST_SUFFIXES: Final = frozenset(
+    [
+        "local",
+        "lan",
+        "home",
+        "internal",
+        "intranet",
+        "corp",
+        "localdomain",
+        "private",
+        "priv",
+        "localhost",
+        "com",
+        "net",
+        "org",
+        "io",
+        "dev",
+        "ai",
+        "app",
+        "cloud",
+        "co",
+        "uk",
+        "de",
+        "fr",
+        "jp",
+        "cn",
+        "ru",
+        "nl",
+        "eu",
+        "us",
+        "ca",
+        "au",
+        "in",
+        "br",
+        "es",
+        "it",
+        "ch",
+        "se",
+        "no",
+        "dk",
+        "fi",
+        "pl",
+        "be",
+        "at",
+        "cz",
+        "biz",
+        "info",
+        "edu",
+        "gov",
+        "mil",
+        "int",
+        "tech",
+        "site",
+        "online",
+        "xyz",
+        "me",
+        "tv",
+        "cc",
+    ]
+)
+DEFAULT_ALLOWED_DOMAINS: Final = (
+    "anthropic.com", "openai.com", "googleapis.com", "google.com", "azure.com",
+    "microsoft.com", "mistral.ai", "cohere.com", "cohere.ai", "groq.com", "together.ai",
+    "together.xyz", "fireworks.ai", "deepseek.com", "perplexity.ai", "x.ai",
+    "huggingface.co", "replicate.com", "amazonaws.com", "github.com", "gitlab.com",
+    "pypi.org", "python.org", "npmjs.com", "reasonkit.sh",
+)  # fmt: skip

@@ -1,0 +1,177 @@
+"""The privacy firewall stage: every string of every event is scanned before it is kept.
+
+Runs in the daemon on each decoded event, before the pending buffer (so what `rkd show`
+shows is already filtered), and is the same function that will check events a last time
+before any byte leaves the machine. Layers, in order:
+
+1. the schema's allow-list (undeclared fields never decode; closed enumerations are
+   safe by construction and skipped here);
+2. the scanner (`rkd.daemon.redact`) over each remaining string, placeholders in place of
+   findings; with ``block_sensitive`` any finding drops the whole event;
+3. each string cut to its declared maximum length, after scanning the whole of it;
+4. ``query_hash`` re-hashed with the per-install salt.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections import Counter
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+import msgspec
+import msgspec.inspect as mi
+from rkd.client.config import PrivacyConfig
+from rkd.client.schema import Envelope, Payload, Source
+from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
+from rkd.daemon.pipeline import Rejected
+from rkd.daemon.redact import Scanner
+
+SALT_FILE: Final = ".rk_salt"
+CLEAN_CACHE_MAX: Final = 50_000  # strings known to hold nothing private; cleared when full
+
+
+class StringField(NamedTuple):
+    """Where a scannable string lives in a Struct, and its rules."""
+
+    path: tuple[str, ...]
+    many: bool  # a tuple of strings
+    max_len: int
+    salted: bool
+
+
+def _fields_of(t: mi.Type, path: tuple[str, ...], many: bool = False) -> list[StringField]:
+    match t:
+        case mi.Metadata(type=mi.StrType(), extra=extra):
+            extra = extra or {}
+            return [
+                StringField(path, many, extra.get("max_length", 4096), bool(extra.get("salted")))
+            ]
+        case mi.StrType():
+            return [StringField(path, many, 4096, False)]
+        case mi.Metadata(type=inner):
+            return _fields_of(inner, path, many)
+        case mi.UnionType(types=types):
+            return [f for x in types for f in _fields_of(x, path, many)]
+        case mi.VarTupleType(item_type=item) | mi.ListType(item_type=item):
+            return _fields_of(item, path, True)
+        case mi.StructType(fields=fields):
+            return [f for x in fields for f in _fields_of(x.type, (*path, x.name))]
+    return []  # literals, numbers, booleans, None: nothing private fits in them
+
+
+def string_fields(cls: type[msgspec.Struct]) -> tuple[StringField, ...]:
+    """Every scannable string of ``cls``, nested Structs and tuples included."""
+    return tuple(_fields_of(mi.type_info(cls), ()))
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if obj is None:
+            return None
+        obj = getattr(obj, name)
+    return obj
+
+
+def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
+    """A copy of ``obj`` with ``path`` set (Structs are frozen; nothing is re-validated)."""
+    head, *rest = path
+    inner = _set(getattr(obj, head), tuple(rest), value) if rest else value
+    return msgspec.structs.replace(obj, **{head: inner})
+
+
+def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
+    """The per-install salt (32 random bytes, file 0600), created or rotated on demand."""
+    path = data_dir / SALT_FILE
+    if not rotate:
+        try:
+            salt = path.read_bytes()
+            if len(salt) == 32:
+                return salt
+        except FileNotFoundError:
+            pass
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    salt = secrets.token_bytes(32)
+    tmp = path.with_name(f".{SALT_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, salt)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return salt
+
+
+class Firewall:
+    """The stage: ``firewall(envelope)`` returns the filtered envelope or raises Rejected."""
+
+    def __init__(
+        self, privacy: PrivacyConfig, salt: bytes, counters: Counter[str] | None = None
+    ) -> None:
+        self.scanner = Scanner(
+            strip_pii=privacy.strip_pii,
+            redact_file_paths=privacy.redact_file_paths,
+            allowed_domains=(*DEFAULT_ALLOWED_DOMAINS, *privacy.allowed_domains),
+        )
+        self.block = privacy.block_sensitive
+        self.salt = salt
+        self._plans: dict[type, tuple[StringField, ...]] = {}
+        self._clean: set[str] = set()
+        # Findings by category, as "firewall.<category>" (the daemon's counters).
+        self.counters: Counter[str] = Counter() if counters is None else counters
+
+    def __call__(self, env: Envelope) -> Envelope:
+        found: Counter[str] = Counter()
+        payload = self._filter(env.payload, found)  # type: ignore[attr-defined]
+        source = self._filter(env.source, found)
+        sensitive = +Counter({k: v for k, v in found.items() if k != "truncated"})
+        for category, n in found.items():
+            self.counters[f"firewall.{category}"] += n
+        if sensitive and self.block:
+            raise Rejected("sensitive")
+        if payload is env.payload and source is env.source:  # type: ignore[attr-defined]
+            return env
+        return msgspec.structs.replace(env, payload=payload, source=source)
+
+    def _plan(self, cls: type) -> tuple[StringField, ...]:
+        plan = self._plans.get(cls)
+        if plan is None:
+            plan = self._plans[cls] = string_fields(cls)
+        return plan
+
+    def _filter(self, obj: Payload | Source, found: Counter[str]) -> Any:
+        for f in self._plan(type(obj)):
+            value = _get(obj, f.path)
+            if value is None:
+                continue
+            if f.salted:
+                new: Any = self._salted(value)
+            elif f.many:
+                new = tuple(self._string(v, f.max_len, found) for v in value)
+                new = value if new == value else new
+            else:
+                new = self._string(value, f.max_len, found)
+            if new is not value:
+                obj = _set(obj, f.path, new)
+        return obj
+
+    def _string(self, value: str, max_len: int, found: Counter[str]) -> str:
+        if value in self._clean:
+            return value
+        new, hits = self.scanner.redact(value)
+        if hits:
+            found.update(hits)
+        elif len(value) <= max_len:
+            if len(self._clean) >= CLEAN_CACHE_MAX:
+                self._clean.clear()
+            self._clean.add(value)  # only clean values are remembered, never a secret
+        if len(new) > max_len:
+            found["truncated"] += 1
+            return new[:max_len]
+        return value if new == value else new
+
+    def _salted(self, hex_digest: str) -> str:
+        return hmac.new(self.salt, bytes.fromhex(hex_digest), sha256).hexdigest()
