@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rkd.client.config import ConfigError, Settings, load_settings
@@ -76,6 +77,31 @@ def status(as_json: bool) -> None:
     except StorageError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit(as_json: bool) -> None:
+    """Scan everything stored for anything that looks private; exit 1 if found.
+
+    Reports counts by category (email, ip, anthropic_key, path, ...), never the values.
+    Run it after changing the privacy settings, or simply to check. Works with the
+    daemon down (reads the database read-only).
+
+    \b
+    Example:
+      rkd audit --json
+    """
+    from rkd.cli.audit import audit as run_audit
+    from rkd.cli.audit import render
+
+    try:
+        report = run_audit(settings())
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    if report["findings"]:
+        sys.exit(1)
 
 
 @cli.command()

@@ -103,8 +103,8 @@ JWT: Final = re.compile(
 )
 
 BEARER: Final = re.compile(
-    r"(?i)(?<![A-Za-z0-9])((?:authorization\s{0,8}[:=]\s{0,8}[\"']?\s{0,8})?"
-    r"(?:bearer|token|basic)\s{1,8})[A-Za-z0-9._~+/=-]{8,4096}"
+    r"(?i)(?<![A-Za-z0-9])(authorization\s{0,8}[:=]\s{0,8}[\"']?\s{0,8}"
+    r"(?:(?:bearer|token|basic|digest)\s{1,8})?|bearer\s{1,8})[A-Za-z0-9._~+/=-]{8,4096}"
 )
 
 # Known secret formats; distinctive prefixes need no left boundary (a key glued to
@@ -113,7 +113,7 @@ KEYS: Final = re.compile(
     r"(?P<anthropic_key>sk-ant-(?:api|admin|sid|oat)\d{2}-[A-Za-z0-9_-]{16,300})"
     r"|(?P<openai_key>sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{16,300}"
     r"|(?<![A-Za-z0-9_-])sk-[A-Za-z0-9]{20,200}(?![A-Za-z0-9_-]))"
-    r"|(?P<aws_access_key>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9]))"
+    r"|(?P<aws_access_key>(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA)[A-Z0-9]{16})"
     r"|(?P<github_token>gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{30,255})"
     r"|(?P<gitlab_token>gl(?:pat|dt|rt|ptt|ft|cbt|imt|agent|oas)-[A-Za-z0-9_-]{20,255})"
     r"|(?P<slack_token>xox[abposr]-[A-Za-z0-9-]{10,255}|xapp-\d-[A-Za-z0-9-]{10,255})"
@@ -124,26 +124,34 @@ KEYS: Final = re.compile(
 )
 
 _SECRET_WORD: Final = (
-    r"(?:[A-Za-z0-9]{0,30}[_.-])?"
-    r"(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|token(?!s)|passw(?:or)?d|passphrase|"
+    r"(?:[A-Za-z0-9]{1,30}[_.-]){0,4}"
+    r"(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|token(?!s)|passw(?:or)?d|passwort|"
+    r"passphrase|mot[_-]?de[_-]?passe|contrase[nñ]a|senha|wachtwoord|"
     r"pwd|pass|credentials?|auth(?:[_-]?token)?|access[_-]?key|private[_-]?key|client[_-]?secret|"
     r"[A-Za-z0-9]{1,30}_KEY)"
     r"(?:[_.-][A-Za-z0-9]{0,30})?"
 )
 ASSIGNMENT: Final = re.compile(
     r"(?i)(?<![A-Za-z0-9_.-])([\"']?" + _SECRET_WORD + r"[\"']?\s{0,8}(?::=|=|:)\s{0,8})"
-    r"(?:\"([^\"\n]{1,512})\"|'([^'\n]{1,512})'|([^\s\"',;}\])]{1,512}))"
+    r"(?:\"([^\"\n]{1,512})\"|'([^'\n]{1,512})'|([^\s\"',;&}\])]{1,512}))"
 )
 CLI_FLAG: Final = re.compile(
     r"(?i)(?<![A-Za-z0-9_-])(--?(?:password|passwd|pass|pwd|token|api[_-]?key|secret|"
     r"auth[_-]?token|access[_-]?token|client[_-]?secret|private[_-]?key|passphrase)"
-    r"(?:=|\s{1,8}))(?:\"[^\"\n]{1,512}\"|'[^'\n]{1,512}'|[^\s\"']{1,512})"
+    r"(?:=|\s{1,8}|[\"']\s{0,4},\s{0,4}[\"']))(?:\"[^\"\n]{1,512}\"|'[^'\n]{1,512}'|[^\s\"']{1,512})"
+)
+SSHPASS: Final = re.compile(
+    r"(?<![A-Za-z0-9_-])(sshpass\s{1,8}-p\s{0,8})(?:\"[^\"\n]{1,512}\"|'[^'\n]{1,512}'|\S{1,512})"
+)
+SSN_CONTEXT: Final = re.compile(
+    r"(?i)(?<![A-Za-z0-9])((?:ssn|social\s{1,4}security(?:\s{1,4}(?:number|no\.?))?)\s{0,4}[#:=]{0,2}\s{0,4})"
+    r"(?!000|666|9\d\d)\d{3}([- ]?)(?!00)\d{2}\2(?!0000)\d{4}(?!\d)"
 )
 MYSQL_P: Final = re.compile(r"(?<!\S)-p(?![-\s])(\S{3,128})")
 
 EMAIL: Final = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9])"
 )
 
 _WIN_SEG: Final = r"[^\\/:*?\"<>|\r\n\t ]{1,255}"
@@ -155,34 +163,32 @@ QUOTED_PATH: Final = re.compile(
     r"(\"|')((?:[A-Za-z]:[\\/]|\\\\|~|/(?=[A-Za-z0-9_.~-]))[^\"'\n]{1,1024}?)\1"
 )
 POSIX_PATH: Final = re.compile(
-    r"(?<![A-Za-z0-9_.~:/\\-])(?:~[A-Za-z0-9_.-]{0,32})?/[A-Za-z0-9_.@%+~-]{1,255}"
-    r"(?:/[A-Za-z0-9_.@%+~-]{0,255}){1,64}"
+    r"(?<![^\W_])(?<![.~/\\])(?:~[\w.-]{0,32})?/[\w.@%+~-]{1,255}"
+    r"(?:/[\w.@%+~-]{0,255}){1,64}"
 )
-TILDE_PATH: Final = re.compile(
-    r"(?<![A-Za-z0-9_~/])~[A-Za-z0-9_.-]{0,32}/[A-Za-z0-9_.@%+~/-]{0,1024}"
-)
+TILDE_PATH: Final = re.compile(r"(?<![\w~/])~[\w.-]{0,32}/[\w.@%+~/-]{0,1024}")
 
 MAC: Final = re.compile(
-    r"(?<![0-9A-Fa-f:.-])(?:[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
-    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![0-9A-Fa-f:.-])"
+    r"(?<![0-9A-Fa-f])(?<![0-9A-Fa-f][:.-])(?:[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![0-9A-Fa-f]|[:.-][0-9A-Fa-f])"
 )
 IPV6: Final = re.compile(
-    r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})"
-    r"(?:%[A-Za-z0-9_.-]{1,16})?(?![0-9A-Za-z:])"
+    r"(?<![0-9A-Za-z.])(?<![0-9A-Fa-f]:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})"
+    r"(?:%[A-Za-z0-9_.-]{1,16})?(?![0-9A-Za-z]|:[0-9A-Fa-f:])"
 )
 IPV4: Final = re.compile(
-    r"(?<![0-9A-Za-z.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-    r"(?![0-9A-Za-z]|\.\d)"
+    r"(?<![0-9.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?!\d|\.\d)"
 )
-CARD: Final = re.compile(r"(?<![0-9A-Za-z.,-])\d(?:[ -]?\d){12,18}(?![0-9A-Za-z]|[.,]\d)")
+CARD: Final = re.compile(r"(?<!\d)(?<!\d[.,-])\d(?:[ -]?\d){12,18}(?!\d|[.,]\d)")
 IBAN: Final = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
 )
 SSN: Final = re.compile(
-    r"(?<![0-9A-Za-z-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![0-9A-Za-z]|-\d)"
+    r"(?<!\d)(?<!\d-)(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?!\d|-\d)"
 )
 PHONE: Final = re.compile(
-    r"(?<![0-9A-Za-z+.:/-])(?:"
+    r"(?<![0-9A-Za-z+])(?<!\d[.:/-])(?:"
     r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # international
     r"|\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]?\d{2,5}){1,2}"  # (415) 555-2671
     r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # 020 7946 0958, 06 12 34 56 78
@@ -193,8 +199,8 @@ WINDOWS_HOST: Final = re.compile(
     r"(?<![A-Za-z0-9-])(?:DESKTOP|LAPTOP|WIN|PC)-[A-Z0-9]{5,15}(?![A-Za-z0-9-])"
 )
 HOSTNAME: Final = re.compile(
-    r"(?<![A-Za-z0-9.@-])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
-    r"([A-Za-z]{2,13}))(?![A-Za-z0-9-]|\.[A-Za-z0-9])"
+    r"(?<![A-Za-z0-9.@])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
+    r"([A-Za-z]{2,13}))(?![A-Za-z0-9]|\.[A-Za-z0-9])"
 )
 TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,512}(?![A-Za-z0-9+/=_-])")
 

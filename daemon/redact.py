@@ -103,23 +103,27 @@ class _Run:
         t = d.ASSIGNMENT.sub(self._assignment, t)
         if "-" in t:
             t = d.CLI_FLAG.sub(self._flag, t)
+            t = d.SSHPASS.sub(self._flag, t)
             t = d.MYSQL_P.sub(self._mysql, t)
         if "@" in t:
             t = d.EMAIL.sub(self._put("email"), t)
         t = self._paths(t)
         t = d.MAC.sub(self._put("mac"), t)
         if ":" in t:
-            t = d.IPV6.sub(self._checked("ip", d.ip_ok), t)
+            t = self._validated(d.IPV6, "ip", d.ip_ok, t)
         if "." in t:
             t = d.IPV4.sub(self._put("ip"), t)
-        t = d.CARD.sub(self._checked("credit_card", lambda v: d.card_ok(_digits(v))), t)
-        t = d.IBAN.sub(self._checked("iban", d.iban_ok), t)
+        t = self._validated(d.CARD, "credit_card", lambda v: d.card_ok(_digits(v)), t)
+        t = self._validated(d.IBAN, "iban", d.iban_ok, t)
         t = d.SSN.sub(self._put("ssn"), t)
-        t = d.PHONE.sub(self._checked("phone", d.phone_ok), t)
+        t = d.SSN_CONTEXT.sub(
+            lambda m: m.group(1) + self._hit("ssn", m.group(0)[len(m.group(1)) :]), t
+        )
+        t = self._validated(d.PHONE, "phone", d.phone_ok, t)
         t = d.WINDOWS_HOST.sub(self._put("hostname"), t)
         if "." in t:
             t = d.HOSTNAME.sub(self._host, t)
-        t = d.TOKEN.sub(self._checked("high_entropy", d.looks_random), t)
+        t = self._validated(d.TOKEN, "high_entropy", d.looks_random, t)
         if self.sealed:
             t = _SEALED.sub(lambda m: self.sealed[int(m.group(1))], t)
         return t
@@ -134,8 +138,26 @@ class _Run:
     def _put(self, category: str) -> Sub:
         return lambda m: self._hit(category, m.group(0))
 
-    def _checked(self, category: str, ok: Callable[[str], bool]) -> Sub:
-        return lambda m: self._hit(category, m.group(0)) if ok(m.group(0)) else m.group(0)
+    def _validated(
+        self, pattern: re.Pattern[str], category: str, ok: Callable[[str], bool], t: str
+    ) -> str:
+        """Like ``pattern.sub`` for candidates a validator confirms (Luhn, mod 97, ...).
+
+        A rejected candidate must not swallow its text: the search resumes one character
+        later, so "x:2001:db8::1" still finds the address after a failed ":2001...".
+        Patterns are bounded, so the retries stay linear.
+        """
+        out, pos, i = [], 0, 0
+        while (m := pattern.search(t, i)) is not None:
+            if ok(m.group(0)):
+                out += [t[pos : m.start()], self._hit(category, m.group(0))]
+                pos = i = m.end()
+            else:
+                i = m.start() + 1
+        if pos == 0:
+            return t
+        out.append(t[pos:])
+        return "".join(out)
 
     def _seal(self, kept: str) -> str:
         self.sealed.append(kept)
