@@ -127,6 +127,7 @@ def render(info: dict[str, Any]) -> str:
         ("Spool", f"{info['spool']['files']} files ({_size(info['spool']['bytes'])})"),
         ("Rejected", _counts(c, "rejected.")),
         ("Client Drops", _counts(c, "client_drop.")),
+        ("Firewall", _counts(c, "firewall.")),
     ]
     if c.get("dropped.buffer_full") or c.get("write_errors"):
         rows.append(

@@ -328,6 +328,7 @@ class CommandRecorder:
     __slots__ = (
         "_chain",
         "_quality",
+        "_query_hash",
         "_t0",
         "_tel",
         "_tokens",
@@ -351,6 +352,7 @@ class CommandRecorder:
         self._tokens: dict[str, Any] = {}
         self._chain: tuple[str, ...] = ()
         self._quality: dict[str, float | None] | None = None
+        self._query_hash: str | None = None
 
     def tokens(
         self, *, input: int = 0, output: int = 0, cached: int = 0, model: str | None = None
@@ -362,6 +364,16 @@ class CommandRecorder:
         t["cached"] = t.get("cached", 0) + cached
         if model is not None:
             t["model"] = model
+
+    def query(self, text: str) -> None:
+        """Record a fingerprint of the query for de-duplication; the text stays here.
+
+        Only its SHA-256 leaves this process, and the daemon re-hashes that with a
+        per-install salt before storing it.
+        """
+        import hashlib
+
+        self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
     def thinktools(self, chain: Sequence[str]) -> None:
         """Set the ThinkTool chain that ran, in order."""
@@ -424,6 +436,7 @@ class CommandRecorder:
                 quality=s.Quality(**self._quality) if self._quality else None,
                 cache_hit=self.cache_hit,
                 error_category=cast(Any, category),
+                query_hash=self._query_hash,
             )
         )
 

@@ -383,3 +383,68 @@ def test_firewall_counters_show_in_status(
     wait_for(lambda: daemon.counter("firewall.github_token") == 1, what="the count")
     c = Counter(json.loads(sandbox.rkd("status", "--json").stdout)["counters"])
     assert 1 == c["firewall.github_token"]
+
+
+def test_query_text_never_leaves_the_application(sandbox: Sandbox, daemon: Daemon) -> None:
+    """cmd.query(text) stores a salted hash: not the text, not its plain SHA-256."""
+    text = "my confidential merger plan for ACME"
+    sandbox.python(f"""
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for _ in range(2):
+            with tel.command("think") as cmd:
+                cmd.query({text!r})
+        tel.close()
+    """)
+    daemon.flush()
+    hashes = [json.loads(p)["query_hash"] for (p,) in sandbox.query("SELECT payload FROM events")]
+    plain = hashlib.sha256(text.encode()).hexdigest()
+    assert 2 == len(hashes) and hashes[0] == hashes[1] and plain != hashes[0]
+    db = sandbox.settings.db_path
+    blob = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    assert b"merger" not in blob and plain.encode() not in blob
+
+
+def test_allowed_domains_config_key(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """[telemetry.privacy] allowed_domains keeps more domains readable."""
+    sandbox.write_config('[telemetry.privacy]\nallowed_domains = ["models.acme.com"]\n')
+    d = start_daemon()
+    raw_push(
+        [
+            frame(s.HelpViewed(topic="models.acme.com")),
+            frame(s.HelpViewed(topic="build-7.acme.com")),
+        ]
+    )
+    wait_for(lambda: d.status().pending == 2, what="2 events")
+    d.flush()
+    assert [("models.acme.com",), ("[HOSTNAME]",)] == sandbox.query(
+        "SELECT json_extract(payload, '$.topic') FROM events ORDER BY id"
+    )
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("", "[IP]"),
+    ("strip_pii = false", "10.9.8.7"),
+    ("block_sensitive = true", None),
+])  # fmt: skip
+def test_privacy_keys_act_in_the_daemon(
+    sandbox: Sandbox,
+    start_daemon: Callable[..., Daemon],
+    raw_push: RawPush,
+    config: str,
+    expected: str | None,
+) -> None:
+    """strip_pii and block_sensitive in config.toml change what the daemon stores."""
+    sandbox.write_config(f"[telemetry.privacy]\n{config}\n")
+    d = start_daemon()
+    raw_push([frame(s.HelpViewed(topic="10.9.8.7")), frame(s.HelpViewed(topic="think"))])
+    wait_for(lambda: d.status().pending + d.counter("rejected.sensitive") == 2, what="both events")
+    d.flush()
+    rows = [
+        r[0]
+        for r in sandbox.query("SELECT json_extract(payload, '$.topic') FROM events ORDER BY id")
+    ]
+    assert ([expected] if expected else []) + ["think"] == rows
+    assert (1 if expected is None else 0) == d.counter("rejected.sensitive")
