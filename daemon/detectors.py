@@ -53,6 +53,8 @@ def iban_ok(text: str) -> bool:
 
 
 def ip_ok(text: str) -> bool:
+    if not any(c in "0123456789abcdefABCDEF" for c in text):
+        return False  # "::" alone (C++ scopes, runs of colons) is not worth calling an IP
     try:
         ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
@@ -173,8 +175,9 @@ MAC: Final = re.compile(
     r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![0-9A-Fa-f]|[:.-][0-9A-Fa-f])"
 )
 IPV6: Final = re.compile(
-    r"(?<![0-9A-Za-z.])(?<![0-9A-Fa-f]:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})"
-    r"(?:%[A-Za-z0-9_.-]{1,16})?(?![0-9A-Za-z]|:[0-9A-Fa-f:])"
+    r"(?<![0-9A-Za-z.])(?<![0-9A-Fa-f]:)(?:[0-9A-Fa-f]{0,4}:){2,7}+"
+    r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})"  # an embedded IPv4 first: ::ffff:10.1.2.3
+    r"(?:%[A-Za-z0-9_.-]{1,16})?(?![0-9A-Za-z]|:[0-9A-Fa-f:]|\.\d)"
 )
 IPV4: Final = re.compile(
     r"(?<![0-9.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"

@@ -42,6 +42,14 @@ class StringField(NamedTuple):
     max_len: int
     salted: bool
 
+    def get(self, obj: Any) -> Any:
+        """The value at ``path``, or None where an optional Struct on the way is None."""
+        for name in self.path:
+            if obj is None:
+                return None
+            obj = getattr(obj, name)
+        return obj
+
 
 def _fields_of(t: mi.Type, path: tuple[str, ...], many: bool = False) -> list[StringField]:
     match t:
@@ -66,14 +74,6 @@ def _fields_of(t: mi.Type, path: tuple[str, ...], many: bool = False) -> list[St
 def string_fields(cls: type[msgspec.Struct]) -> tuple[StringField, ...]:
     """Every scannable string of ``cls``, nested Structs and tuples included."""
     return tuple(_fields_of(mi.type_info(cls), ()))
-
-
-def _get(obj: Any, path: tuple[str, ...]) -> Any:
-    for name in path:
-        if obj is None:
-            return None
-        obj = getattr(obj, name)
-    return obj
 
 
 def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
@@ -106,7 +106,12 @@ def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
 
 
 class Firewall:
-    """The stage: ``firewall(envelope)`` returns the filtered envelope or raises Rejected."""
+    """The stage: ``firewall(envelope)`` returns the filtered envelope or raises Rejected.
+
+    The hot path is a clean event whose strings were all seen before (command, tool and
+    model names repeat): a set lookup per string and no allocation. Only strings found
+    clean are cached, never one that held a secret.
+    """
 
     def __init__(
         self, privacy: PrivacyConfig, salt: bytes, counters: Counter[str] | None = None
@@ -120,21 +125,30 @@ class Firewall:
         self.salt = salt
         self._plans: dict[type, tuple[StringField, ...]] = {}
         self._clean: set[str] = set()
+        self._clean_sources: set[Source] = set()
+        self._found: Counter[str] | None = None
         # Findings by category, as "firewall.<category>" (the daemon's counters).
         self.counters: Counter[str] = Counter() if counters is None else counters
 
     def __call__(self, env: Envelope) -> Envelope:
-        found: Counter[str] = Counter()
-        payload = self._filter(env.payload, found)  # type: ignore[attr-defined]
-        source = self._filter(env.source, found)
-        sensitive = +Counter({k: v for k, v in found.items() if k != "truncated"})
-        for category, n in found.items():
-            self.counters[f"firewall.{category}"] += n
-        if sensitive and self.block:
-            raise Rejected("sensitive")
+        self._found = None
+        payload = self._filter(env.payload)  # type: ignore[attr-defined]
+        source = env.source
+        if source not in self._clean_sources:
+            source = self._filter(source)
+            if source is env.source and self._found is None:
+                self._remember(self._clean_sources, source)
+        if self._found is not None:
+            self._count(self._found)
         if payload is env.payload and source is env.source:  # type: ignore[attr-defined]
             return env
         return msgspec.structs.replace(env, payload=payload, source=source)
+
+    def _count(self, found: Counter[str]) -> None:
+        for category, n in found.items():
+            self.counters[f"firewall.{category}"] += n
+        if self.block and any(k != "truncated" for k in found):
+            raise Rejected("sensitive")
 
     def _plan(self, cls: type) -> tuple[StringField, ...]:
         plan = self._plans.get(cls)
@@ -142,36 +156,42 @@ class Firewall:
             plan = self._plans[cls] = string_fields(cls)
         return plan
 
-    def _filter(self, obj: Payload | Source, found: Counter[str]) -> Any:
+    def _filter(self, obj: Payload | Source) -> Any:
+        clean = self._clean
         for f in self._plan(type(obj)):
-            value = _get(obj, f.path)
-            if value is None:
+            value = f.get(obj)
+            if value is None or (value in clean and not f.salted):
                 continue
             if f.salted:
                 new: Any = self._salted(value)
             elif f.many:
-                new = tuple(self._string(v, f.max_len, found) for v in value)
+                new = tuple(self._string(v, f.max_len) for v in value)
                 new = value if new == value else new
             else:
-                new = self._string(value, f.max_len, found)
+                new = self._string(value, f.max_len)
             if new is not value:
                 obj = _set(obj, f.path, new)
         return obj
 
-    def _string(self, value: str, max_len: int, found: Counter[str]) -> str:
+    def _string(self, value: str, max_len: int) -> str:
         if value in self._clean:
             return value
         new, hits = self.scanner.redact(value)
         if hits:
-            found.update(hits)
+            self._found = (self._found or Counter()) + hits
         elif len(value) <= max_len:
-            if len(self._clean) >= CLEAN_CACHE_MAX:
-                self._clean.clear()
-            self._clean.add(value)  # only clean values are remembered, never a secret
+            self._remember(self._clean, value)
         if len(new) > max_len:
-            found["truncated"] += 1
+            self._found = self._found or Counter()
+            self._found["truncated"] += 1
             return new[:max_len]
         return value if new == value else new
+
+    @staticmethod
+    def _remember(cache: set[Any], value: Any) -> None:
+        if len(cache) >= CLEAN_CACHE_MAX:
+            cache.clear()
+        cache.add(value)
 
     def _salted(self, hex_digest: str) -> str:
         return hmac.new(self.salt, bytes.fromhex(hex_digest), sha256).hexdigest()

@@ -448,3 +448,17 @@ def test_privacy_keys_act_in_the_daemon(
     ]
     assert ([expected] if expected else []) + ["think"] == rows
     assert (1 if expected is None else 0) == d.counter("rejected.sensitive")
+
+
+@pytest.mark.parametrize("ip", ["10.1.2.3", "2001:db8::1", "::ffff:10.1.2.3", "fe80::1%eth0",
+                                "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::1", "[2001:db8::7]"])  # fmt: skip
+def test_every_ip_form_is_redacted(ip: str) -> None:
+    """IPv4, IPv6 (compressed, zoned, IPv4-mapped, bracketed) all become [IP]."""
+    out = redact(f"peer {ip} refused")
+    assert out in ("peer [IP] refused", "peer [[IP]] refused")
+
+
+@pytest.mark.parametrize("text", ["at 10:30:00.123", "std::vector<int>", "ratio 3:2", "a:b:c"])
+def test_colon_separated_things_that_are_not_ips(text: str) -> None:
+    """Times, C++ scopes and ratios are not addresses."""
+    assert text == redact(text)

@@ -1,0 +1,219 @@
+"""What the privacy firewall costs: per event, on hostile strings, and end to end.
+
+    python bench/firewall.py [--events 40000]
+
+1. Per event (µs, median of batch means) on a realistic ReasonKit mix, decoded as the
+   daemon decodes it: with the clean-string cache warm (the steady state: command, tool
+   and model names repeat), cold (every string new), and with a secret in every event.
+2. Hostile strings at the maximum identifier length (64) and as 4 KiB / 40 KiB free
+   text: µs per string. Linear time is what matters here.
+3. End to end: pre-encoded frames from 4 processes into the real daemon until they are
+   durable rows, once as shipped and once with the firewall replaced by a pass-through
+   (benchmark-only launcher; the product has no switch to turn it off). Target: the
+   filter costs <= 10 µs per typical event and is not the pipeline's bottleneck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import Daemon, Sandbox, machine, median, table, verdict, wait_for
+from rkd.client import schema as s
+from rkd.client.config import PrivacyConfig
+from rkd.daemon.firewall import Firewall
+from rkd.daemon.pipeline import decode
+from rkd.daemon.redact import Scanner
+
+SOURCE = s.Source(product="reasonkit-core", version="1.0.0", os="linux", arch="x86_64",
+                  python_version="3.11.7")  # fmt: skip
+TOOLS = ["gigathink", "laserlogic", "bedrock", "proofguard", "brutalhonesty"]
+MODELS = ["claude-3-5-sonnet-20241022", "gpt-4o-2024-08-06", "claude-3-5-haiku-20241022"]
+
+
+def payload(rng: random.Random, model: str | None = None) -> s.Payload:
+    """One event of the demo's mix: commands, ThinkTools, the odd error."""
+    r = rng.random()
+    if r < 0.25:
+        return s.CommandExecuted(
+            command=rng.choice(["think", "compare"]), profile="balanced",
+            thinktool_chain=tuple(TOOLS[:4]), thinktool_count=4,
+            execution=s.Execution(duration_ms=2500, llm_latency_ms=2100),
+            tokens=s.Tokens(input=1500, output=800, model=model or rng.choice(MODELS)),
+        )  # fmt: skip
+    if r < 0.97:
+        return s.ThinkToolCompleted(tool_name=rng.choice(TOOLS), step_count=4, duration_ms=650)
+    return s.ErrorOccurred(error_category="api_error", error_code="rate_limit_exceeded",
+                           context=s.ErrorContext(command="think", profile="deep"))  # fmt: skip
+
+
+def frame(p: s.Payload) -> bytes:
+    import datetime as dt
+    import uuid
+
+    env = s.ENVELOPES[type(p)](event_id=uuid.uuid4(), timestamp=dt.datetime.now(dt.UTC),
+                               source=SOURCE, payload=p)  # fmt: skip
+    return msgspec.msgpack.encode(env)
+
+
+def per_event_us(envelopes: list[s.Envelope], fw: Firewall, batch: int = 1000) -> float:
+    means = []
+    for i in range(0, len(envelopes) - batch + 1, batch):
+        chunk = envelopes[i : i + batch]
+        t = time.perf_counter()
+        for e in chunk:
+            fw(e)
+        means.append((time.perf_counter() - t) / batch * 1e6)
+    return median(means)
+
+
+def bench_per_event(n: int) -> list[list[str]]:
+    rng = random.Random(1)
+    typical = [decode(frame(payload(rng))) for _ in range(n)]
+    cold = [decode(frame(payload(rng, model="m-" + "".join(rng.choices(string.ascii_lowercase, k=12)))))
+            for _ in range(n)]  # fmt: skip
+    secret = [decode(frame(s.HelpViewed(topic="ghp_" + "".join(rng.choices(string.ascii_letters, k=36)))))
+              for _ in range(n)]  # fmt: skip
+    rows = []
+    for name, envs in (("typical mix, warm cache", typical), ("typical mix, every model id new", cold),
+                       ("a GitHub token in every event", secret)):  # fmt: skip
+        fw = Firewall(PrivacyConfig(), b"s" * 32)
+        fw(envs[0])
+        us = per_event_us(envs, fw)
+        rows.append([name, f"{us:.2f}", "10", verdict(us, 10) if "typical" in name else "-"])
+    return rows
+
+
+HOSTILE = ["a", "@", ".", "/", "1", "a@", "1.", "1-", ":", "eyJ", "\\", "~/", "sk-", "+1 ",
+           "AKIA", "https://", "a=", "A1b", "C:\\", "Bearer "]  # fmt: skip
+
+
+def bench_hostile() -> list[list[str]]:
+    scanner = Scanner()
+    rows = []
+    for size in (64, 4096, 40960):
+        worst, worst_unit = 0.0, ""
+        for unit in HOSTILE:
+            text = (unit * (size // len(unit) + 1))[:size]
+            best = min(_timed(scanner, text) for _ in range(3))
+            if best > worst:
+                worst, worst_unit = best, unit
+        rows.append(
+            [
+                f"{size:,} chars",
+                f"{worst * 1e6:,.0f}",
+                f"{worst * 1e9 / size:,.0f}",
+                repr(worst_unit),
+            ]
+        )
+    return rows
+
+
+def _timed(scanner: Scanner, text: str) -> float:
+    t = time.perf_counter()
+    scanner.redact(text)
+    return time.perf_counter() - t
+
+
+PASS_THROUGH = """
+import sys
+import rkd.daemon.service as service
+
+class NoFirewall:
+    def __init__(self, *a, **k):
+        self.salt = b""
+    def __call__(self, envelope):
+        return envelope
+
+service.Firewall = NoFirewall  # benchmark only: measure the pipeline without the filter
+from rkd.cli.main import main
+sys.argv = ["rkd", "run", "--log-format", "json"]
+main()
+"""
+
+PUSHER = """
+import sys, zmq, msgspec
+frames = msgspec.msgpack.decode(sys.stdin.buffer.read())
+ctx = zmq.Context(); sock = ctx.socket(zmq.PUSH); sock.setsockopt(zmq.SNDHWM, 0)
+sock.connect(sys.argv[1])
+for f in frames:
+    sock.send(f)
+sock.close(linger=60000); ctx.term()
+"""
+
+
+def end_to_end(frames: list[bytes], firewall: bool, processes: int = 4) -> float:
+    import subprocess
+
+    from rkd.daemon.storage import read_only_count
+
+    with Sandbox() as sb:
+        cfg = sb.root / "config" / "reasonkit"
+        cfg.mkdir(parents=True)
+        (cfg / "config.toml").write_text("[telemetry]\nbatch_size = 1000\n")
+        daemon = Daemon(sb) if firewall else _pass_through_daemon(sb)
+        with daemon:
+            share = [frames[i::processes] for i in range(processes)]
+            endpoint = f"ipc://{sb.settings.runtime_dir / 'events.sock'}"
+            t = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, "-c", PUSHER, endpoint], stdin=subprocess.PIPE, env=sb.env)
+                     for _ in share]  # fmt: skip
+            for p, part in zip(procs, share, strict=True):
+                assert p.stdin is not None
+                p.stdin.write(msgspec.msgpack.encode(part))
+                p.stdin.close()
+            wait_for(lambda: daemon.flush() >= 0 and read_only_count(sb.settings.db_path) == len(frames),
+                     120, "every event durable", every=0.05)  # fmt: skip
+            elapsed = time.perf_counter() - t
+            for p in procs:
+                p.wait()
+    return len(frames) / elapsed
+
+
+def _pass_through_daemon(sb: Sandbox) -> Daemon:
+    """The real daemon with its Firewall class swapped for a pass-through."""
+    import subprocess
+
+    d = Daemon.__new__(Daemon)
+
+    d.runtime = sb.settings.runtime_dir
+    d.log_path = sb.root / "daemon.log"
+    d._log = d.log_path.open("w")
+    d.proc = subprocess.Popen([sys.executable, "-c", PASS_THROUGH], env=sb.env,
+                              stdin=subprocess.DEVNULL, stdout=d._log, stderr=d._log)  # fmt: skip
+    d.pid = d.proc.pid
+    wait_for(d._up, 20, "the pass-through daemon")
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=40_000)
+    args = ap.parse_args()
+    print(f"rkd firewall benchmark — {machine()}")
+    table("1. Firewall cost per event (median of 1,000-event batch means)",
+          ["event mix", "µs/event", "target", "verdict"], bench_per_event(20_000))  # fmt: skip
+    table("2. Hostile strings (worst of 20 hostile patterns, best of 3 runs)",
+          ["input", "µs/string", "ns/char", "worst pattern"], bench_hostile())  # fmt: skip
+    rng = random.Random(2)
+    frames = [frame(payload(rng)) for _ in range(args.events)]
+    on = end_to_end(frames, firewall=True)
+    off = end_to_end(frames, firewall=False)
+    table(f"3. End to end, {args.events:,} events from 4 processes to durable rows",
+          ["pipeline", "events/s", "ratio"],
+          [["with the firewall", f"{on:,.0f}", f"{on / off:.2f}"],
+           ["firewall replaced by a pass-through", f"{off:,.0f}", "1.00"]])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
