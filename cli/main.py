@@ -161,3 +161,6 @@ def demo(events: int, processes: int, keep: bool) -> None:  # fmt: skip
 
 def main() -> None:
     cli(prog_name="rkd")
+
+
+# -- commands that live in modules of their own: one registration line each --------------

@@ -1,0 +1,100 @@
+"""The consent record: what the user agreed to, when, and to which text (GDPR Art. 7).
+
+Kept in the data folder as ``consent.json`` (0600), written only by `rkd enable` and
+`rkd disable`. The current decision sits beside the full history of earlier ones, so
+the user (and an export) can always show what was agreed and when. Telemetry counts
+only from the moment of consent, and only in the categories consented to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+from msgspec import Struct
+from rkd.client.schema import CATEGORIES, SCHEMA_VERSION
+
+CONSENT_FILE: Final = "consent.json"
+CONSENT_TEXT_VERSION: Final = "1"
+MAX_HISTORY: Final = 1000
+
+
+class ConsentError(Exception):
+    """The consent record cannot be read. The message is one line."""
+
+
+class ConsentRecord(Struct, frozen=True, kw_only=True):
+    """One decision of the user."""
+
+    choice: Literal["granted", "withdrawn"]
+    at: str  # RFC 3339 UTC, milliseconds
+    consent_text_version: str = CONSENT_TEXT_VERSION
+    schema_version: str = SCHEMA_VERSION
+    categories: tuple[str, ...] = ()  # consented categories (empty when withdrawn)
+
+
+class ConsentFile(Struct, kw_only=True):
+    """The current decision and every earlier one, oldest first."""
+
+    current: ConsentRecord | None = None
+    history: list[ConsentRecord] = []
+
+
+def consent_path(data_dir: Path) -> Path:
+    return data_dir / CONSENT_FILE
+
+
+def now_iso() -> str:
+    t = dt.datetime.now(dt.UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def read_consent(data_dir: Path) -> ConsentFile:
+    """The consent file; an empty one when the user has never decided."""
+    path = consent_path(data_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ConsentFile()
+    except OSError as e:
+        raise ConsentError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        record = msgspec.json.decode(raw, type=ConsentFile)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise ConsentError(f"{path}: not a valid consent record ({e})") from None
+    unknown = {c for r in (record.current, *record.history) if r for c in r.categories} - set(
+        CATEGORIES
+    )
+    if unknown:
+        raise ConsentError(f"{path}: unknown consent category {sorted(unknown)[0]!r}")
+    return record
+
+
+def record_decision(data_dir: Path, record: ConsentRecord) -> ConsentFile:
+    """Make ``record`` the current decision, keeping the earlier one in the history."""
+    current = read_consent(data_dir)
+    if current.current is not None:
+        current.history.append(current.current)
+    current.history = current.history[-MAX_HISTORY:]
+    current.current = record
+    path = consent_path(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{CONSENT_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, msgspec.json.format(msgspec.json.encode(current)) + b"\n")
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return current
+
+
+def consent_dict(data_dir: Path) -> dict[str, object] | None:
+    """The consent file as plain data (for `rkd status` and exports), or None if never decided."""
+    f = read_consent(data_dir)
+    if f.current is None and not f.history:
+        return None
+    return msgspec.to_builtins(f)  # type: ignore[no-any-return]
