@@ -104,6 +104,120 @@ def audit(as_json: bool) -> None:
         sys.exit(1)
 
 
+def _prefix(ctx: click.Context) -> str:
+    """How the user calls us: "rkd", or "rk-core telemetry" when mounted in a host CLI."""
+    return ctx.parent.command_path if ctx.parent is not None else "rkd"
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Consent without the prompt (for scripts).")
+@click.option(
+    "--only", metavar="CATS", help="Comma-separated categories to consent to (default: all)."
+)
+@click.pass_context
+def enable(ctx: click.Context, yes: bool, only: str | None) -> None:
+    """Opt in to telemetry, after reading what is and is never collected.
+
+    Shows the consent text and asks [y/N] (No by default). Your decision is recorded
+    (when, which text, which categories) and shown by `status` and `export`.
+    Categories: command_usage, performance, thinktool_usage, error_types,
+    session_metadata.
+
+    \b
+    Examples:
+      rkd enable
+      rkd enable --yes --only command_usage,error_types
+    """
+    from rkd.cli.consent import enable as do_enable
+
+    click.echo(do_enable(settings(), _prefix(ctx), yes, only))
+
+
+@cli.command()
+@click.option("--category", metavar="CAT", help="Stop collecting only this category.")
+@click.pass_context
+def disable(ctx: click.Context, category: str | None) -> None:
+    """Opt out: nothing more is collected; what is stored stays until `delete`.
+
+    A running daemon writes what it already holds and accepts nothing after that;
+    running applications stop sending within 5 seconds.
+
+    \b
+    Examples:
+      rkd disable
+      rkd disable --category performance
+    """
+    from rkd.cli.consent import disable as do_disable
+
+    click.echo(do_disable(settings(), _prefix(ctx), category))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+def show(as_json: bool, limit: int) -> None:
+    """Show the events waiting in the daemon, exactly as they will be stored.
+
+    They have already passed the privacy firewall. Needs the running daemon (pending
+    events live in its memory).
+
+    \b
+    Example:
+      rkd show --json
+    """
+    from rkd.cli.show import render
+    from rkd.client.wire import ShowRequest
+
+    s = settings()
+    try:
+        reply = request(s.runtime_dir, ShowRequest(limit=limit), timeout_ms=5000)
+    except DaemonUnavailable as e:
+        raise click.ClickException(f"{e}; pending events live in the daemon's memory") from None
+    if as_json:
+        click.echo(json.dumps({"pending": reply.pending, "events": reply.events}, indent=2))
+    else:
+        click.echo(render(reply.events, reply.pending))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def explain(as_json: bool) -> None:
+    """Explain every event and field rkd can collect, and why; and what it never collects.
+
+    Generated from the event schema itself.
+
+    \b
+    Example:
+      rkd explain | less
+    """
+    from rkd.cli.explain import explain as build
+    from rkd.cli.explain import render
+
+    doc = build()
+    click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+
+
+@cli.command()
+@click.option("--confirm", is_flag=True, help="Delete without the prompt (for automation).")
+@click.pass_context
+def delete(ctx: click.Context, confirm: bool) -> None:
+    """Erase all telemetry data: events, sessions, spool, pending events, hashing salt.
+
+    Shows what will be deleted and asks [y/N] first. Works with the daemon down.
+
+    \b
+    Examples:
+      rkd delete
+      rkd delete --confirm
+    """
+    from rkd.cli.delete import run_delete
+
+    try:
+        run_delete(settings(), confirm, click.echo)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from None
+
+
 @cli.command()
 def flush() -> None:
     """Write the daemon's pending events to the database now (and ingest the spool).
@@ -157,6 +271,24 @@ def demo(events: int, processes: int, keep: bool) -> None:  # fmt: skip
         run_demo(events, processes, keep, click.echo)
     except DemoError as e:
         raise click.ClickException(str(e)) from None
+
+
+class _Mounted(click.Group):
+    """The `rkd` commands as a group a host CLI mounts: `rk-core telemetry status`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return cli.list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return cli.get_command(ctx, name)
+
+
+telemetry = _Mounted(
+    "telemetry",
+    help="Privacy-first, opt-in usage telemetry (rkd): status, enable, disable, show, "
+    "explain, export, delete, metrics, audit.",
+    context_settings=CONTEXT,
+)
 
 
 def main() -> None:

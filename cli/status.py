@@ -8,7 +8,9 @@ from typing import Any
 
 import apsw
 from rkd.client.config import Settings
+from rkd.client.consent import consent_dict
 from rkd.client.control import DaemonUnavailable, daemon_pid, request
+from rkd.client.schema import CATEGORIES
 from rkd.client.spool import spool_files, spool_size
 from rkd.client.wire import StatusRequest
 from rkd.daemon.storage import StorageError, iso_ms, open_read_only
@@ -49,6 +51,8 @@ def gather(settings: Settings) -> dict[str, Any]:
         "config": str(settings.config_path),
         "cloud_sync": "enabled" if settings.cloud_sync else "disabled",
         "retention_days": settings.retention_days,
+        "categories": {c: c in settings.categories for c in CATEGORIES},
+        "consent": consent_dict(settings.data_dir),
         "spool": {
             "files": len(spool_files(settings.spool_dir)),
             "bytes": spool_size(settings.spool_dir),
@@ -91,6 +95,21 @@ def _enabled_text(info: dict[str, Any]) -> str:
     return f"false ({decided})"
 
 
+def _categories(info: dict[str, Any]) -> str:
+    if not info["enabled"]:
+        return "none (telemetry is off)"
+    on = [c for c, v in info["categories"].items() if v]
+    off = [c for c, v in info["categories"].items() if not v]
+    return ", ".join(on) + (f" (off: {', '.join(off)})" if off else "")
+
+
+def _consent(consent: dict[str, Any] | None) -> str:
+    if not consent or consent.get("current") is None:
+        return "never given"
+    cur = consent["current"]
+    return f"{cur['choice']} at {cur['at']} (consent text v{cur['consent_text_version']})"
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -122,6 +141,8 @@ def render(info: dict[str, Any]) -> str:
         ("Last Flush", info["last_flush"] or "never"),
         ("Cloud Sync", "enabled" if info["cloud_sync"] == "enabled" else "disabled (Pro feature)"),
         ("Retention", f"{info['retention_days']} days"),
+        ("Categories", _categories(info)),
+        ("Consent", _consent(info["consent"])),
         ("Daemon", daemon),
         ("Pending", pending),
         ("Spool", f"{info['spool']['files']} files ({_size(info['spool']['bytes'])})"),

@@ -14,19 +14,18 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
 from msgspec import Meta, Struct
+from rkd.client.switches import ConfigError, _env_enabled, kill_switch, parse_bool
 
-KILL_SWITCHES: Final = ("DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY")
-_TRUE: Final = frozenset({"1", "true", "yes", "on"})
-_FALSE: Final = frozenset({"0", "false", "no", "off"})
+__all__ = ["ConfigError", "Settings", "kill_switch", "load_settings", "parse_bool"]
+
+if TYPE_CHECKING:
+    from rkd.client.consent import ConsentRecord
+
 DB_FILENAME: Final = ".rk_telemetry.db"
-
-
-class ConfigError(Exception):
-    """A config file or environment variable cannot be used. The message is one line."""
 
 
 class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +76,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     max_db_size_mb: int
     retention_days: int
     privacy: PrivacyConfig
+    categories: frozenset[str]  # consent categories whose events may be stored
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -120,39 +120,6 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
 
 
 # -- environment ---------------------------------------------------------------------------
-
-
-def parse_bool(value: str, where: str) -> bool:
-    """Parse true/false/1/0/yes/no/on/off (any case); anything else is a ConfigError."""
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigError(f"{where}: expected one of true/false, 1/0, yes/no, on/off")
-
-
-def kill_switch(env: Mapping[str, str]) -> str | None:
-    """Name of the environment variable that turns telemetry off, or None.
-
-    Reads nothing but ``env``. A value that cannot be parsed counts as a kill switch:
-    when in doubt, collect nothing.
-    """
-    dnt = env.get("DO_NOT_TRACK", "").strip().lower()
-    if dnt and dnt not in _FALSE:
-        return "DO_NOT_TRACK"
-    for var in KILL_SWITCHES[1:]:
-        value = env.get(var)
-        if value is not None and value.strip().lower() not in _TRUE:
-            return var
-    return None
-
-
-def _env_enabled(env: Mapping[str, str]) -> str | None:
-    for var in KILL_SWITCHES[1:]:
-        if env.get(var, "").strip().lower() in _TRUE:
-            return var
-    return None
 
 
 # -- config file ---------------------------------------------------------------------------
@@ -225,6 +192,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         enabled, decided_by = file.enabled, "config"
     else:
         enabled, decided_by = False, "default"
+    from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
+
+    categories = frozenset(CATEGORIES)
+    if decided_by == "default" or enabled:  # the consent record decides, or narrows
+        consent = _consent(env)
+        if consent is not None and decided_by == "default":
+            enabled, decided_by = consent.choice == "granted", "consent"
+        if consent is not None and consent.choice == "granted":
+            categories = frozenset(consent.categories)
 
     def env_bool(var: str, default: bool) -> bool:
         return parse_bool(env[var], var) if env.get(var, "").strip() else default
@@ -245,4 +221,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_db_size_mb=file.max_db_size_mb,
         retention_days=file.retention_days,
         privacy=file.privacy,
+        categories=categories,
     )
+
+
+def _consent(env: Mapping[str, str]) -> ConsentRecord | None:
+    from rkd.client.consent import ConsentError, read_consent
+
+    try:
+        return read_consent(data_dir(env)).current
+    except ConsentError as e:
+        raise ConfigError(str(e)) from None

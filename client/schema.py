@@ -359,9 +359,9 @@ class ProfileUsed(ThinkToolFamily, frozen=True, kw_only=True):
 class ErrorContext(Struct, frozen=True, kw_only=True):
     """Where an error happened: command, profile and step (never a message)."""
 
-    command: Ident | None = None
-    profile: Profile | None = None
-    step: SmallCount | None = None
+    command: Annotated[Ident | None, Meta(description="Command that failed.")] = None
+    profile: Annotated[Profile | None, Meta(description="Profile it ran under.")] = None
+    step: Annotated[SmallCount | None, Meta(description="Step number that failed.")] = None
 
 
 class ErrorFamily(Payload, frozen=True, kw_only=True):

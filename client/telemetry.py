@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import inspect
 import os
-import platform
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, get_args
 
-from rkd.client.config import ConfigError, Settings, kill_switch, load_settings
+from rkd.client.switches import ConfigError, kill_switch
+
+if TYPE_CHECKING:
+    from rkd.client.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +104,25 @@ def _platform_os() -> str:
     )
 
 
+RECHECK_SECS: Final = 5.0  # how soon a running application notices `rkd disable`
+
+
+def _watched_files(settings: Settings) -> tuple[str, ...]:
+    from rkd.client.consent import CONSENT_FILE
+
+    return (str(settings.config_path), str(settings.data_dir / CONSENT_FILE))
+
+
+def _stamp(paths: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for p in paths:
+        try:
+            out.append(os.stat(p).st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
 class Telemetry:
     """Records typed events for one product; cheap, thread-safe, never raises.
 
@@ -126,6 +146,8 @@ class Telemetry:
         if switch is not None:  # wins over everything, even explicit settings
             self.disabled_reason = f"disabled by {switch} in the environment"
             return
+        from rkd.client.config import load_settings  # only past the kill switch
+
         try:
             settings = settings or load_settings(environ)
         except ConfigError as e:
@@ -137,6 +159,8 @@ class Telemetry:
         self._start(product, version, tier, settings)
 
     def _start(self, product: str, version: str, tier: str, settings: Settings) -> None:
+        import platform
+
         import msgspec
         from rkd.client.schema import ENVELOPES, Source
         from rkd.client.transport import Transport
@@ -161,6 +185,11 @@ class Telemetry:
         self._max = MAX_FRAME_BYTES
         self._ids = _Ids()
         self._transport = Transport(settings.runtime_dir, settings.spool_dir)
+        self._settings = settings
+        self._categories = settings.categories
+        self._watched = _watched_files(settings)
+        self._stamp = _stamp(self._watched)
+        self._next_check = time.monotonic() + RECHECK_SECS
         self.enabled = True
 
     # -- the one generic entry point ---------------------------------------------------
@@ -170,7 +199,11 @@ class Telemetry:
         transport = self._transport
         if transport is None:
             return
+        if time.monotonic() >= self._next_check:
+            self._recheck()
         try:
+            if payload.category not in self._categories:
+                return  # the user has not consented to this category (or has withdrawn)
             envelope = self._envelopes[type(payload)](
                 event_id=self._ids.next(),
                 timestamp=dt.datetime.now(_UTC),
@@ -185,6 +218,28 @@ class Telemetry:
             transport.drop("oversized")
             return
         transport.send(frame)
+
+    def _recheck(self) -> None:
+        """Notice `rkd disable`/`enable` within RECHECK_SECS: two stats, no file read.
+
+        Only when the config or consent file changed are settings read again; the
+        kill switches are looked up in this process's environment.
+        """
+        self._next_check = time.monotonic() + RECHECK_SECS
+        stamp = _stamp(self._watched)
+        if stamp == self._stamp and kill_switch(os.environ) is None:
+            return
+        self._stamp = stamp
+        from rkd.client.config import load_settings
+
+        try:
+            settings = load_settings()
+        except ConfigError:
+            settings = None
+        if settings is None or not settings.enabled or kill_switch(os.environ):
+            self._categories = frozenset()
+        else:
+            self._categories = settings.categories
 
     def flush(self, timeout_secs: float = 0.2) -> None:
         """Push what this process still holds to the daemon (or the spool)."""
@@ -442,6 +497,8 @@ class CommandRecorder:
 
     def __call__(self, fn: F) -> F:
         """Decorator form: each call of ``fn`` is timed as one command."""
+        import inspect  # costs ~7 ms: only when a decorator is actually applied
+
         tel, name, profile, sub = self._tel, self.name, self.profile, self.subcommand
 
         if inspect.iscoroutinefunction(fn):

@@ -8,7 +8,7 @@ Control requests and replies travel over a REQ/REP socket, tagged by ``op``.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from msgspec import Struct
 
@@ -48,7 +48,17 @@ class DeleteRequest(Request, frozen=True, tag="delete"):
     """Erase every stored event, the pending buffer and the spool."""
 
 
-ControlRequest = StatusRequest | FlushRequest | DeleteRequest
+class ReloadRequest(Request, frozen=True, tag="reload"):
+    """Re-read config and consent now (after `rkd enable`/`disable`)."""
+
+
+class ShowRequest(Request, frozen=True, tag="show"):
+    """The pending (not yet written) events, after the privacy firewall."""
+
+    limit: int = 1000
+
+
+ControlRequest = StatusRequest | FlushRequest | DeleteRequest | ReloadRequest | ShowRequest
 
 
 class DaemonStatus(Struct, frozen=True, kw_only=True):
@@ -74,3 +84,5 @@ class Reply(Struct, frozen=True, kw_only=True):
     status: DaemonStatus | None = None
     flushed: int = 0
     deleted: int = 0
+    pending: int = 0
+    events: list[dict[str, Any]] = []

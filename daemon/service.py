@@ -26,7 +26,9 @@ from rkd.client.wire import (
     DaemonStatus,
     DeleteRequest,
     FlushRequest,
+    ReloadRequest,
     Reply,
+    ShowRequest,
     StatusRequest,
     is_report,
 )
@@ -205,6 +207,8 @@ class Daemon:
             if not self.settings.enabled:
                 raise Rejected("disabled")
             envelope = decode(frame)
+            if envelope.payload.category not in self.settings.categories:  # type: ignore[attr-defined]
+                raise Rejected("category_off")  # the user has not consented to it
             ts_ms = validate(envelope, now)
             envelope = self.firewall(envelope)
         except Rejected as r:
@@ -316,19 +320,28 @@ class Daemon:
             self._dirty = True
             log.info("pruned", events=removed)
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the configuration; keep the old one if the new one is bad."""
+    def reload(self) -> str | None:
+        """SIGHUP or `rkd enable/disable`: re-read config and consent; None or the error.
+
+        A bad new configuration keeps the old one. When telemetry was turned off, what
+        is already held is written first (existing data is retained), and nothing new
+        is accepted after that.
+        """
         try:
             new = load_settings()
         except ConfigError as e:
             log.error("reload_failed", error=str(e))
-            return
+            return str(e)
+        if self.settings.enabled and not new.enabled:
+            self.drain(flush=False)
+            self.flush(force=True)
         self.settings = msgspec.structs.replace(
             new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir
         )
         self.timers[0].interval = new.flush_interval_secs
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
-        log.info("reloaded", enabled=new.enabled)
+        log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
+        return None
 
     # -- control ------------------------------------------------------------------------
 
@@ -362,13 +375,29 @@ class Daemon:
                 return Reply(ok=True, flushed=n)
             case DeleteRequest():
                 return self._delete()
+            case ReloadRequest():
+                error = self.reload()
+                return Reply(ok=error is None, error=error)
+            case ShowRequest(limit=limit):
+                return Reply(ok=True, pending=len(self.pending), events=self._show(limit))
         return Reply(ok=False, error="unknown request")  # pragma: no cover
+
+    def _show(self, limit: int) -> list[dict[str, Any]]:
+        """Pending events as the spec's envelopes, already filtered, oldest first."""
+        out = []
+        for r in self.pending[: max(0, min(limit, 10_000))]:
+            data = msgspec.to_builtins(r.envelope)
+            data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
+                               "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
+            out.append(data)
+        return out
 
     def _delete(self) -> Reply:
         self.drain(flush=False)
+        held = len(self.pending)
         self.pending.clear()
         try:
-            n = self.storage.delete_all()
+            n = self.storage.delete_all() + held
         except apsw.Error as e:
             return Reply(ok=False, error=f"delete failed: {str(e)[:200]}")
         for f in spool_files(self.settings.spool_dir):

@@ -90,7 +90,7 @@ class Sandbox:
     def spawn_python(self, code: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(code)], env={**self.env, **env},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -42,6 +42,7 @@ import sys, os
 from rkd.client import Telemetry
 from rkd.client import schema
 from rkd.client.telemetry import CommandRecorder
+import rkd.client.config, rkd.client.consent  # module loading is not what is audited
 seen = []
 def _hook(ev, args):
     path = str(args[0]) if args else ""

@@ -1,0 +1,170 @@
+"""`rkd enable` and `rkd disable`: the user's consent, by data category.
+
+The decision is kept as a consent record (when, which consent text, which schema, which
+categories). The config file outranks the record, so when it says the opposite, its
+``enabled`` line is changed in place, and nothing else in the file (comments, order,
+other tables) is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+from rkd.client.config import Settings, kill_switch
+from rkd.client.consent import ConsentError, ConsentRecord, now_iso, record_decision
+from rkd.client.control import DaemonUnavailable, request
+from rkd.client.schema import CATEGORIES
+from rkd.client.wire import ReloadRequest
+
+CONSENT_TEXT = """\
+ReasonKit Telemetry Consent
+===========================
+
+We collect anonymous usage data to improve ReasonKit.
+
+What we collect:
+  - Command usage (which commands, not content)
+  - Performance metrics (latency, error rates)
+  - ThinkTool usage patterns
+  - Error types (not messages)
+
+What we NEVER collect:
+  - Query/response content
+  - API keys or credentials
+  - Personal information
+  - File contents
+
+Everything stays on this machine unless you separately enable cloud sync.
+You can disable telemetry at any time with:
+  {prefix} disable
+"""
+
+_ENABLED_LINE = re.compile(r"^(\s*enabled\s*=\s*)(true|false)(\s*(#.*)?)$")
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\" -]+?)\s*\]\s*(#.*)?$")
+
+
+def parse_categories(value: str | None) -> tuple[str, ...]:
+    """`a,b` -> ("a", "b"), checked against the schema's categories (one clear line)."""
+    if value is None:
+        return tuple(CATEGORIES)
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    unknown = [n for n in names if n not in CATEGORIES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown category {unknown[0]!r}; choose from {', '.join(CATEGORIES)}"
+            if unknown else "give at least one category"
+        )  # fmt: skip
+    return names
+
+
+def set_config_enabled(path: Path, value: bool) -> bool:
+    """Set ``[telemetry] enabled`` in place if the file says otherwise; True if changed.
+
+    Only that one line is rewritten (its trailing comment kept); the file keeps its mode.
+    A file that does not mention ``enabled`` under ``[telemetry]`` is left alone.
+    """
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return False
+    lines = text.splitlines(keepends=True)
+    table = None
+    for i, line in enumerate(lines):
+        if m := _TABLE.match(line.rstrip("\r\n")):
+            table = m.group(1).replace('"', "").strip()
+            continue
+        m = _ENABLED_LINE.match(line.rstrip("\r\n"))
+        if table == "telemetry" and m and (m.group(2) == "true") != value:
+            ending = line[len(line.rstrip("\r\n")) :]
+            lines[i] = f"{m.group(1)}{'true' if value else 'false'}{m.group(3)}{ending}"
+            _write_keeping_mode(path, "".join(lines))
+            return True
+    return False
+
+
+def _write_keeping_mode(path: Path, text: str) -> None:
+    mode = path.stat().st_mode & 0o777
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _tell_daemon(settings: Settings) -> str:
+    try:
+        reply = request(settings.runtime_dir, ReloadRequest(), timeout_ms=5000)
+    except DaemonUnavailable:
+        return ""
+    return "" if reply.ok else f"\nWarning: the daemon kept its old settings: {reply.error}"
+
+
+def _refuse_under_kill_switch(action: str) -> None:
+    switch = kill_switch(os.environ)
+    if switch is not None:
+        raise click.ClickException(
+            f"{switch} is set in your environment and overrides everything: telemetry stays "
+            f"off, and nothing was changed by '{action}'. Unset {switch} first."
+        )
+
+
+def _record(settings: Settings, choice: str, categories: Iterable[str]) -> None:
+    try:
+        record_decision(settings.data_dir, ConsentRecord(
+            choice=choice, at=now_iso(), categories=tuple(categories)))  # type: ignore[arg-type]  # fmt: skip
+    except (ConsentError, OSError) as e:
+        raise click.ClickException(f"cannot record your decision: {e}") from None
+
+
+def enable(settings: Settings, prefix: str, yes: bool, only: str | None) -> str:
+    """Ask for consent and record it; return what to tell the user."""
+    _refuse_under_kill_switch("enable")
+    categories = parse_categories(only)
+    click.echo(CONSENT_TEXT.format(prefix=prefix))
+    click.echo("Categories: " + ", ".join(categories) + "\n")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "consent needs your answer: run this in a terminal, or pass --yes to agree"
+            )
+        if not click.confirm("Do you consent to telemetry collection?", default=False):
+            return "Nothing changed: telemetry stays off."
+    _record(settings, "granted", categories)
+    note = ""
+    if set_config_enabled(settings.config_path, True):
+        note = f"\n(Changed 'enabled = false' to 'enabled = true' in {settings.config_path}.)"
+    return (
+        "Telemetry enabled. Thank you for helping improve ReasonKit!"
+        + note
+        + _tell_daemon(settings)
+    )
+
+
+def disable(settings: Settings, prefix: str, category: str | None) -> str:
+    """Withdraw consent (all of it, or one category) and record it."""
+    if category is not None:
+        (name,) = parse_categories(category)
+        remaining = [c for c in sorted(settings.categories) if c != name]
+        if not settings.enabled or not remaining:
+            return disable(settings, prefix, None)
+        _record(settings, "granted", remaining)
+        return (f"Category '{name}' disabled; still collected: {', '.join(remaining)}."
+                + _tell_daemon(settings))  # fmt: skip
+    _record(settings, "withdrawn", ())
+    note = ""
+    if set_config_enabled(settings.config_path, False):
+        note = f"\n(Changed 'enabled = true' to 'enabled = false' in {settings.config_path}.)"
+    if settings.decided_by.startswith("env:"):
+        var = settings.decided_by[4:]
+        note += f"\nNote: {var} in your environment still turns telemetry on for programs started with it."
+    return (
+        f"Telemetry disabled.\nExisting data retained. Use '{prefix} delete' to remove."
+        + note + _tell_daemon(settings)
+    )  # fmt: skip

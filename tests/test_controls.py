@@ -1,0 +1,168 @@
+"""The user's controls: show, explain, delete — through click's runner and real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import msgspec.inspect as mi
+from click.testing import CliRunner
+from rkd.cli.main import cli
+from rkd.client import schema as s
+from rkd.client.spool import spool_files
+
+from tests.conftest import Daemon, Sandbox, wait_for
+from tests.samples import frame
+
+RawPush = Callable[[list[bytes]], None]
+
+
+def pending_setup(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> Daemon:
+    sandbox.write_config("[telemetry]\nbatch_size = 1000\nflush_interval_secs = 3600\n")
+    d = start_daemon()
+    raw_push([
+        frame(s.CommandExecuted(command="think", profile="balanced", thinktool_count=4,
+                                execution=s.Execution(duration_ms=2543),
+                                tokens=s.Tokens(input=1500, output=800))),
+        frame(s.ThinkToolCompleted(tool_name="gigathink", step_count=4, duration_ms=650,
+                                   confidence_score=0.82)),
+        frame(s.HelpViewed(topic="AKIAIOSFODNN7EXAMPLE")),
+    ])  # fmt: skip
+    wait_for(lambda: d.status().pending == 3, what="3 pending")
+    return d
+
+
+def test_show_lists_pending_events_after_the_firewall(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """`rkd show` prints the pending events in the spec's layout, already filtered."""
+    pending_setup(sandbox, start_daemon, raw_push)
+    out = sandbox.rkd("show").stdout
+    assert out.startswith(
+        "Pending Telemetry Events (not yet flushed)\n==========================================\n\nEvent 1: command_executed\n  command: think\n  profile: balanced\n"
+    )
+    assert "  execution.duration_ms: 2543\n" in out and "  tokens.input: 1500\n" in out
+    assert (
+        "Event 2: thinktool_completed\n  tool_name: gigathink\n  step_count: 4\n  duration_ms: 650\n  confidence_score: 0.82\n"
+        in out
+    )
+    assert "Event 3: help_viewed\n  topic: [API_KEY]\n" in out and "AKIA" not in out
+    assert out.endswith("Total: 3 events pending\n")
+    data = json.loads(sandbox.rkd("show", "--json").stdout)
+    assert 3 == data["pending"]
+    assert ["command_executed", "thinktool_completed", "help_viewed"] == [
+        e["event_type"] for e in data["events"]
+    ]
+    assert [1, 2, 3] == [e["session"]["sequence"] for e in data["events"]]
+
+
+def test_show_needs_the_daemon(sandbox: Sandbox) -> None:
+    """With no daemon, show says so in one line."""
+    proc = sandbox.rkd("show")
+    assert 1 == proc.returncode
+    assert (
+        "Error: the rkd daemon is not running (start it with 'rkd run'); pending events live in the daemon's memory\n"
+        == proc.stderr
+    )
+
+
+def test_explain_covers_every_event_type_and_field() -> None:
+    """Generated from the schema: every event type and every field appears, with a meaning."""
+    result = CliRunner().invoke(cli, ["explain", "--json"])
+    doc = json.loads(result.output)
+    by_type = {e["event_type"]: e for e in doc["events"]}
+    assert set(s.BY_EVENT_TYPE) == set(by_type)
+    for cls in s.PAYLOAD_TYPES:
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType)
+        names = {f["name"].split(".")[0] for f in by_type[cls.event_type]["fields"]}
+        assert {f.name for f in info.fields} == names, cls.event_type
+        assert cls.category == by_type[cls.event_type]["category"]
+    assert [] == [
+        (e["event_type"], f["name"])
+        for e in doc["events"]
+        for f in e["fields"]
+        if not f["description"]
+    ]
+    assert {"Query content", "API keys", "Network data", "Credentials"} <= {
+        n["category"] for n in doc["never_collected"]
+    }
+    assert set(s.CATEGORIES) == {c["name"] for c in doc["categories"]}
+    text = CliRunner().invoke(cli, ["explain"]).output
+    assert all(t in text for t in s.BY_EVENT_TYPE)
+
+
+def test_delete_with_daemon_erases_everything(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """`rkd delete --confirm` with the daemon: stored, pending, spool, salt — all gone."""
+    d = pending_setup(sandbox, start_daemon, raw_push)
+    d.flush()
+    raw_push([frame(s.HelpViewed(topic="think"))])
+    wait_for(lambda: d.status().pending == 1, what="1 pending")
+    salt = (sandbox.settings.data_dir / ".rk_salt").read_bytes()
+    proc = sandbox.rkd("delete", "--confirm")
+    assert 0 == proc.returncode, proc.stderr
+    assert (
+        "Events to be deleted: 4\n" in proc.stdout
+        and "Deleted 4 events.\nDatabase vacuumed, freed " in proc.stdout
+    )
+    assert (0, 0) == (sandbox.count(), d.status().pending)
+    assert salt != (sandbox.settings.data_dir / ".rk_salt").read_bytes()
+
+
+def test_delete_without_daemon(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """With the daemon down, delete erases the database and the spool itself."""
+    d = pending_setup(sandbox, start_daemon, raw_push)
+    d.stop()
+    sandbox.python("""
+        from rkd.client import Telemetry
+        Telemetry(product="reasonkit-core", version="1.0.0").thinktool("x")
+    """)
+    assert 1 == len(spool_files(sandbox.settings.spool_dir))
+    proc = sandbox.rkd("delete", "--confirm")
+    assert 0 == proc.returncode, proc.stderr
+    assert "Deleted 3 events." in proc.stdout
+    assert (0, []) == (sandbox.count(), spool_files(sandbox.settings.spool_dir))
+    assert not (sandbox.settings.data_dir / ".rk_salt").exists()
+
+
+def test_delete_asks_first(sandbox: Sandbox, daemon: Daemon, raw_push: RawPush) -> None:
+    """Without --confirm: a [y/N] prompt on a terminal (No keeps everything); no terminal: refused."""
+    raw_push([frame(s.HelpViewed(topic="think"))])
+    wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 1, what="stored")
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "rkd.cli", "delete"], env=sandbox.env, stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(slave)
+    os.write(master, b"\n")
+    out, _ = proc.communicate(timeout=30)
+    os.close(master)
+    assert "Are you sure? [y/N]: " in out and "Nothing deleted." in out
+    assert 1 == sandbox.count()
+    refused = subprocess.run([sys.executable, "-m", "rkd.cli", "delete"], env=sandbox.env,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)  # fmt: skip
+    assert 1 == refused.returncode and "pass --confirm" in refused.stderr
+    assert 1 == sandbox.count()
+
+
+def test_every_command_works_with_the_daemon_down_but_show(sandbox: Sandbox) -> None:
+    """status, explain, audit, delete, enable, disable answer without a daemon; show says it needs one."""
+    for args in (
+        ["status"],
+        ["explain"],
+        ["audit"],
+        ["enable", "--yes"],
+        ["disable"],
+        ["delete", "--confirm"],
+    ):
+        proc = sandbox.rkd(*args)
+        assert 0 == proc.returncode, (args, proc.stderr)
+    assert 1 == sandbox.rkd("show").returncode
