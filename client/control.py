@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rkd.client.wire import CONTROL_SOCKET, LOCK_FILE, ControlRequest, Reply
@@ -36,13 +37,16 @@ def daemon_pid(runtime_dir: Path) -> int | None:
     return None
 
 
-def request(runtime_dir: Path, req: ControlRequest, timeout_ms: int = 5000) -> Reply:
+def request(
+    runtime_dir: Path, req: ControlRequest, timeout_ms: int = 5000, ctx: Any = None
+) -> Reply:
     """Send one control request; raise DaemonUnavailable when nobody answers in time."""
     if daemon_pid(runtime_dir) is None:
         raise DaemonUnavailable("the rkd daemon is not running (start it with 'rkd run')")
     import zmq
 
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    if ctx is None:
+        ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)  # LINGER defaults to forever: exit could hang
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)

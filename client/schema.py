@@ -1,5 +1,9 @@
 """The event schema: every event rkd can store, as frozen msgspec Structs.
 
+(``gc=False`` throughout: these values hold only scalars, strings, tuples and other such
+Structs, so they cannot form reference cycles, and the garbage collector need not track
+the thousands of them a busy daemon holds.)
+
 Applications build *payloads* (``CommandExecuted(command="think", ...)``); the client
 wraps each in the spec's envelope (§3.1) and the daemon stamps the session. On the wire
 and in exports an event looks exactly like the spec's envelope::
@@ -110,7 +114,7 @@ CATEGORIES: Final[dict[str, str]] = {
 # -- the envelope's parts ------------------------------------------------------------------
 
 
-class Source(Struct, frozen=True, kw_only=True):
+class Source(Struct, frozen=True, kw_only=True, gc=False):
     """What sent the event: product, version and platform, nothing that identifies anyone."""
 
     product: Annotated[Ident, Meta(description="Product name, e.g. reasonkit-core.")]
@@ -121,7 +125,7 @@ class Source(Struct, frozen=True, kw_only=True):
     python_version: Annotated[Version, Meta(description="Python version of the sender.")]
 
 
-class Session(Struct, frozen=True, kw_only=True):
+class Session(Struct, frozen=True, kw_only=True, gc=False):
     """Anonymous session stamped by the daemon: rotates after 30 minutes idle and daily."""
 
     id: Annotated[uuid.UUID, Meta(description="Random session id, never reused.")]
@@ -132,7 +136,7 @@ class Session(Struct, frozen=True, kw_only=True):
 # -- payloads ------------------------------------------------------------------------------
 
 
-class Payload(Struct, frozen=True, kw_only=True):
+class Payload(Struct, frozen=True, kw_only=True, gc=False):
     """Base of every payload. ``event_type`` and ``category`` are declared per subclass."""
 
     event_type: ClassVar[str]
@@ -234,7 +238,7 @@ class SessionResumed(SessionFamily, frozen=True, kw_only=True):
     idle_ms: Annotated[Millis, Meta(description="Length of the pause.")] = 0
 
 
-class Execution(Struct, frozen=True, kw_only=True):
+class Execution(Struct, frozen=True, kw_only=True, gc=False):
     """How a command ran: timings and outcome."""
 
     duration_ms: Annotated[Millis, Meta(description="Total wall time of the command.")] = 0
@@ -245,7 +249,7 @@ class Execution(Struct, frozen=True, kw_only=True):
     success: Annotated[bool, Meta(description="Whether the command succeeded.")] = True
 
 
-class Tokens(Struct, frozen=True, kw_only=True):
+class Tokens(Struct, frozen=True, kw_only=True, gc=False):
     """Token usage, for metering and cost estimates."""
 
     input: Annotated[Count, Meta(description="Input tokens.")] = 0
@@ -256,7 +260,7 @@ class Tokens(Struct, frozen=True, kw_only=True):
     ] = None
 
 
-class Quality(Struct, frozen=True, kw_only=True):
+class Quality(Struct, frozen=True, kw_only=True, gc=False):
     """Quality scores computed by ReasonKit (from structure, not content)."""
 
     confidence_score: Score | None = None
@@ -356,7 +360,7 @@ class ProfileUsed(ThinkToolFamily, frozen=True, kw_only=True):
     profile: Annotated[Profile, Meta(description="The profile.")]
 
 
-class ErrorContext(Struct, frozen=True, kw_only=True):
+class ErrorContext(Struct, frozen=True, kw_only=True, gc=False):
     """Where an error happened: command, profile and step (never a message)."""
 
     command: Annotated[Ident | None, Meta(description="Command that failed.")] = None
@@ -500,7 +504,7 @@ PAYLOAD_TYPES: Final[tuple[type[Payload], ...]] = (
 # -- the envelope: one tagged union, generated from the payloads ---------------------------
 
 
-class Envelope(Struct, frozen=True, kw_only=True, tag_field="event_type"):
+class Envelope(Struct, frozen=True, kw_only=True, gc=False, tag_field="event_type"):
     """The spec's envelope (§3.1). Subclasses add ``payload`` and the ``event_type`` tag."""
 
     schema_version: SchemaVersion = SCHEMA_VERSION

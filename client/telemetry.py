@@ -31,27 +31,32 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UTC: Final = dt.UTC
+_UNKNOWN: Final = uuid.SafeUUID.unknown
 _new = object.__new__
 _set = object.__setattr__
 
 
 class _Ids:
-    """uuid4 values from one ``os.urandom`` call per 256 ids (uuid.uuid4 costs ~4 µs)."""
+    """uuid4 values from one ``os.urandom`` call per 256 ids (uuid.uuid4 costs ~2-4 µs)."""
 
-    __slots__ = ("pid", "pool", "pos")
+    __slots__ = ("pool", "pos")
 
     def __init__(self) -> None:
-        self.pool, self.pos, self.pid = b"", 0, -1
+        self.pool, self.pos = b"", 0
+        os.register_at_fork(after_in_child=self._forget)  # a child must never reuse ids
+
+    def _forget(self) -> None:
+        self.pool, self.pos = b"", 0
 
     def next(self) -> uuid.UUID:
-        if self.pos >= len(self.pool) or self.pid != os.getpid():  # never share after fork
-            self.pool, self.pos, self.pid = os.urandom(4096), 0, os.getpid()
+        if self.pos >= len(self.pool):
+            self.pool, self.pos = os.urandom(4096), 0
         n = int.from_bytes(self.pool[self.pos : self.pos + 16], "big")
         self.pos += 16
         n = (n & ~(0xF000 << 64) | (4 << 76)) & ~(0xC000 << 48) | (0x8000 << 48)
         u = _new(uuid.UUID)
         _set(u, "int", n)
-        _set(u, "is_safe", uuid.SafeUUID.unknown)
+        _set(u, "is_safe", _UNKNOWN)
         return u
 
 

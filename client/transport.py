@@ -3,9 +3,16 @@
 Each frame is sent with ``NOBLOCK`` on a PUSH socket in ``IMMEDIATE`` mode, so a send
 only succeeds when a live daemon is connected. Whatever cannot be sent right now waits in
 a bounded in-memory backlog that later sends drain; a full backlog is written to the
-on-disk spool, and at exit the backlog gets at most ``EXIT_BUDGET_SECS`` to reach the
-daemon before the rest is spooled. The daemon ingests the spool exactly once. Events are
-only dropped (and counted by reason) when the spool is full or a frame is unusable.
+on-disk spool. Events are only dropped (and counted by reason) when the spool is full or
+a frame is unusable.
+
+A frame zmq accepted is not yet a frame the daemon has: it may sit in a queue when the
+process exits. So at exit, within ``EXIT_BUDGET_SECS``, the client sends a sync token
+*on the same connection* (frames on one connection stay in order) and asks the daemon
+over the control socket whether it has processed that token. If it has, everything sent
+before it is safe; if the daemon does not confirm in time, the client spools copies of
+the unconfirmed frames and the daemon, which remembers the ids of recent events, stores
+each of them at most once.
 
 zmq is imported and its context created on the first frame, never at import, and
 rebuilt in a forked child (which also forgets the parent's backlog: the parent sends it).
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
 import threading
 import time
 from collections import Counter, deque
@@ -24,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from rkd.client.control import daemon_pid
 from rkd.client.spool import write_spool
-from rkd.client.wire import EVENTS_SOCKET, ClientReport
+from rkd.client.wire import EVENTS_SOCKET, ClientReport, SyncRequest
 
 if TYPE_CHECKING:
     import zmq
@@ -33,7 +41,10 @@ BACKLOG_MAX: Final = 1000  # frames held in memory before spilling to the spool
 EXIT_BUDGET_SECS: Final = 0.2  # the most telemetry may add to a process's exit
 PROBE_INTERVAL_SECS: Final = 2.0  # how often to look for a daemon that was down
 REPORT_INTERVAL_SECS: Final = 10.0
-SNDHWM: Final = 10_000
+SNDHWM: Final = 1000
+# Copies of sent frames kept until the daemon confirms it has them. Bounds what can be
+# in flight: this socket's SNDHWM, the daemon's RCVHWM (10,000) and kernel buffers.
+UNCONFIRMED_MAX: Final = 12_000
 
 
 class Transport:
@@ -44,10 +55,12 @@ class Transport:
         self._runtime_dir = runtime_dir
         self._spool_dir = spool_dir
         self._lock = threading.Lock()
-        self._pid = -1
+        self._started = False
+        self._zmq: Any = None
         self._ctx: zmq.Context[Any] | None = None
         self._sock: zmq.Socket[Any] | None = None
         self._backlog: deque[bytes] = deque()
+        self._unconfirmed: deque[bytes] = deque(maxlen=UNCONFIRMED_MAX)
         self._next_probe = 0.0
         self._next_report = 0.0
         self.drops: Counter[str] = Counter()  # every drop, by reason, for this process
@@ -61,7 +74,7 @@ class Transport:
         """Queue ``frame`` for the daemon. Never blocks on the network, never raises."""
         try:
             with self._lock:
-                if self._pid != os.getpid():
+                if not self._started:
                     self._start()
                 if self._backlog:
                     self._drain()
@@ -78,15 +91,19 @@ class Transport:
         self._unreported[reason] += n
 
     def flush(self, budget_secs: float = EXIT_BUDGET_SECS) -> None:
-        """Give the backlog up to ``budget_secs`` to reach the daemon, spool the rest."""
+        """Within ``budget_secs``: deliver the backlog and have the daemon confirm
+        everything sent so far; spool whatever is not confirmed."""
         try:
             with self._lock:
-                if self._pid != os.getpid():
+                if not self._started:
                     return
                 deadline = time.monotonic() + budget_secs
                 if self._unreported:
                     self._report()
                 self._drain(deadline)
+                if not self._confirm(deadline):
+                    self._backlog.extendleft(reversed(self._unconfirmed))
+                    self._unconfirmed.clear()
                 if self._backlog:
                     self._spill()
         except Exception:
@@ -94,36 +111,38 @@ class Transport:
 
     def close(self) -> None:
         """Flush within the exit budget and release the socket (atexit calls this)."""
-        start = time.monotonic()
         self.flush()
         with self._lock:
             sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
-            self._pid = -1
+            self._started = False
         if sock is not None and ctx is not None:
-            left_ms = max(0, int((EXIT_BUDGET_SECS - (time.monotonic() - start)) * 1000))
-            sock.close(linger=left_ms)  # bounded: the default LINGER is forever
+            sock.close(linger=0)  # everything unconfirmed was spooled: nothing to wait for
             ctx.term()
 
     # -- internals (called with the lock held) ----------------------------------------
 
     def _start(self) -> None:
-        first = self._pid == -1
-        self._pid = os.getpid()
+        self._started = True
         self._sock = self._ctx = None
         self._next_probe = 0.0
-        if first:
-            atexit.register(self.close)
-            return
-        # A forked child: the parent's socket, context, backlog and counts belong to the
-        # parent. The old context is abandoned, not closed: closing it here is unsafe.
+        atexit.register(self.close)
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's socket, queues and counts are the parent's.
+
+        The old context is abandoned, not closed: closing it in the child is unsafe.
+        """
+        self._lock = threading.Lock()
+        self._sock = self._ctx = None
+        self._next_probe = 0.0
         self._backlog.clear()
+        self._unconfirmed.clear()
         self.drops.clear()
         self._unreported.clear()
 
     def _connect(self) -> bool:
         now = time.monotonic()
-        if self._sock is not None:
-            return True
         if now < self._next_probe:
             return False
         self._next_probe = now + PROBE_INTERVAL_SECS
@@ -133,26 +152,25 @@ class Transport:
 
         ctx = zmq.Context(io_threads=1)
         sock = ctx.socket(zmq.PUSH)
-        sock.setsockopt(zmq.LINGER, 0)  # set again, bounded, at close
+        sock.setsockopt(zmq.LINGER, 0)  # LINGER defaults to forever: exit could hang
         sock.setsockopt(zmq.IMMEDIATE, 1)  # no connected daemon: send raises Again
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
         sock.connect(f"ipc://{self._endpoint}")
-        self._ctx, self._sock = ctx, sock
+        self._zmq, self._ctx, self._sock = zmq, ctx, sock
         return True
 
-    def _try_send(self, frame: bytes) -> bool:
+    def _try_send(self, frame: bytes, event: bool = True) -> bool:
         if self._sock is None and not self._connect():
             return False
-        import zmq
-
         assert self._sock is not None
+        zmq = self._zmq
         try:
             self._sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 4096)
-        except zmq.Again:
+        except zmq.ZMQError:  # zmq.Again included: the daemon is not taking frames now
             return False
-        except zmq.ZMQError:
-            return False
-        self.sent += 1
+        if event:
+            self.sent += 1
+            self._unconfirmed.append(frame)
         return True
 
     def _drain(self, deadline: float = 0.0) -> None:
@@ -161,12 +179,40 @@ class Transport:
             if self._try_send(self._backlog[0]):
                 self._backlog.popleft()
                 continue
-            left = deadline - time.monotonic()
-            if left <= 0 or self._sock is None:
+            if not self._wait_writable(deadline):
                 return
-            import zmq
 
-            self._sock.poll(max(1, int(min(left, 0.02) * 1000)), zmq.POLLOUT)
+    def _wait_writable(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0 or self._sock is None:
+            return False
+        self._sock.poll(max(1, int(min(left, 0.02) * 1000)), self._zmq.POLLOUT)
+        return True
+
+    def _confirm(self, deadline: float) -> bool:
+        """Have the daemon confirm every frame sent so far (see the module docstring)."""
+        if not self._unconfirmed:
+            return True
+        if self._sock is None or self._ctx is None:
+            return False
+        token = secrets.randbits(62) + 1
+        report = msgspec.msgpack.encode(ClientReport({}, sync=token))
+        while not self._try_send(report, event=False):
+            if not self._wait_writable(deadline):
+                return False
+        from rkd.client.control import DaemonUnavailable, request
+
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = request(self._runtime_dir, SyncRequest(token=token),
+                                timeout_ms=max(1, int(left * 1000)), ctx=self._ctx)  # fmt: skip
+            except DaemonUnavailable:
+                return False
+            if reply.synced:
+                self._unconfirmed.clear()
+                return True
+            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+        return False
 
     def _hold(self, frame: bytes) -> None:
         self._backlog.append(frame)
@@ -188,5 +234,5 @@ class Transport:
         self._next_report = time.monotonic() + REPORT_INTERVAL_SECS
         frame = msgspec.msgpack.encode(ClientReport(dict(self._unreported)))
         self._unreported.clear()
-        if not self._try_send(frame):
+        if not self._try_send(frame, event=False):
             self._backlog.append(frame)

@@ -19,9 +19,11 @@ LOCK_FILE: Final = "daemon.lock"
 
 
 class ClientReport(Struct, frozen=True, array_like=True, tag="client_report"):
-    """Counts of events a client dropped since its last report, by reason."""
+    """Counts of events a client dropped since its last report, by reason; and an
+    optional sync token the daemon remembers once it has processed the report."""
 
     drops: dict[str, int]
+    sync: int = 0
 
 
 def is_report(frame: bytes) -> bool:
@@ -58,7 +60,15 @@ class ShowRequest(Request, frozen=True, tag="show"):
     limit: int = 1000
 
 
-ControlRequest = StatusRequest | FlushRequest | DeleteRequest | ReloadRequest | ShowRequest
+class SyncRequest(Request, frozen=True, tag="sync"):
+    """Has the daemon processed the client report carrying this token?"""
+
+    token: int
+
+
+ControlRequest = (
+    SyncRequest | StatusRequest | FlushRequest | DeleteRequest | ReloadRequest | ShowRequest
+)
 
 
 class DaemonStatus(Struct, frozen=True, kw_only=True):
@@ -85,4 +95,5 @@ class Reply(Struct, frozen=True, kw_only=True):
     flushed: int = 0
     deleted: int = 0
     pending: int = 0
+    synced: bool = False
     events: list[dict[str, Any]] = []

@@ -58,8 +58,8 @@ def decode(frame: bytes) -> Envelope:
         raise Rejected("malformed") from None
 
 
-def decode_report(frame: bytes) -> dict[str, int]:
-    """A client's drop report; reasons are cut to 40 chars and counts made non-negative."""
+def decode_report(frame: bytes) -> tuple[dict[str, int], int]:
+    """A client's report: drop counts by reason (sanitised) and its sync token (0: none)."""
     if len(frame) > 4096:
         raise Rejected("oversized")
     try:
@@ -67,10 +67,11 @@ def decode_report(frame: bytes) -> dict[str, int]:
     except (msgspec.ValidationError, msgspec.DecodeError):
         raise Rejected("malformed_report") from None
     # Reasons are client-supplied text that ends up in the database: only known shapes.
-    return {
+    drops = {
         (k if _REASON.fullmatch(k) else "other"): max(0, int(v))
         for k, v in list(report.drops.items())[:32]
     }
+    return drops, report.sync
 
 
 def validate(envelope: Envelope, now: dt.datetime) -> int:

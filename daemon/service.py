@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
@@ -30,6 +31,7 @@ from rkd.client.wire import (
     Reply,
     ShowRequest,
     StatusRequest,
+    SyncRequest,
     is_report,
 )
 from rkd.daemon.firewall import Firewall, load_salt
@@ -45,7 +47,9 @@ MAX_PENDING: Final = 100_000  # events held while the database cannot be written
 SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
 SHUTDOWN_DRAIN_SECS: Final = 5.0
-RCVHWM: Final = 100_000
+RCVHWM: Final = 10_000  # per client connection: bounds memory and what is in flight
+RECENT_IDS_KEPT: Final = 50_000  # event ids remembered to drop spooled duplicates
+SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 STALE_TMP_SECS: Final = 3600.0
 
@@ -74,6 +78,10 @@ class Daemon:
         last_flush = storage.meta("last_flush_ms")
         self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
         self.pending: list[Record] = []
+        self._synced: dict[int, None] = {}  # sync tokens of client reports processed
+        self._recent: dict[uuid.UUID, None] = dict.fromkeys(
+            storage.recent_event_ids(RECENT_IDS_KEPT)
+        )
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self.stamper = SessionStamper(storage.last_session())
         self.started_ms = now_ms()
@@ -200,9 +208,12 @@ class Daemon:
         """One frame through decode, validate and stamp; rejections are counted here."""
         try:
             if is_report(frame):
-                for reason, n in decode_report(frame).items():
+                drops, token = decode_report(frame)
+                for reason, n in drops.items():
                     self.counters[f"client_drop.{reason}"] += n
-                self._dirty = True
+                    self._dirty = True
+                if token:
+                    self._remember(self._synced, token, SYNC_TOKENS_KEPT)
                 return None
             if not self.settings.enabled:
                 raise Rejected("disabled")
@@ -228,8 +239,16 @@ class Daemon:
             return
         self.counters["accepted"] += 1
         self.pending.append(record)
+        self._remember(self._recent, record.envelope.event_id, RECENT_IDS_KEPT)
         if record.envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
+
+    @staticmethod
+    def _remember(memory: dict[Any, None], key: Any, limit: int) -> None:
+        """Insertion-ordered bounded memory: the oldest key goes when it is full."""
+        memory[key] = None
+        if len(memory) > limit:
+            del memory[next(iter(memory))]
 
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
@@ -286,7 +305,7 @@ class Daemon:
                 self.counters["spool.damaged_files"] += 1
                 self._log_once("spool_damaged", "spool_file_damaged")
             now = dt.datetime.now(dt.UTC)
-            records = [r for f in frames if (r := self.ingest(f, now)) is not None]
+            records = self._fresh([r for f in frames if (r := self.ingest(f, now)) is not None])
             if not self.flush(force=True) or not self._write(records, (path.name, len(records))):
                 return total  # the file stays; retried on the next scan
             self.counters["spool.events"] += len(records)
@@ -294,6 +313,18 @@ class Daemon:
             total += len(records)
             path.unlink(missing_ok=True)
         return total
+
+    def _fresh(self, records: list[Record]) -> list[Record]:
+        """Spooled copies of events already received over the socket are dropped here:
+        a client spools what the daemon did not confirm in time, which it may have got."""
+        fresh = []
+        for r in records:
+            if r.envelope.event_id in self._recent:
+                self.counters["spool.duplicates"] += 1
+            else:
+                self._remember(self._recent, r.envelope.event_id, RECENT_IDS_KEPT)
+                fresh.append(r)
+        return fresh
 
     def _remove_stale_tmp(self) -> None:
         try:
@@ -364,6 +395,9 @@ class Daemon:
 
     def handle(self, req: ControlRequest) -> Reply:
         match req:
+            case SyncRequest(token=token):
+                self.drain(flush=False)  # frames queued before the question count too
+                return Reply(ok=True, synced=token in self._synced)
             case StatusRequest():
                 return Reply(ok=True, status=self.status())
             case FlushRequest():

@@ -155,6 +155,11 @@ class Storage:
             rowid=row[0], uuid=row[1], started_ms=row[2], last_ms=row[3], events=row[4]
         )
 
+    def recent_event_ids(self, n: int) -> list[uuid.UUID]:
+        """Ids of the ``n`` most recently stored events, oldest first."""
+        rows = self.db.execute("SELECT event_id FROM events ORDER BY id DESC LIMIT ?", (n,))
+        return [uuid.UUID(bytes=b) for (b,) in rows][::-1]
+
     def ledger_has(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM spool_ledger WHERE name = ?", (name,)).get is not None
 

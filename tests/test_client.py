@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import stat
 import sys
@@ -375,3 +376,40 @@ t = time.perf_counter(); tel.close(); print(time.perf_counter() - t)
 
 if sys.platform != "linux":  # pragma: no cover
     pytest.skip("audit-hook tests assume Linux paths", allow_module_level=True)
+
+
+def test_frames_in_flight_at_exit_are_neither_lost_nor_doubled(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """Daemon paused while a process exits: unconfirmed frames are spooled, stored once."""
+    import signal
+
+    app = sandbox.spawn_python("""
+        import sys, time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        tel.thinktool("warmup")
+        tel.flush()  # connected, and the daemon confirmed the first event
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(1000):
+            tel.thinktool("inflight", duration_ms=i)
+        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
+    """)
+    assert app.stdout is not None and app.stdin is not None
+    assert "ready\n" == app.stdout.readline()
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        out, err = app.communicate(timeout=60)
+        assert 0 == app.returncode, err
+        assert float(out) < 0.3
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    wait_for(
+        lambda: daemon.flush() >= 0 and sandbox.count() == 1001, timeout=20, what="1001 events"
+    )
+    assert [(1001, 1001)] == sandbox.query("SELECT count(*), count(DISTINCT event_id) FROM events")
+    c = daemon.status().counters
+    assert 1000 == c.get("spool.events", 0) + c.get("spool.duplicates", 0)  # copies of all 1000
