@@ -167,6 +167,7 @@ class Telemetry:
         import platform
 
         import msgspec
+        from rkd.client import schema
         from rkd.client.schema import ENVELOPES, Source
         from rkd.client.transport import Transport
         from rkd.client.wire import MAX_FRAME_BYTES
@@ -185,6 +186,7 @@ class Telemetry:
             self.disabled_reason = f"invalid source: {e}"
             return
         self._source = source
+        self._s = schema  # the schema module, looked up once (an import per call costs ~1 µs)
         self._envelopes: dict[type, Any] = dict(ENVELOPES)
         self._encode = msgspec.msgpack.Encoder().encode
         self._max = MAX_FRAME_BYTES
@@ -289,10 +291,8 @@ class Telemetry:
         """Record a finished ThinkTool run (thinktool_completed)."""
         if self._transport is None:
             return
-        from rkd.client.schema import ThinkToolCompleted
-
         self.emit(
-            ThinkToolCompleted(
+            self._s.ThinkToolCompleted(
                 tool_name=tool_name,
                 step_count=step_count,
                 duration_ms=duration_ms,
@@ -318,13 +318,12 @@ class Telemetry:
         """Record an error by category and code (error_occurred). Never pass a message."""
         if self._transport is None:
             return
-        from rkd.client.schema import ErrorContext, ErrorOccurred
-
+        s = self._s
         context = None
         if command is not None or profile is not None or step is not None:
-            context = ErrorContext(command=command, profile=cast(Any, profile), step=step)
+            context = s.ErrorContext(command=command, profile=cast(Any, profile), step=step)
         self.emit(
-            ErrorOccurred(
+            s.ErrorOccurred(
                 error_category=cast(Any, category),
                 error_code=code,
                 recoverable=recoverable,
@@ -344,8 +343,7 @@ class Telemetry:
         """Record feature discovery, first use, a usage milestone or its disabling."""
         if self._transport is None:
             return
-        from rkd.client import schema as s
-
+        s = self._s
         src = cast(Any, source)
         if stage == "discovered":
             self.emit(s.FeatureDiscovered(feature_id=feature_id, discovery_source=src))
@@ -469,8 +467,7 @@ class CommandRecorder:
         return False  # never swallow the caller's exception
 
     def _record(self, exc: BaseException | None) -> None:
-        from rkd.client import schema as s
-
+        s = self._tel._s
         duration_ms = int((time.perf_counter() - self._t0) * 1000)
         kind: type[s.CommandFamily]
         if exc is None:
