@@ -296,3 +296,6 @@ def main() -> None:
 
 
 # -- commands that live in modules of their own: one registration line each --------------
+from rkd.cli.metrics import metrics  # noqa: E402
+
+cli.add_command(metrics)

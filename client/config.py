@@ -46,6 +46,16 @@ class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     ] = ()
 
 
+class ModelPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One entry of ``[telemetry.prices]``: USD per million tokens (for `rkd metrics`)."""
+
+    input: Annotated[float, Meta(ge=0.0, le=100_000.0)]
+    output: Annotated[float, Meta(ge=0.0, le=100_000.0)]
+
+
+PriceKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$", max_length=64)]
+
+
 class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[telemetry]`` of config.toml, with the spec's defaults (§5.3)."""
 
@@ -57,6 +67,7 @@ class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_db_size_mb: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
     retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 90
     privacy: PrivacyConfig = PrivacyConfig()
+    prices: dict[PriceKey, ModelPrice] = {}
 
 
 class Settings(Struct, frozen=True, kw_only=True):
@@ -77,6 +88,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     retention_days: int
     privacy: PrivacyConfig
     categories: frozenset[str]  # consent categories whose events may be stored
+    prices: dict[str, ModelPrice]  # model id prefix -> price, overriding the shipped table
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -127,8 +139,15 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
 
 def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
     text = str(err)
+    if " - at `key` in `$" in text:  # a dict key, e.g. a model id in [telemetry.prices]
+        where = text.rsplit("`$", 1)[1].rstrip("`")
+        return ConfigError(
+            f"{path}: telemetry{where}: a key is not a model id (letters, digits, _ . : + -)"
+        )
     message, _, where = text.partition(" - at `$")
-    key = "telemetry" + where.rstrip("`").replace("[", ".").replace("]", "")
+    # msgspec does not name dict keys in paths ("$.prices[...].input"): say "an entry".
+    where = where.rstrip("`").replace("[...]", ".<entry>")
+    key = "telemetry" + where.replace("[", ".").replace("]", "")
     if message.startswith("Object contains unknown field"):
         name = message.split("`")[1]
         known = list(TelemetryConfigFile.__struct_fields__) + list(PrivacyConfig.__struct_fields__)
@@ -222,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_days=file.retention_days,
         privacy=file.privacy,
         categories=categories,
+        prices=dict(file.prices),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 import apsw
 import msgspec
 from rkd.client.schema import Envelope, Source
+from rkd.daemon import aggregates
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
 # that has shipped: add one.
@@ -52,6 +53,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         name TEXT PRIMARY KEY, events INTEGER NOT NULL, ingested_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    aggregates.MIGRATION,  # daily aggregates, filled from the events already stored
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -219,6 +221,7 @@ class Storage:
                     " session_id, sequence, source_id, payload) VALUES (?,?,?,?,?,?,?,?)",
                     rows,
                 )
+                aggregates.add_records(self.db, records)
                 for s in sessions.values():
                     self.db.execute(
                         "UPDATE sessions SET last_ms = ?, events = ? WHERE id = ?",
@@ -247,7 +250,10 @@ class Storage:
         return n
 
     def prune(self, retention_days: int, max_db_size_mb: int) -> int:
-        """Delete events past retention, then the oldest until under the size cap."""
+        """Delete events past retention, then the oldest until under the size cap.
+
+        Daily aggregates stay: they outlive the raw events (spec §6.3).
+        """
         cutoff = now_ms() - retention_days * 86_400_000
         with self.db:
             self.db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
@@ -278,10 +284,11 @@ class Storage:
         return (pages - free) * size
 
     def delete_all(self) -> int:
-        """Erase every event, session, counter and ledger row, then vacuum; return count."""
+        """Erase every event, session, counter, ledger and aggregate row, vacuum; return count."""
         n = self.count_events()
         with self.db:
-            for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger"):
+            for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger",
+                          *aggregates.TABLES):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")
         self._sources.clear()
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
