@@ -3,6 +3,9 @@
 Nothing here measures anything. A benchmark builds a :class:`Sandbox` (temporary HOME and
 XDG dirs, telemetry on, kill switches removed), starts the real ``rkd run`` in it with
 :class:`Daemon`, and prints its figures with :func:`table`.
+
+bench/firewall.py builds a Daemon by hand (``Daemon.__new__`` then ``runtime``,
+``log_path``, ``_log``, ``proc``, ``pid``): keep those attribute names.
 """
 
 from __future__ import annotations
@@ -71,11 +74,11 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def popen(self, code: str, **kw: Any) -> subprocess.Popen[str]:
-        """Start ``python -c code`` in the sandbox (stdin/stdout are pipes, text mode)."""
+    def popen(self, code: str, *args: str) -> subprocess.Popen[str]:
+        """Start ``python -c code args...`` in the sandbox; stdin and stdout are text pipes."""
         return subprocess.Popen(
-            [PYTHON, "-c", textwrap.dedent(code)], env={**self.env, **kw.pop("env", {})},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, **kw,
+            [PYTHON, "-c", textwrap.dedent(code), *args], env=self.env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
 
 
@@ -130,6 +133,7 @@ class Daemon:
         """SIGTERM, wait; SIGKILL only if it does not stop in ``timeout`` seconds."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # in case a benchmark left it paused
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -167,7 +171,9 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> N
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
 
     def line(r: Sequence[str]) -> str:
-        parts = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        parts = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         return "  ".join(parts).rstrip()
 
     print(f"\n{title}")
@@ -188,3 +194,26 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}"
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def load_note(secs: float = 0.5) -> str:
+    """How busy the machine is right now (sampled over ``secs``), with a warning if busy.
+
+    Other processes on a small machine make every figure here slower and noisier; the
+    CPU-time columns are the ones to trust then.
+    """
+    b0, t0 = _cpu_ticks()
+    time.sleep(secs)
+    b1, t1 = _cpu_ticks()
+    busy = (b1 - b0) / max(1, t1 - t0)
+    note = f"CPU {busy:.0%} busy (sampled {secs:g} s)"
+    if busy > 0.15:
+        note += " (WARNING: other processes are running; figures will be slower and noisier)"
+    return note
