@@ -89,13 +89,18 @@ class Daemon:
     and block the daemon in the middle of a measurement.
     """
 
-    def __init__(self, sandbox: Sandbox, timeout: float = 20.0) -> None:
+    def __init__(self, sandbox: Sandbox, timeout: float = 20.0, patch: str = "") -> None:
+        """``patch``: Python run in the daemon's process before it starts (benchmarks
+        use it to swap one stage for a no-op and measure what that stage costs)."""
         self.runtime = sandbox.settings.runtime_dir
         self.log_path = sandbox.root / "daemon.log"
         self._log = self.log_path.open("w")
+        cmd = [PYTHON, "-m", "rkd.cli", "run", "--log-format", "json"]
+        if patch:
+            cmd = [PYTHON, "-c", f"{patch}\nfrom rkd.cli.main import main\nimport sys\n"
+                   "sys.argv = ['rkd', 'run', '--log-format', 'json']\nmain()\n"]  # fmt: skip
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "rkd.cli", "run", "--log-format", "json"],
-            env=sandbox.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            cmd, env=sandbox.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         )  # fmt: skip
         self.pid = self.proc.pid
         wait_for(self._up, timeout, "the daemon to answer a status request")
@@ -140,6 +145,38 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+PUSHER = """
+import sys, zmq, msgspec
+frames = msgspec.msgpack.decode(sys.stdin.buffer.read())
+ctx = zmq.Context(); sock = ctx.socket(zmq.PUSH); sock.setsockopt(zmq.SNDHWM, 0)
+sock.connect(sys.argv[1])
+for f in frames:
+    sock.send(f)
+sock.close(linger=60000); ctx.term()
+"""
+
+
+def push_until_durable(sb: Sandbox, daemon: Daemon, frames: list[bytes], senders: int) -> float:
+    """Send pre-encoded ``frames`` from ``senders`` raw PUSH processes; seconds until every
+    one is a row in the database (the daemon flushed on request while we wait)."""
+    from rkd.daemon.storage import read_only_count
+
+    endpoint = f"ipc://{sb.settings.runtime_dir / 'events.sock'}"
+    t = time.perf_counter()
+    procs = [subprocess.Popen([PYTHON, "-c", PUSHER, endpoint], stdin=subprocess.PIPE, env=sb.env)
+             for _ in range(senders)]  # fmt: skip
+    for i, p in enumerate(procs):
+        assert p.stdin is not None
+        p.stdin.write(__import__("msgspec").msgpack.encode(frames[i::senders]))
+        p.stdin.close()
+    wait_for(lambda: daemon.flush() >= 0 and read_only_count(sb.settings.db_path) == len(frames),
+             120, "every event durable", every=0.05)  # fmt: skip
+    elapsed = time.perf_counter() - t
+    for p in procs:
+        p.wait()
+    return elapsed
 
 
 # -- statistics and output ---------------------------------------------------------------

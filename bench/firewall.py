@@ -26,7 +26,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Daemon, Sandbox, machine, median, table, verdict, wait_for
+from _harness import Daemon, Sandbox, machine, median, push_until_durable, table, verdict
 from rkd.client import schema as s
 from rkd.client.config import PrivacyConfig
 from rkd.daemon.firewall import Firewall
@@ -123,8 +123,7 @@ def _timed(scanner: Scanner, text: str) -> float:
     return time.perf_counter() - t
 
 
-PASS_THROUGH = """
-import sys
+NO_FIREWALL = """
 import rkd.daemon.service as service
 
 class NoFirewall:
@@ -134,64 +133,17 @@ class NoFirewall:
         return envelope
 
 service.Firewall = NoFirewall  # benchmark only: measure the pipeline without the filter
-from rkd.cli.main import main
-sys.argv = ["rkd", "run", "--log-format", "json"]
-main()
-"""
-
-PUSHER = """
-import sys, zmq, msgspec
-frames = msgspec.msgpack.decode(sys.stdin.buffer.read())
-ctx = zmq.Context(); sock = ctx.socket(zmq.PUSH); sock.setsockopt(zmq.SNDHWM, 0)
-sock.connect(sys.argv[1])
-for f in frames:
-    sock.send(f)
-sock.close(linger=60000); ctx.term()
 """
 
 
 def end_to_end(frames: list[bytes], firewall: bool, processes: int = 4) -> float:
-    import subprocess
-
-    from rkd.daemon.storage import read_only_count
-
+    """Events/s from ``processes`` raw senders to durable rows, with or without the filter."""
     with Sandbox() as sb:
         cfg = sb.root / "config" / "reasonkit"
         cfg.mkdir(parents=True)
         (cfg / "config.toml").write_text("[telemetry]\nbatch_size = 1000\n")
-        daemon = Daemon(sb) if firewall else _pass_through_daemon(sb)
-        with daemon:
-            share = [frames[i::processes] for i in range(processes)]
-            endpoint = f"ipc://{sb.settings.runtime_dir / 'events.sock'}"
-            t = time.perf_counter()
-            procs = [subprocess.Popen([sys.executable, "-c", PUSHER, endpoint], stdin=subprocess.PIPE, env=sb.env)
-                     for _ in share]  # fmt: skip
-            for p, part in zip(procs, share, strict=True):
-                assert p.stdin is not None
-                p.stdin.write(msgspec.msgpack.encode(part))
-                p.stdin.close()
-            wait_for(lambda: daemon.flush() >= 0 and read_only_count(sb.settings.db_path) == len(frames),
-                     120, "every event durable", every=0.05)  # fmt: skip
-            elapsed = time.perf_counter() - t
-            for p in procs:
-                p.wait()
-    return len(frames) / elapsed
-
-
-def _pass_through_daemon(sb: Sandbox) -> Daemon:
-    """The real daemon with its Firewall class swapped for a pass-through."""
-    import subprocess
-
-    d = Daemon.__new__(Daemon)
-
-    d.runtime = sb.settings.runtime_dir
-    d.log_path = sb.root / "daemon.log"
-    d._log = d.log_path.open("w")
-    d.proc = subprocess.Popen([sys.executable, "-c", PASS_THROUGH], env=sb.env,
-                              stdin=subprocess.DEVNULL, stdout=d._log, stderr=d._log)  # fmt: skip
-    d.pid = d.proc.pid
-    wait_for(d._up, 20, "the pass-through daemon")
-    return d
+        with Daemon(sb, patch="" if firewall else NO_FIREWALL) as daemon:
+            return len(frames) / push_until_durable(sb, daemon, frames, processes)
 
 
 def main() -> None:

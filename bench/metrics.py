@@ -37,7 +37,17 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import PYTHON, Daemon, Sandbox, load_note, machine, median, table, verdict, wait_for
+from _harness import (
+    PYTHON,
+    Daemon,
+    Sandbox,
+    load_note,
+    machine,
+    median,
+    push_until_durable,
+    table,
+    verdict,
+)
 from rkd.client import schema as s
 from rkd.daemon import aggregates
 from rkd.daemon.storage import Record, SessionRow, Storage, now_ms
@@ -144,22 +154,8 @@ def write_cost(n: int, batch: int, hook: bool, runs: int = 3) -> float:
 
 
 NO_HOOK = """
-import sys
 import rkd.daemon.aggregates as aggregates
 aggregates.add_records = lambda db, records: None  # benchmark only: the hook as a no-op
-from rkd.cli.main import main
-sys.argv = ["rkd", "run", "--log-format", "json"]
-main()
-"""
-
-PUSHER = """
-import sys, zmq, msgspec
-frames = msgspec.msgpack.decode(sys.stdin.buffer.read())
-ctx = zmq.Context(); sock = ctx.socket(zmq.PUSH); sock.setsockopt(zmq.SNDHWM, 0)
-sock.connect(sys.argv[1])
-for f in frames:
-    sock.send(f)
-sock.close(linger=60000); ctx.term()
 """
 
 
@@ -169,38 +165,12 @@ def _cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _daemon(sb: Sandbox, hook: bool) -> Daemon:
-    """The real daemon, or the real daemon with the aggregation hook replaced by a no-op."""
-    if hook:
-        return Daemon(sb)
-    d = Daemon.__new__(Daemon)
-    d.runtime, d.log_path = sb.settings.runtime_dir, sb.root / "daemon.log"
-    d._log = d.log_path.open("w")
-    d.proc = subprocess.Popen([PYTHON, "-c", NO_HOOK], env=sb.env, stdin=subprocess.DEVNULL,
-                              stdout=d._log, stderr=d._log)  # fmt: skip
-    d.pid = d.proc.pid
-    wait_for(d._up, 20, "the daemon without the hook")
-    return d
-
-
 def ingest(frames: list[bytes], hook: bool, senders: int = 2) -> tuple[float, float]:
     """Events/s and daemon CPU µs per event, from ``senders`` processes to durable rows."""
-    from rkd.daemon.storage import read_only_count
-
-    with Sandbox() as sb, _daemon(sb, hook) as daemon:
-        endpoint = f"ipc://{sb.settings.runtime_dir / 'events.sock'}"
-        cpu0, t = _cpu_secs(daemon.pid), time.perf_counter()
-        procs = [subprocess.Popen([PYTHON, "-c", PUSHER, endpoint], stdin=subprocess.PIPE, env=sb.env)
-                 for _ in range(senders)]  # fmt: skip
-        for i, p in enumerate(procs):
-            assert p.stdin is not None
-            p.stdin.write(msgspec.msgpack.encode(frames[i::senders]))
-            p.stdin.close()
-        wait_for(lambda: daemon.flush() >= 0 and read_only_count(sb.settings.db_path) == len(frames),
-                 120, "every event durable", every=0.05)  # fmt: skip
-        elapsed, cpu = time.perf_counter() - t, _cpu_secs(daemon.pid) - cpu0
-        for p in procs:
-            p.wait()
+    with Sandbox() as sb, Daemon(sb, patch="" if hook else NO_HOOK) as daemon:
+        cpu0 = _cpu_secs(daemon.pid)
+        elapsed = push_until_durable(sb, daemon, frames, senders)
+        cpu = _cpu_secs(daemon.pid) - cpu0
     return len(frames) / elapsed, cpu / len(frames) * 1e6
 
 

@@ -18,6 +18,7 @@ import click
 from rkd.client.config import Settings, kill_switch
 from rkd.client.consent import ConsentError, ConsentRecord, now_iso, record_decision
 from rkd.client.control import DaemonUnavailable, request
+from rkd.client.files import write_atomic
 from rkd.client.schema import CATEGORIES
 from rkd.client.wire import ReloadRequest
 
@@ -88,14 +89,7 @@ def set_config_enabled(path: Path, value: bool) -> bool:
 
 
 def _write_keeping_mode(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o777
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, text.encode("utf-8"))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"), path.stat().st_mode & 0o777)
 
 
 def _tell_daemon(settings: Settings) -> str:

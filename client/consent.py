@@ -9,12 +9,12 @@ only from the moment of consent, and only in the categories consented to.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
 from msgspec import Struct
+from rkd.client.files import write_atomic
 from rkd.client.schema import CATEGORIES, SCHEMA_VERSION
 
 CONSENT_FILE: Final = "consent.json"
@@ -82,13 +82,7 @@ def record_decision(data_dir: Path, record: ConsentRecord) -> ConsentFile:
     current.current = record
     path = consent_path(data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{CONSENT_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, msgspec.json.format(msgspec.json.encode(current)) + b"\n")
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(current)) + b"\n")
     return current
 
 

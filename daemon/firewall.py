@@ -15,7 +15,6 @@ before any byte leaves the machine. Layers, in order:
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from collections import Counter
 from hashlib import sha256
@@ -25,6 +24,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 from rkd.client.config import PrivacyConfig
+from rkd.client.files import write_atomic
 from rkd.client.schema import Envelope, Payload, Source
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.pipeline import Rejected
@@ -95,13 +95,7 @@ def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
             pass
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     salt = secrets.token_bytes(32)
-    tmp = path.with_name(f".{SALT_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, salt)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, salt)
     return salt
 
 
