@@ -166,3 +166,27 @@ def test_every_command_works_with_the_daemon_down_but_show(sandbox: Sandbox) -> 
         proc = sandbox.rkd(*args)
         assert 0 == proc.returncode, (args, proc.stderr)
     assert 1 == sandbox.rkd("show").returncode
+
+
+def test_show_and_delete_through_clicks_runner(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """show and delete also run in-process through click's runner (as a host app would)."""
+    pending_setup(sandbox, start_daemon, raw_push)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["show", "--json"], env=dict(sandbox.env))
+    assert 0 == shown.exit_code, shown.output
+    assert 3 == json.loads(shown.output)["pending"]
+    deleted = runner.invoke(cli, ["delete", "--confirm"], env=dict(sandbox.env))
+    assert 0 == deleted.exit_code, deleted.output
+    assert "Deleted 3 events." in deleted.output
+    assert 0 == sandbox.count()
+
+
+def test_explain_as_a_real_process_beside_a_daemon(sandbox: Sandbox, daemon: Daemon) -> None:
+    """`rkd explain` as a subprocess, daemon running: the same document as in-process."""
+    proc = sandbox.rkd("explain", "--json")
+    assert 0 == proc.returncode
+    assert json.loads(CliRunner().invoke(cli, ["explain", "--json"]).output) == json.loads(
+        proc.stdout
+    )
