@@ -1,3 +1,4 @@
 from rkd.cli.main import main
 
-main()
+if __name__ == "__main__":  # a spawned worker importing rkd.cli must not run the CLI
+    main()

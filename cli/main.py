@@ -299,3 +299,6 @@ def main() -> None:
 from rkd.cli.metrics import metrics  # noqa: E402
 
 cli.add_command(metrics)
+from rkd.cli.export import export  # noqa: E402
+
+cli.add_command(export)

@@ -27,6 +27,7 @@ from rkd.client.switches import ConfigError, kill_switch
 
 if TYPE_CHECKING:
     from rkd.client.config import Settings
+    from rkd.client.schema import CommandFamily
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -469,7 +470,7 @@ class CommandRecorder:
     def _record(self, exc: BaseException | None) -> None:
         s = self._tel._s
         duration_ms = int((time.perf_counter() - self._t0) * 1000)
-        kind: type[s.CommandFamily]
+        kind: type[CommandFamily]
         if exc is None:
             kind, category = s.CommandExecuted, None
         elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "CancelledError":

@@ -326,9 +326,10 @@ EXPORT_SQL: Final = """
     SELECT e.event_id, e.event_type, e.schema_version, e.ts_ms,
            s.product, s.version, s.tier, s.os, s.arch, s.python_version,
            ss.uuid, e.sequence, ss.started_ms, e.payload
-    FROM events e JOIN sources s ON s.id = e.source_id JOIN sessions ss ON ss.id = e.session_id
+    FROM events e LEFT JOIN sources s ON s.id = e.source_id
+                  LEFT JOIN sessions ss ON ss.id = e.session_id
     ORDER BY e.id
-"""
+"""  # LEFT JOINs: an event is never left out of an export, whatever else is missing
 
 
 def row_to_envelope(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -345,7 +346,11 @@ def row_to_envelope(row: tuple[Any, ...]) -> dict[str, Any]:
                 strict=True,
             )
         ),
-        "session": {"id": row[10], "sequence": row[11], "started_at": iso_ms(row[12])},
+        "session": {
+            "id": row[10],
+            "sequence": row[11],
+            "started_at": iso_ms(row[12]) if row[12] is not None else None,
+        },
         "payload": msgspec.json.decode(row[13]),
     }
 

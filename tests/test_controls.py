@@ -154,7 +154,7 @@ def test_delete_asks_first(sandbox: Sandbox, daemon: Daemon, raw_push: RawPush) 
 
 
 def test_every_command_works_with_the_daemon_down_but_show(sandbox: Sandbox) -> None:
-    """status, explain, audit, delete, enable, disable answer without a daemon; show says it needs one."""
+    """Every command answers without a daemon; only show says it needs one."""
     for args in (
         ["status"],
         ["explain"],
@@ -190,3 +190,20 @@ def test_explain_as_a_real_process_beside_a_daemon(sandbox: Sandbox, daemon: Dae
     assert json.loads(CliRunner().invoke(cli, ["explain", "--json"]).output) == json.loads(
         proc.stdout
     )
+
+
+def test_export_delete_export_shows_everything_gone(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """Export, delete, export: the second export is empty and the hashing salt is new."""
+    d = pending_setup(sandbox, start_daemon, raw_push)
+    d.flush()
+    first = json.loads(sandbox.rkd("export").stdout)
+    assert 3 == len(first["events"]) == first["event_count"]
+    salt = (sandbox.settings.data_dir / ".rk_salt").read_bytes()
+    assert 0 == sandbox.rkd("delete", "--confirm").returncode
+    second = json.loads(sandbox.rkd("export").stdout)
+    assert ([], 0) == (second["events"], second["event_count"])
+    assert salt != (sandbox.settings.data_dir / ".rk_salt").read_bytes()
+    metrics = json.loads(sandbox.rkd("metrics", "--json").stdout)
+    assert (0, 0) == (metrics["queries"], metrics["sessions"])
