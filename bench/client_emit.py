@@ -103,11 +103,15 @@ def daemon_settler(daemon: Daemon) -> Callable[[int], None]:
     Run every few rounds, so the daemon's backlog stays far below the queue limits and
     nothing spills to the spool. The FlushRequest also stores anything that did spill.
     """
-    state = {"expected": daemon.status().counters.get("accepted", 0)}
+    def received() -> int:  # over the socket, or stored from the spool
+        c = daemon.status().counters
+        return int(c.get("accepted", 0) + c.get("spool.events", 0))
+
+    state = {"expected": received()}
 
     def caught_up() -> bool:
         daemon.flush()
-        return bool(daemon.status().counters.get("accepted", 0) >= state["expected"])
+        return received() >= state["expected"]
 
     def settle(n: int) -> None:
         state["expected"] += n

@@ -41,10 +41,10 @@ BACKLOG_MAX: Final = 1000  # frames held in memory before spilling to the spool
 EXIT_BUDGET_SECS: Final = 0.2  # the most telemetry may add to a process's exit
 PROBE_INTERVAL_SECS: Final = 2.0  # how often to look for a daemon that was down
 REPORT_INTERVAL_SECS: Final = 10.0
-SNDHWM: Final = 1000
+SNDHWM: Final = 10_000
 # Copies of sent frames kept until the daemon confirms it has them. Bounds what can be
 # in flight: this socket's SNDHWM, the daemon's RCVHWM (10,000) and kernel buffers.
-UNCONFIRMED_MAX: Final = 12_000
+UNCONFIRMED_MAX: Final = 24_000
 
 
 class Transport:
@@ -90,9 +90,11 @@ class Transport:
         self.drops[reason] += n
         self._unreported[reason] += n
 
-    def flush(self, budget_secs: float = EXIT_BUDGET_SECS) -> None:
+    def flush(self, budget_secs: float = EXIT_BUDGET_SECS, final: bool = False) -> None:
         """Within ``budget_secs``: deliver the backlog and have the daemon confirm
-        everything sent so far; spool whatever is not confirmed."""
+        everything sent so far. What cannot be sent is spooled; what was sent but not
+        confirmed is spooled only when ``final`` (the process is leaving), otherwise it
+        stays for a later confirmation: a daemon that is merely busy will get it."""
         try:
             with self._lock:
                 if not self._started:
@@ -101,9 +103,8 @@ class Transport:
                 if self._unreported:
                     self._report()
                 self._drain(deadline)
-                if not self._confirm(deadline):
-                    self._backlog.extendleft(reversed(self._unconfirmed))
-                    self._unconfirmed.clear()
+                if not self._confirm(deadline) and final:
+                    self._spill_copies()
                 if self._backlog:
                     self._spill()
         except Exception:
@@ -111,7 +112,7 @@ class Transport:
 
     def close(self) -> None:
         """Flush within the exit budget and release the socket (atexit calls this)."""
-        self.flush()
+        self.flush(final=True)
         with self._lock:
             sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
             self._started = False
@@ -229,6 +230,22 @@ class Transport:
         self.spooled += written
         if written < len(frames):
             self.drop("spool_full", len(frames) - written)
+
+    def _spill_copies(self) -> None:
+        """Spool copies of sent-but-unconfirmed frames (the daemon drops those it has).
+
+        A copy that does not fit in the spool is counted as ``unconfirmed``: the daemon
+        may well have it, but nothing proves it.
+        """
+        frames = list(self._unconfirmed)
+        self._unconfirmed.clear()
+        try:
+            written = write_spool(self._spool_dir, frames)
+        except OSError:
+            written = 0
+        self.spooled += written
+        if written < len(frames):
+            self.drop("unconfirmed", len(frames) - written)
 
     def _report(self) -> None:
         self._next_report = time.monotonic() + REPORT_INTERVAL_SECS
