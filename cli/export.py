@@ -37,6 +37,7 @@ import stat
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice, repeat
@@ -56,6 +57,8 @@ from rkd.daemon.storage import SCHEMA_VERSION, StorageError, iso_ms, open_read_o
 FORMATS: Final = ("json", "ndjson", "csv")
 CHUNK_ROWS: Final = 5_000  # rows rendered and written at a time (a few MB of text)
 QUEUE_CHUNKS: Final = 2  # rendered chunks waiting for the writer thread, at most
+POOL_MIN_EVENTS: Final = 50_000  # a CSV export this large renders payloads in worker processes
+POOL_AHEAD: Final = 4  # chunks handed to the workers ahead of the one being written
 PROGRESS_MIN_EVENTS: Final = 10_000
 SOURCE_FIELDS: Final = ("product", "version", "tier", "os", "arch", "python_version")
 ENVELOPE_COLUMNS: Final = (
@@ -379,18 +382,79 @@ def head_text(fmt: str, head: dict[str, Any]) -> str:
     return ",".join(map(csv_quote, csv_header())) + "\r\n"
 
 
-def rendered_chunks(fmt: str, db: apsw.Connection | None) -> Iterator[tuple[int, Iterable[str]]]:
-    """(event count, lines) for each chunk of the database, in ``fmt``."""
+def payload_cells(event_types: Sequence[str], payloads: Sequence[str]) -> list[str]:
+    """The payload cells of a chunk."""
+    return list(map(_csv_payloads().cells, event_types, payloads))
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: its Envelopes and CsvPayloads
+
+
+def _csv_payloads() -> CsvPayloads:
+    if "payloads" not in _WORKER:
+        _WORKER["payloads"] = CsvPayloads(csv_header()[len(ENVELOPE_COLUMNS) :])
+    return _WORKER["payloads"]  # type: ignore[no-any-return]
+
+
+def _init_worker(sources: dict[int, tuple[Any, ...]]) -> None:
+    _WORKER["envelopes"] = Envelopes(sources)
+
+
+def csv_text(c: Chunk) -> str:
+    """A whole chunk as CSV rows (run in a worker process for large CSV exports)."""
+    lines = _WORKER["envelopes"].csv_lines(c, payload_cells(c.event_type, c.payload))
+    return "\r\n".join(lines)
+
+
+def rendered_chunks(
+    fmt: str, db: apsw.Connection | None, pool: Any = None
+) -> Iterator[tuple[int, Iterable[str]]]:
+    """(event count, lines) for each chunk of the database, in ``fmt``.
+
+    With a ``pool``, CSV payload cells (the costly part: decode and flatten) are
+    rendered by worker processes, a few chunks ahead, in order, with bounded memory.
+    """
     envelopes = Envelopes(load_sources(db))
-    payloads = CsvPayloads(csv_header()[len(ENVELOPE_COLUMNS) :]) if fmt == "csv" else None
-    for c in chunks(db):
-        if payloads is None:
+    if fmt != "csv":
+        for c in chunks(db):
             yield len(c.payload), envelopes.json_lines(c)
-        else:
-            yield (
-                len(c.payload),
-                envelopes.csv_lines(c, map(payloads.cells, c.event_type, c.payload)),
-            )
+        return
+    if pool is None:
+        for c in chunks(db):
+            yield len(c.payload), envelopes.csv_lines(c, payload_cells(c.event_type, c.payload))
+        return
+    ahead: deque[tuple[int, Any]] = deque()
+    for c in chunks(db):
+        ahead.append((len(c.payload), pool.apply_async(csv_text, (c,))))
+        if len(ahead) > POOL_AHEAD:
+            n, result = ahead.popleft()
+            yield n, (result.get(),)
+    while ahead:
+        n, result = ahead.popleft()
+        yield n, (result.get(),)
+
+
+@contextlib.contextmanager
+def csv_pool(fmt: str, count: int, db: apsw.Connection | None) -> Iterator[Any]:
+    """Worker processes for a large CSV export on a multi-core machine, else None.
+
+    Forked before any other thread of ours starts. Workers only render text from the
+    rows they are given; they never touch the database or the output.
+    """
+    cores = os.cpu_count() or 1
+    if fmt != "csv" or count < POOL_MIN_EVENTS or cores < 2:
+        yield None
+        return
+    import multiprocessing
+
+    pool = multiprocessing.get_context("fork").Pool(
+        processes=min(cores, 4), initializer=_init_worker, initargs=(load_sources(db),)
+    )
+    try:
+        yield pool
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 class Writer:
@@ -437,13 +501,18 @@ class Writer:
 
 
 def write_export(
-    out: TextIO, fmt: str, head: dict[str, Any], db: Any, tick: Callable[[int], Any]
+    out: TextIO,
+    fmt: str,
+    head: dict[str, Any],
+    db: Any,
+    tick: Callable[[int], Any],
+    pool: Any = None,
 ) -> None:
     """The whole export in ``fmt`` to ``out``, a chunk at a time."""
     shape, writer, n = SHAPES[fmt], Writer(out), 0
     try:
         writer.write(head_text(fmt, head))
-        for count, lines in rendered_chunks(fmt, db):
+        for count, lines in rendered_chunks(fmt, db, pool):
             writer.write((shape.sep if n else shape.lead) + shape.sep.join(lines))
             n += count
             tick(count)
@@ -577,8 +646,12 @@ def export_to(settings: Any, output: str, fmt: str) -> tuple[int, list[Path]]:
             if fmt == "csv" and target.is_file:
                 sidecar = target.open(Path(f"{target.path}.consent.json"))
                 sidecar.write(json.dumps(head, indent=2) + "\n")
-            with progress(count, target.path is None) as tick, gc_paused():
-                write_export(out, fmt, head, db, tick)
+            with (
+                csv_pool(fmt, count, db) as pool,
+                progress(count, target.path is None) as tick,
+                gc_paused(),
+            ):
+                write_export(out, fmt, head, db, tick, pool)
             return count, target.close()
         except BaseException as e:
             raise failed(e, target, settings.db_path) from None

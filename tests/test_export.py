@@ -243,6 +243,21 @@ def test_chunks_join_into_valid_output(sandbox: Sandbox) -> None:
     assert n + 1 == len(read_csv(sandbox.rkd("export", "-f", "csv").stdout))
 
 
+def test_csv_from_worker_processes_equals_csv_from_one(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large CSV export rendered by worker processes is byte for byte the serial one."""
+    store(sandbox, [THINK, COMMAND, ERROR] * 70)
+    monkeypatch.setattr(ex, "CHUNK_ROWS", 40)  # several chunks, several in flight
+    env = dict(sandbox.env)
+    serial = CliRunner().invoke(cli, ["export", "-f", "csv"], env=env)
+    monkeypatch.setattr(ex, "POOL_MIN_EVENTS", 1)
+    parallel = CliRunner().invoke(cli, ["export", "-f", "csv"], env=env)
+    assert (0, 0) == (serial.exit_code, parallel.exit_code), parallel.output
+    assert 211 == len(read_csv(parallel.stdout))
+    assert serial.stdout == parallel.stdout
+
+
 # -- no data, the consent record --------------------------------------------------------------
 
 
