@@ -104,7 +104,23 @@ def test_demo_ignores_the_users_kill_switch_only_inside_its_sandbox(sandbox: San
     assert not (sandbox.root / "data").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "status", "flush", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "run",
+        "status",
+        "flush",
+        "demo",
+        "enable",
+        "disable",
+        "show",
+        "explain",
+        "export",
+        "delete",
+        "metrics",
+        "audit",
+    ],
+)
 def test_every_command_has_help_with_an_example(command: str) -> None:
     """`--help` of each command shows an example."""
     result = CliRunner().invoke(cli, [command, "--help"])
