@@ -125,7 +125,7 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     """`--help` of each command shows an example."""
     result = CliRunner().invoke(cli, [command, "--help"])
     assert 0 == result.exit_code
-    assert "Example:" in result.output
+    assert "Example:" in result.output or "Examples:" in result.output
 
 
 @pytest.mark.parametrize(("args", "message"), [
