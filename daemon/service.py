@@ -35,6 +35,7 @@ from rkd.client.wire import (
     is_report,
 )
 from rkd.daemon.firewall import Firewall, load_salt
+from rkd.daemon.notify import sd_notify
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
@@ -137,6 +138,7 @@ class Daemon:
         log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
                  events_stored=self.events_stored, enabled=self.settings.enabled)  # fmt: skip
         self.ingest_spool()
+        sd_notify(f"READY=1\nSTATUS=storing to {self.storage.path}\nMAINPID={os.getpid()}")
         try:
             while not self._stop:
                 ready = dict(poller.poll(self._next_timeout_ms()))
@@ -167,12 +169,15 @@ class Daemon:
         signals, self._signals = self._signals, []
         for signum in signals:
             if signum == signal.SIGHUP:
+                sd_notify("RELOADING=1")
                 self.reload()
+                sd_notify("READY=1")
             else:
                 log.info("stopping", signal=signal.Signals(signum).name)
                 self._stop = True
 
     def _shutdown(self, wake: socket.socket) -> None:
+        sd_notify("STOPPING=1\nSTATUS=writing pending events")
         remove_sockets(self.settings.runtime_dir)  # new clients spool from here on
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
         while time.monotonic() < deadline and self.drain(flush=False):

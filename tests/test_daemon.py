@@ -309,3 +309,28 @@ def test_logs_are_json_and_carry_no_payload(
         x["event"] for x in lines
     }
     assert "secretcommandname" not in log
+
+
+def test_systemd_notify_ready_and_stopping(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Under systemd (Type=notify) the daemon sends READY=1 when serving, STOPPING=1 at stop."""
+    import socket
+
+    path = sandbox.root / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    listener.settimeout(10)
+    try:
+        d = start_daemon(NOTIFY_SOCKET=str(path))
+        ready = listener.recv(4096).decode()
+        assert ready.startswith("READY=1\nSTATUS=storing to ") and f"MAINPID={d.proc.pid}" in ready
+        d.proc.send_signal(signal.SIGHUP)
+        assert ("RELOADING=1", "READY=1") == (
+            listener.recv(4096).decode(),
+            listener.recv(4096).decode(),
+        )
+        d.stop()
+        assert listener.recv(4096).decode().startswith("STOPPING=1")
+    finally:
+        listener.close()
