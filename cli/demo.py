@@ -93,6 +93,7 @@ def run_demo(events: int, processes: int, keep: bool, echo: Callable[[str], Any]
         reply = request(settings.runtime_dir, FlushRequest(), timeout_ms=30_000)
         elapsed = time.perf_counter() - t0
         echo(f"  emitted and stored in {elapsed:.2f} s; flushed {reply.flushed:,} pending events")
+        echo(_firewall_line(request(settings.runtime_dir, StatusRequest()).status))
         daemon.send_signal(signal.SIGTERM)
         if daemon.wait(timeout=30) != 0:
             raise DemoError("the demo daemon did not stop cleanly")
@@ -106,6 +107,15 @@ def run_demo(events: int, processes: int, keep: bool, echo: Callable[[str], Any]
             echo(f"\nSandbox kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _firewall_line(status: Any) -> str:
+    found = {k.split(".", 1)[1]: v for k, v in (status.counters if status else {}).items()
+             if k.startswith("firewall.")}  # fmt: skip
+    if not found:
+        return "  privacy firewall: nothing private in this run"
+    what = ", ".join(f"{k} {v:,}" for k, v in sorted(found.items()))
+    return f"  privacy firewall: replaced {what} before anything was stored"
 
 
 def summarise(db_path: Path) -> str:
@@ -170,6 +180,11 @@ def worker(seed: int, events: int) -> None:
     if not tel.enabled:
         sys.exit(f"telemetry is not enabled in the sandbox: {tel.disabled_reason}")
     sent = 0
+    if seed == 0 and events > 1:
+        # An AWS key where an error code belongs, as a careless integration might send:
+        # the daemon's privacy firewall must replace it before anything is stored.
+        tel.error("auth_error", code="AKIAIOSFODNN7EXAMPLE", command="think")
+        sent += 1
     while sent < events:
         command = _pick(rng, COMMANDS)
         profile = _pick(rng, [(p, w) for p, (w, _) in PROFILES.items()])

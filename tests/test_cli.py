@@ -90,6 +90,8 @@ def test_demo_runs_end_to_end_and_cleans_up(sandbox: Sandbox) -> None:
     assert "Events:        300 in 1 session(s)" in out  # exactly what was asked for
     assert "command_executed" in out and "thinktool_completed" in out and "error_occurred" in out
     assert "daemon stopped gracefully" in out
+    assert "privacy firewall: replaced aws_access_key 1 before anything was stored" in out
+    assert "AKIAIOSFODNN7EXAMPLE" not in out
     assert not {
         n for n in set(__import__("os").listdir("/tmp")) - before if n.startswith("rkd-demo-")
     }
