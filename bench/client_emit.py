@@ -103,6 +103,7 @@ def daemon_settler(daemon: Daemon) -> Callable[[int], None]:
     Run every few rounds, so the daemon's backlog stays far below the queue limits and
     nothing spills to the spool. The FlushRequest also stores anything that did spill.
     """
+
     def received() -> int:  # over the socket, or stored from the spool
         c = daemon.status().counters
         return int(c.get("accepted", 0) + c.get("spool.events", 0))

@@ -302,3 +302,8 @@ cli.add_command(metrics)
 from rkd.cli.export import export  # noqa: E402
 
 cli.add_command(export)
+from rkd.cli.service import service, start, stop  # noqa: E402
+
+cli.add_command(service)
+cli.add_command(start)
+cli.add_command(stop)
