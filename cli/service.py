@@ -279,7 +279,12 @@ DRY_RUN = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def service() -> None:
-    """Run the daemon under the system's service manager (systemd user unit, launchd agent)."""
+    """Run the daemon under the system's service manager (systemd user unit, launchd agent).
+
+    \b
+    Example:
+      rkd service install --dry-run
+    """
 
 
 @service.command()
@@ -292,6 +297,10 @@ def install(dry_run: bool) -> None:
            systemctl --user daemon-reload; systemctl --user enable --now rkd.service
     macOS: ~/Library/LaunchAgents/sh.reasonkit.rkd.plist, then
            launchctl bootstrap gui/<uid> <plist>
+
+    \b
+    Example:
+      rkd service install --dry-run
     """
     m = manager()
     launchd = m.name.startswith("launchd")
@@ -330,7 +339,12 @@ def _refuse_if_daemon_running() -> None:
 @service.command()
 @DRY_RUN
 def uninstall(dry_run: bool) -> None:
-    """Stop and disable the service and remove its file (your data stays)."""
+    """Stop and disable the service and remove its file (your data stays).
+
+    \b
+    Example:
+      rkd service uninstall
+    """
     m = manager()
     if dry_run:
         _show_plan(m, False, m.uninstall)
@@ -351,7 +365,12 @@ def uninstall(dry_run: bool) -> None:
 @service.command()
 @DRY_RUN
 def status(dry_run: bool) -> None:
-    """Say whether the service file is installed and show the service manager's view."""
+    """Say whether the service file is installed and show the service manager's view.
+
+    \b
+    Example:
+      rkd service status
+    """
     m = manager()
     state = "installed" if m.path.exists() else "not installed"
     click.echo(f"Service file: {m.path} ({state})")
@@ -394,6 +413,10 @@ def start() -> None:
     """Start the daemon in the background (for machines without systemd or launchd).
 
     Its log goes to $XDG_STATE_HOME/rkd/rkd.log (default ~/.local/state/rkd/rkd.log).
+
+    \b
+    Example:
+      rkd start && rkd status
     """
     import subprocess
 
@@ -441,7 +464,12 @@ def start() -> None:
 
 @click.command()
 def stop() -> None:
-    """Stop the running daemon; it writes everything pending before it exits."""
+    """Stop the running daemon; it writes everything pending before it exits.
+
+    \b
+    Example:
+      rkd stop
+    """
     import signal
 
     from rkd.cli.main import settings

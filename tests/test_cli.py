@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import click
 import pytest
 from click.testing import CliRunner
 from rkd.cli.main import cli
@@ -106,26 +107,22 @@ def test_demo_ignores_the_users_kill_switch_only_inside_its_sandbox(sandbox: San
     assert not (sandbox.root / "data").exists()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        "run",
-        "status",
-        "flush",
-        "demo",
-        "enable",
-        "disable",
-        "show",
-        "explain",
-        "export",
-        "delete",
-        "metrics",
-        "audit",
-    ],
-)
-def test_every_command_has_help_with_an_example(command: str) -> None:
-    """`--help` of each command shows an example."""
-    result = CliRunner().invoke(cli, [command, "--help"])
+def all_commands(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the CLI, groups included, found by walking it."""
+    ctx = click.Context(group)
+    out = []
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        out.append((*prefix, name))
+        if isinstance(cmd, click.Group):
+            out += all_commands(cmd, (*prefix, name))
+    return out
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example(command: tuple[str, ...]) -> None:
+    """`--help` of every command (found by walking the CLI) shows an example."""
+    result = CliRunner().invoke(cli, [*command, "--help"])
     assert 0 == result.exit_code
     assert "Example:" in result.output or "Examples:" in result.output
 
