@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ def _db_size(path: Path) -> int:
 def _offline(db_path: Path) -> dict[str, Any]:
     """What the database says when no daemon runs (read-only; never creates the file)."""
     out: dict[str, Any] = {"events_stored": 0, "counters": {}, "last_flush": None,
-                           "pending": None, "session_id": None}  # fmt: skip
+                           "pending": None, "session_id": None, "recovered": None}  # fmt: skip
     db = open_read_only(db_path)
     if db is None:
         return out
@@ -32,6 +33,7 @@ def _offline(db_path: Path) -> dict[str, Any]:
         out["counters"] = {k: v for k, v in db.execute("SELECT reason, n FROM counters")}
         last = db.execute("SELECT value FROM meta WHERE key = 'last_flush_ms'").get
         out["last_flush"] = iso_ms(last) if isinstance(last, int) else None
+        out["recovered"] = db.execute("SELECT value FROM meta WHERE key = 'recovered'").get
     except apsw.SQLError:
         pass  # created but not yet initialised by a daemon
     except apsw.Error as e:
@@ -73,9 +75,11 @@ def gather(settings: Settings) -> dict[str, Any]:
                       uptime_secs=st.uptime_secs)  # fmt: skip
         info.update(
             events_stored=st.events_stored, pending=st.pending, last_flush=st.last_flush,
-            counters=st.counters, session_id=st.session_id,
+            counters=st.counters, session_id=st.session_id, recovered=st.recovered,
         )  # fmt: skip
     info["daemon"] = daemon
+    rec = info.get("recovered")
+    info["recovered"] = json.loads(rec) if isinstance(rec, str) else None
     return info
 
 
@@ -156,6 +160,11 @@ def render(info: dict[str, Any]) -> str:
                 "Daemon Drops",
                 _counts(c, "dropped.") + f"; write errors {c.get('write_errors', 0):,}",
             )
+        )
+    if info.get("recovered"):
+        r = info["recovered"]
+        rows.append(
+            ("Recovered", f"damaged database moved aside at {r['at']}, kept as {r['kept_as']}")
         )
     lines = ["Telemetry Status", "================"]
     lines += [f"{k + ':':<15} {v}" for k, v in rows]

@@ -84,6 +84,7 @@ class DaemonStatus(Struct, frozen=True, kw_only=True):
     last_flush: str | None
     session_id: str | None
     counters: dict[str, int]
+    recovered: str | None = None  # JSON: when a damaged database was moved aside, and where
 
 
 class Reply(Struct, frozen=True, kw_only=True):

@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import apsw
 import apsw.bestpractice
+import msgspec
 import structlog
 from rkd.client.config import Settings, kill_switch
 from rkd.daemon import logs
 from rkd.daemon.runtime import DaemonLock, RuntimeDirError, remove_sockets
 from rkd.daemon.service import Daemon
-from rkd.daemon.storage import Storage, StorageError
+from rkd.daemon.storage import (
+    CorruptDatabase,
+    Storage,
+    StorageError,
+    iso_ms,
+    move_aside,
+    now_ms,
+)
 
 
 class StartError(Exception):
     """The daemon cannot start. The message is one line for the user."""
+
+
+def open_storage(settings: Settings, log: Any) -> Storage:
+    """The database; a damaged one is moved aside (kept) and a fresh one started."""
+    try:
+        return Storage(settings.db_path)
+    except CorruptDatabase as e:
+        aside = move_aside(settings.db_path)
+        log.error("database_damaged_moved_aside", error=str(e), kept_as=str(aside))
+        try:
+            storage = Storage(settings.db_path)
+        except StorageError as again:
+            raise StartError(str(again)) from None
+        note = {"at": iso_ms(now_ms()), "kept_as": str(aside)}
+        storage.set_meta("recovered", msgspec.json.encode(note).decode())
+        return storage
+    except StorageError as e:
+        raise StartError(str(e)) from None
 
 
 def run(settings: Settings, log_level: str = "info", json_logs: bool | None = None) -> None:
@@ -42,10 +69,7 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
         stale = remove_sockets(settings.runtime_dir)
         if stale:
             log.info("removed_stale_sockets", count=len(stale))
-        try:
-            storage = Storage(settings.db_path)
-        except StorageError as e:
-            raise StartError(str(e)) from None
+        storage = open_storage(settings, log)
         try:
             Daemon(settings, storage).run()
         finally:

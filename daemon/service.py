@@ -21,6 +21,7 @@ import msgspec
 import structlog
 import zmq
 from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.schema import ENVELOPES, CrashDetected, Envelope, Source
 from rkd.client.spool import read_spool, spool_files
 from rkd.client.wire import (
     ControlRequest,
@@ -55,6 +56,26 @@ HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 M
 STALE_TMP_SECS: Final = 3600.0
 
 
+def own_event(payload: Any) -> Envelope:
+    """An event the daemon itself reports (source product "rkd")."""
+    import platform
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        rkd_version = version("rkd")
+    except PackageNotFoundError:
+        rkd_version = "0.0.0"
+    source = Source(
+        product="rkd", version=rkd_version, os={"darwin": "macos"}.get(sys.platform, sys.platform),
+        arch=platform.machine() or "unknown", python_version=platform.python_version(),
+    )  # fmt: skip
+    envelope_type: Any = ENVELOPES[type(payload)]  # generated classes: payload is theirs
+    return envelope_type(  # type: ignore[no-any-return]
+        event_id=uuid.uuid4(), timestamp=dt.datetime.now(dt.UTC), source=source, payload=payload
+    )
+
+
 class Timer:
     """A repeating job on the loop's monotonic clock."""
 
@@ -86,6 +107,10 @@ class Daemon:
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self.stamper = SessionStamper(storage.last_session())
         self.started_ms = now_ms()
+        self.recovered = storage.meta("recovered")
+        # A run that did not end cleanly leaves its marker: the next start reports a crash.
+        self._previous_run = storage.meta("daemon_running")
+        self._mark_running()
         self.started_mono = time.monotonic()
         self._dirty = False
         self._flush_soon = False
@@ -138,6 +163,8 @@ class Daemon:
         log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
                  events_stored=self.events_stored, enabled=self.settings.enabled)  # fmt: skip
         self.ingest_spool()
+        if self._previous_run is not None:
+            self._report_crash(self._previous_run)
         sd_notify(f"READY=1\nSTATUS=storing to {self.storage.path}\nMAINPID={os.getpid()}")
         try:
             while not self._stop:
@@ -182,7 +209,8 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
         while time.monotonic() < deadline and self.drain(flush=False):
             pass
-        self.flush(force=True)
+        if self.flush(force=True):
+            self.storage.set_meta("daemon_running", None)  # a clean exit: no crash to report
         self.pull.close(linger=0)
         self.rep.close(linger=0)
         self.ctx.term()
@@ -421,6 +449,25 @@ class Daemon:
                 return Reply(ok=True, pending=len(self.pending), events=self._show(limit))
         return Reply(ok=False, error="unknown request")  # pragma: no cover
 
+    def _mark_running(self) -> None:
+        marker = {"pid": os.getpid(), "started_ms": self.started_ms}
+        self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
+
+    def _report_crash(self, marker: str) -> None:
+        """crash_detected for the previous run, if error types are consented to."""
+        log.warning("previous_run_ended_uncleanly")
+        if not self.settings.enabled or "error_types" not in self.settings.categories:
+            return
+        try:
+            previous = msgspec.json.decode(marker)
+            uptime = max(0, ((self.last_flush_ms or 0) - int(previous["started_ms"])) // 1000)
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            uptime = None
+        envelope = own_event(CrashDetected(component="daemon", uptime_secs=uptime))
+        session, sequence = self.stamper.stamp(now_ms())
+        self._accept(Record(envelope, session, sequence, now_ms()))
+        self.flush(force=True)
+
     def _show(self, limit: int) -> list[dict[str, Any]]:
         """Pending events as the spec's envelopes, already filtered, oldest first."""
         out = []
@@ -437,6 +484,7 @@ class Daemon:
         self.pending.clear()
         try:
             n = self.storage.delete_all() + held
+            self._mark_running()  # delete_all erased the marker with everything else
         except apsw.Error as e:
             return Reply(ok=False, error=f"delete failed: {str(e)[:200]}")
         for f in spool_files(self.settings.spool_dir):
@@ -462,4 +510,5 @@ class Daemon:
             last_flush=iso_ms(self.last_flush_ms) if self.last_flush_ms else None,
             session_id=s.uuid if s is not None else None,
             counters=dict(self.counters),
+            recovered=self.recovered,
         )

@@ -8,6 +8,7 @@ write is one ``with db:`` transaction with bound parameters.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
@@ -62,6 +63,10 @@ class StorageError(Exception):
     """The database cannot be used. The message is one line."""
 
 
+class CorruptDatabase(StorageError):
+    """The file is not a usable SQLite database. It is moved aside, never deleted."""
+
+
 class SessionRow(msgspec.Struct, kw_only=True):
     """A session as the daemon tracks it."""
 
@@ -92,6 +97,19 @@ def iso_ms(ms: int) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its WAL and SHM) out of the way; return the new name.
+
+    Nothing is deleted: the user (or a recovery tool) may still get data out of it.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{target}{suffix}")
+    return target
+
+
 def create_private_file(path: Path) -> None:
     """Make sure ``path`` exists with mode 0600 (WAL and SHM files inherit the mode)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -113,6 +131,10 @@ class Storage:
             self.db = apsw.Connection(str(path))
             self.db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
             self._migrate()
+        except (apsw.NotADBError, apsw.CorruptError) as e:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise CorruptDatabase(f"{path}: the database is damaged: {e}") from None
         except apsw.Error as e:
             raise StorageError(f"{path}: cannot use the database: {e}") from None
         except OSError as e:
@@ -146,6 +168,16 @@ class Storage:
 
     def meta(self, key: str) -> Any:
         return self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).get
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set (or, with None, remove) one bookkeeping value."""
+        with self.db:
+            if value is None:
+                self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)
+                )
 
     def last_session(self) -> SessionRow | None:
         row = self.db.execute(

@@ -213,18 +213,47 @@ def test_storage_migrates_and_refuses_newer_schema(tmp_path: __import__("pathlib
         Storage(path)
 
 
-def test_corrupt_database_is_a_clear_error(sandbox: Sandbox) -> None:
-    """A file that is not a database: one line naming it, exit 1, the file untouched."""
+def test_damaged_database_is_moved_aside_and_a_fresh_one_started(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """A file that is not a database is kept under another name; the daemon starts fresh,
+    logs it, and `rkd status` shows it."""
     db = sandbox.settings.db_path
     db.parent.mkdir(parents=True)
     db.write_bytes(b"this is not sqlite" * 100)
-    proc = sandbox.rkd("run")
-    assert 1 == proc.returncode
-    assert (
-        proc.stderr.startswith(f"Error: {db}: cannot use the database")
-        and "Traceback" not in proc.stderr
+    d = start_daemon()
+    (aside,) = [p for p in db.parent.iterdir() if p.name.startswith(db.name + ".corrupt-")]
+    assert b"this is not sqlite" * 100 == aside.read_bytes()
+    raw_push([think()])
+    wait_for(lambda: d.status().pending == 1, what="an event in the fresh database")
+    d.flush()
+    assert 1 == sandbox.count()
+    status = json.loads(sandbox.rkd("status", "--json").stdout)
+    assert str(aside) == status["recovered"]["kept_as"]
+    assert f"kept as {aside}" in sandbox.rkd("status").stdout
+    _, log = d.stop()
+    assert "database_damaged_moved_aside" in log
+
+
+def test_crash_is_reported_on_the_next_start(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """SIGKILL leaves the run marker; the next daemon stores crash_detected. A clean stop does not."""
+    first = start_daemon()
+    raw_push([frame(s.ErrorOccurred(error_category="timeout"))])
+    wait_for(lambda: sandbox.count() == 1, what="the error event")
+    first.proc.kill()
+    first.proc.wait()
+    second = start_daemon()
+    wait_for(lambda: sandbox.count("event_type = 'crash_detected'") == 1, what="crash_detected")
+    (payload,) = sandbox.query("SELECT payload FROM events WHERE event_type = 'crash_detected'")[0]
+    assert "daemon" == json.loads(payload)["component"]
+    assert [("rkd",)] == sandbox.query(
+        "SELECT s.product FROM events e JOIN sources s ON s.id = e.source_id WHERE e.event_type = 'crash_detected'"
     )
-    assert b"this is not sqlite" * 100 == db.read_bytes()
+    second.stop()
+    start_daemon().flush()
+    assert 1 == sandbox.count("event_type = 'crash_detected'")
 
 
 def test_retention_days_and_size_cap_prune(tmp_path: __import__("pathlib").Path) -> None:
