@@ -221,31 +221,29 @@ class Transport:
             self._spill()
 
     def _spill(self) -> None:
+        """Spool the backlog; what does not fit is lost and counted as ``spool_full``."""
         frames = list(self._backlog)
         self._backlog.clear()
-        try:
-            written = write_spool(self._spool_dir, frames)
-        except OSError:
-            written = 0
-        self.spooled += written
-        if written < len(frames):
-            self.drop("spool_full", len(frames) - written)
+        self._spool(frames, "spool_full")
 
     def _spill_copies(self) -> None:
         """Spool copies of sent-but-unconfirmed frames (the daemon drops those it has).
 
-        A copy that does not fit in the spool is counted as ``unconfirmed``: the daemon
-        may well have it, but nothing proves it.
+        A copy that does not fit is counted as ``unconfirmed``: the daemon may well have
+        it, but nothing proves it.
         """
         frames = list(self._unconfirmed)
         self._unconfirmed.clear()
+        self._spool(frames, "unconfirmed")
+
+    def _spool(self, frames: list[bytes], reason: str) -> None:
         try:
             written = write_spool(self._spool_dir, frames)
         except OSError:
             written = 0
         self.spooled += written
         if written < len(frames):
-            self.drop("unconfirmed", len(frames) - written)
+            self.drop(reason, len(frames) - written)
 
     def _report(self) -> None:
         self._next_report = time.monotonic() + REPORT_INTERVAL_SECS
