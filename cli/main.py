@@ -219,6 +219,51 @@ def delete(ctx: click.Context, confirm: bool) -> None:
 
 
 @cli.command()
+def prune() -> None:
+    """Delete events older than retention_days, then the oldest beyond max_db_size_mb.
+
+    The daemon does this every hour; daily aggregates (what `metrics` reads) are kept.
+    Works with the daemon down.
+
+    \b
+    Example:
+      rkd prune
+    """
+    from rkd.client.wire import PruneRequest
+
+    s = settings()
+    try:
+        reply = request(s.runtime_dir, PruneRequest(), timeout_ms=120_000)
+    except DaemonUnavailable:
+        removed = _prune_offline(s)
+    else:
+        if not reply.ok:
+            raise click.ClickException(reply.error or "prune failed")
+        removed = reply.deleted
+    click.echo(
+        f"Pruned {removed:,} events (retention {s.retention_days} days, "
+        f"size cap {s.max_db_size_mb} MB)."
+    )
+
+
+def _prune_offline(s: Settings) -> int:
+    from rkd.daemon.runtime import DaemonLock, RuntimeDirError
+    from rkd.daemon.storage import Storage
+
+    if not s.db_path.exists():
+        return 0
+    try:
+        with DaemonLock(s.runtime_dir):
+            storage = Storage(s.db_path)
+            try:
+                return storage.prune(s.retention_days, s.max_db_size_mb)
+            finally:
+                storage.close()
+    except (RuntimeDirError, StorageError) as e:
+        raise click.ClickException(f"cannot prune now: {e}") from None
+
+
+@cli.command()
 def flush() -> None:
     """Write the daemon's pending events to the database now (and ingest the spool).
 

@@ -50,6 +50,10 @@ class DeleteRequest(Request, frozen=True, tag="delete"):
     """Erase every stored event, the pending buffer and the spool."""
 
 
+class PruneRequest(Request, frozen=True, tag="prune"):
+    """Apply retention and the size cap now."""
+
+
 class ReloadRequest(Request, frozen=True, tag="reload"):
     """Re-read config and consent now (after `rkd enable`/`disable`)."""
 
@@ -67,7 +71,13 @@ class SyncRequest(Request, frozen=True, tag="sync"):
 
 
 ControlRequest = (
-    SyncRequest | StatusRequest | FlushRequest | DeleteRequest | ReloadRequest | ShowRequest
+    SyncRequest
+    | StatusRequest
+    | FlushRequest
+    | DeleteRequest
+    | ReloadRequest
+    | ShowRequest
+    | PruneRequest
 )
 
 

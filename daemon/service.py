@@ -28,6 +28,7 @@ from rkd.client.wire import (
     DaemonStatus,
     DeleteRequest,
     FlushRequest,
+    PruneRequest,
     ReloadRequest,
     Reply,
     ShowRequest,
@@ -369,20 +370,22 @@ class Daemon:
             if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
                 os.unlink(e.path)
 
-    def maintain(self) -> None:
-        """Retention and size cap (the hourly job)."""
-        if not self.flush():
-            return
+    def maintain(self) -> int | None:
+        """Retention and size cap (the hourly job, and `rkd prune`): events removed, or
+        None when the database could not be pruned now."""
+        if not self.flush(force=True):
+            return None
         try:
             removed = self.storage.prune(self.settings.retention_days, self.settings.max_db_size_mb)
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
-            return
+            return None
         if removed:
             self.events_stored = self.storage.count_events()
             self.counters["pruned"] += removed
             self._dirty = True
             log.info("pruned", events=removed)
+        return removed
 
     def reload(self) -> str | None:
         """SIGHUP or `rkd enable/disable`: re-read config and consent; None or the error.
@@ -442,6 +445,11 @@ class Daemon:
                 return Reply(ok=True, flushed=n)
             case DeleteRequest():
                 return self._delete()
+            case PruneRequest():
+                removed = self.maintain()
+                if removed is None:
+                    return Reply(ok=False, error="the database cannot be pruned now; see the log")
+                return Reply(ok=True, deleted=removed)
             case ReloadRequest():
                 error = self.reload()
                 return Reply(ok=error is None, error=error)

@@ -6,6 +6,7 @@ import json
 import signal
 import stat
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -363,3 +364,34 @@ def test_systemd_notify_ready_and_stopping(
         assert listener.recv(4096).decode().startswith("STOPPING=1")
     finally:
         listener.close()
+
+
+def _old_and_new(sandbox: Sandbox) -> None:
+    storage = Storage(sandbox.settings.db_path)
+    sess = SessionRow(
+        rowid=None, uuid=str(uuid.uuid4()), started_ms=now_ms(), last_ms=now_ms(), events=0
+    )
+    ev = envelope(s.CommandExecuted(command="think"))
+    storage.write([Record(ev, sess, i, now_ms() - 10 * 86_400_000) for i in range(3)]
+                  + [Record(ev, sess, 9, now_ms())], {}, now_ms())  # fmt: skip
+    storage.close()
+
+
+@pytest.mark.parametrize("with_daemon", [True, False])
+def test_prune_command(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], with_daemon: bool
+) -> None:
+    """`rkd prune` applies retention now, with or without the daemon; aggregates stay."""
+    sandbox.write_config("[telemetry]\nretention_days = 5\n")
+    _old_and_new(sandbox)
+    if with_daemon:
+        start_daemon()
+        wait_for(
+            lambda: sandbox.count() == 1, what="the start-up prune"
+        )  # hourly job runs at start
+        _old_and_new(sandbox)  # the daemon is the only writer, but the file is ours to seed
+    proc = sandbox.rkd("prune")
+    assert 0 == proc.returncode, proc.stderr
+    assert "Pruned 3 events (retention 5 days, size cap 100 MB).\n" == proc.stdout
+    metrics = json.loads(sandbox.rkd("metrics", "--days", "30", "--json").stdout)
+    assert (8 if with_daemon else 4) == metrics["queries"]
