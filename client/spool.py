@@ -17,7 +17,9 @@ from typing import Final
 
 MAGIC: Final = b"RKS1"
 SUFFIX: Final = ".spool"
-MAX_SPOOL_BYTES: Final = 16 * 1024 * 1024
+# Room for several processes leaving at once with their unconfirmed copies (a few MB
+# each); the daemon empties the folder within seconds.
+MAX_SPOOL_BYTES: Final = 128 * 1024 * 1024
 _LEN: Final = struct.Struct("<I")
 
 

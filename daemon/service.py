@@ -51,10 +51,15 @@ SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
 SHUTDOWN_DRAIN_SECS: Final = 5.0
 RCVHWM: Final = 10_000  # per client connection: bounds memory and what is in flight
-RECENT_IDS_KEPT: Final = 50_000  # event ids remembered to drop spooled duplicates
+# Event ids remembered to drop spooled duplicates: copies arrive within seconds of a
+# client's exit, so this covers ~8 s of full-speed ingestion. Kept as 64-bit ints
+# (about 60 bytes each), not UUID objects.
+RECENT_IDS_KEPT: Final = 200_000
+_LOW64: Final = (1 << 64) - 1
 SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 STALE_TMP_SECS: Final = 3600.0
+RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
 
 
 def own_event(payload: Any) -> Envelope:
@@ -102,8 +107,8 @@ class Daemon:
         self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
         self.pending: list[Record] = []
         self._synced: dict[int, None] = {}  # sync tokens of client reports processed
-        self._recent: dict[uuid.UUID, None] = dict.fromkeys(
-            storage.recent_event_ids(RECENT_IDS_KEPT)
+        self._recent: dict[int, None] = dict.fromkeys(
+            u.int & _LOW64 for u in storage.recent_event_ids(RECENT_IDS_KEPT)
         )
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self.stamper = SessionStamper(storage.last_session())
@@ -179,6 +184,8 @@ class Daemon:
                 now = time.monotonic()
                 for timer in self.timers:
                     timer.run_if_due(now)
+                if self._write_failures and now >= self._retry_at:
+                    self.flush()  # the retry the backoff scheduled
         finally:
             self._shutdown(wake)
 
@@ -273,7 +280,7 @@ class Daemon:
             return
         self.counters["accepted"] += 1
         self.pending.append(record)
-        self._remember(self._recent, record.envelope.event_id, RECENT_IDS_KEPT)
+        self._remember(self._recent, record.envelope.event_id.int & _LOW64, RECENT_IDS_KEPT)
         if record.envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
 
@@ -306,7 +313,9 @@ class Daemon:
             n = self.storage.write(records, self.counters, t, ledger)
         except apsw.Error as e:
             self._write_failures += 1
-            self._retry_at = time.monotonic() + min(60.0, 0.5 * 2**self._write_failures)
+            # Retry soon, then every few seconds: a full disk or a held lock costs one
+            # cheap attempt per interval, and recovery is noticed within RETRY_MAX_SECS.
+            self._retry_at = time.monotonic() + min(RETRY_MAX_SECS, 0.25 * 2**self._write_failures)
             self.counters["write_errors"] += 1
             if self._write_failures == 1:
                 log.error("write_failed", error=str(e)[:200], pending=len(self.pending))
@@ -340,7 +349,7 @@ class Daemon:
                 self._log_once("spool_damaged", "spool_file_damaged")
             now = dt.datetime.now(dt.UTC)
             records = self._fresh([r for f in frames if (r := self.ingest(f, now)) is not None])
-            if not self.flush(force=True) or not self._write(records, (path.name, len(records))):
+            if not self.flush() or not self._write(records, (path.name, len(records))):
                 return total  # the file stays; retried on the next scan
             self.counters["spool.events"] += len(records)
             self._dirty = True
@@ -353,10 +362,11 @@ class Daemon:
         a client spools what the daemon did not confirm in time, which it may have got."""
         fresh = []
         for r in records:
-            if r.envelope.event_id in self._recent:
+            key = r.envelope.event_id.int & _LOW64
+            if key in self._recent:
                 self.counters["spool.duplicates"] += 1
             else:
-                self._remember(self._recent, r.envelope.event_id, RECENT_IDS_KEPT)
+                self._remember(self._recent, key, RECENT_IDS_KEPT)
                 fresh.append(r)
         return fresh
 

@@ -395,3 +395,54 @@ def test_prune_command(
     assert "Pruned 3 events (retention 5 days, size cap 100 MB).\n" == proc.stdout
     metrics = json.loads(sandbox.rkd("metrics", "--days", "30", "--json").stdout)
     assert (8 if with_daemon else 4) == metrics["queries"]
+
+
+def test_write_failures_keep_events_and_recover(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """While the database cannot be written, events stay buffered; the failure is logged
+    once, writes are retried with backoff, and everything lands when it can be written."""
+    import apsw
+
+    sandbox.write_config("[telemetry]\nbatch_size = 1\n")
+    d = start_daemon()
+    blocker = apsw.Connection(str(sandbox.settings.db_path))
+    blocker.execute("BEGIN EXCLUSIVE")  # no other writer gets in (as with a full disk)
+    try:
+        raw_push([think(i) for i in range(10)])
+        wait_for(
+            lambda: d.status().pending == 10 and d.counter("write_errors") >= 1, what="buffered"
+        )
+        time.sleep(1.0)
+        assert 10 == d.status().pending
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    wait_for(lambda: sandbox.count() == 10, timeout=70, what="the retried write")
+    _, log = d.stop()
+    assert 1 == log.count('"write_failed"') and 1 == log.count('"write_recovered"')
+
+
+def test_eight_writers_ten_thousand_each_lose_nothing(sandbox: Sandbox, daemon: Daemon) -> None:
+    """8 processes x 10,000 events through the real client: all 80,000 stored, once each."""
+    code = """
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(10_000):
+            tel.thinktool("gigathink", duration_ms=i)
+        tel.close()
+        print(sorted(tel.drops.items()))
+    """
+    procs = [sandbox.spawn_python(code) for _ in range(8)]
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert 0 == p.returncode, err
+        # The only drops allowed are "unconfirmed": copies of delivered frames that did
+        # not fit in the spool when the busy daemon could not confirm within 200 ms.
+        assert all(reason == "unconfirmed" for reason, _ in eval(out)), out
+    wait_for(
+        lambda: daemon.flush() >= 0 and sandbox.count() == 80_000, timeout=120, what="80,000 rows"
+    )
+    assert [(80_000, 80_000)] == sandbox.query(
+        "SELECT count(*), count(DISTINCT event_id) FROM events"
+    )
