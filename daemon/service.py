@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -82,6 +82,30 @@ def own_event(payload: Any) -> Envelope:
     )
 
 
+class BoundedSet:
+    """A set that forgets its oldest members beyond ``limit``; O(1) per operation.
+
+    (A dict popped from the front through ``next(iter(d))`` looks the same but costs
+    ~40 µs per call once deleted slots pile up: measured, and it was per event.)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._members: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def add(self, key: int) -> None:
+        if key in self._members:
+            return
+        self._members.add(key)
+        self._order.append(key)
+        if len(self._order) > self.limit:
+            self._members.discard(self._order.popleft())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+
 class Timer:
     """A repeating job on the loop's monotonic clock."""
 
@@ -106,10 +130,10 @@ class Daemon:
         last_flush = storage.meta("last_flush_ms")
         self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
         self.pending: list[Record] = []
-        self._synced: dict[int, None] = {}  # sync tokens of client reports processed
-        self._recent: dict[int, None] = dict.fromkeys(
-            u.int & _LOW64 for u in storage.recent_event_ids(RECENT_IDS_KEPT)
-        )
+        self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
+        self._recent = BoundedSet(RECENT_IDS_KEPT)
+        for u in storage.recent_event_ids(RECENT_IDS_KEPT):
+            self._recent.add(u.int & _LOW64)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self.stamper = SessionStamper(storage.last_session())
         self.started_ms = now_ms()
@@ -254,7 +278,7 @@ class Daemon:
                     self.counters[f"client_drop.{reason}"] += n
                     self._dirty = True
                 if token:
-                    self._remember(self._synced, token, SYNC_TOKENS_KEPT)
+                    self._synced.add(token)
                 return None
             if not self.settings.enabled:
                 raise Rejected("disabled")
@@ -280,16 +304,9 @@ class Daemon:
             return
         self.counters["accepted"] += 1
         self.pending.append(record)
-        self._remember(self._recent, record.envelope.event_id.int & _LOW64, RECENT_IDS_KEPT)
+        self._recent.add(record.envelope.event_id.int & _LOW64)
         if record.envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
-
-    @staticmethod
-    def _remember(memory: dict[Any, None], key: Any, limit: int) -> None:
-        """Insertion-ordered bounded memory: the oldest key goes when it is full."""
-        memory[key] = None
-        if len(memory) > limit:
-            del memory[next(iter(memory))]
 
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
@@ -366,7 +383,7 @@ class Daemon:
             if key in self._recent:
                 self.counters["spool.duplicates"] += 1
             else:
-                self._remember(self._recent, key, RECENT_IDS_KEPT)
+                self._recent.add(key)
                 fresh.append(r)
         return fresh
 

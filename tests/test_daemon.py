@@ -446,3 +446,18 @@ def test_eight_writers_ten_thousand_each_lose_nothing(sandbox: Sandbox, daemon: 
     assert [(80_000, 80_000)] == sandbox.query(
         "SELECT count(*), count(DISTINCT event_id) FROM events"
     )
+
+
+def test_bounded_set_forgets_the_oldest_and_stays_fast() -> None:
+    """The duplicate window keeps the newest ids only and never grows past its limit."""
+    from rkd.daemon.service import BoundedSet
+
+    b = BoundedSet(3)
+    for k in (1, 2, 3, 2, 4):
+        b.add(k)
+    assert [False, True, True, True] == [k in b for k in (1, 2, 3, 4)]
+    big = BoundedSet(1000)
+    for k in range(5000):
+        big.add(k)
+    assert (1000, 1000) == (len(big._members), len(big._order))
+    assert 3999 not in big and 4000 in big
