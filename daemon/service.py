@@ -152,7 +152,7 @@ class Daemon:
         self.timers = [
             Timer(settings.flush_interval_secs, self.flush, settings.flush_interval_secs),
             Timer(SPOOL_SCAN_SECS, self.ingest_spool),
-            Timer(MAINTENANCE_SECS, self.maintain, 1.0),
+            Timer(MAINTENANCE_SECS, self.maintain_step, 1.0),
         ]
 
     # -- sockets and the loop ----------------------------------------------------------
@@ -397,6 +397,28 @@ class Daemon:
             if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
                 os.unlink(e.path)
 
+    def maintain_step(self) -> None:
+        """The hourly job, one bounded step at a time: while there is more to prune, the
+        next step runs on the next loop turn, after the sockets were served."""
+        if not self.flush():
+            return
+        try:
+            removed = self.storage.prune_step(
+                self.settings.retention_days, self.settings.max_db_size_mb
+            )
+        except apsw.Error as e:
+            self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
+            return
+        if removed:
+            self._pruned(removed)
+            self.timers[2].due = time.monotonic()  # more may be left: come back soon
+
+    def _pruned(self, removed: int) -> None:
+        self.events_stored = max(0, self.events_stored - removed)  # no COUNT(*) per step
+        self.counters["pruned"] += removed
+        self._dirty = True
+        log.info("pruned", events=removed)
+
     def maintain(self) -> int | None:
         """Retention and size cap (the hourly job, and `rkd prune`): events removed, or
         None when the database could not be pruned now."""
@@ -408,10 +430,7 @@ class Daemon:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return None
         if removed:
-            self.events_stored = self.storage.count_events()
-            self.counters["pruned"] += removed
-            self._dirty = True
-            log.info("pruned", events=removed)
+            self._pruned(removed)
         return removed
 
     def reload(self) -> str | None:

@@ -59,6 +59,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
+PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
+
+
 class StorageError(Exception):
     """The database cannot be used. The message is one line."""
 
@@ -281,29 +284,47 @@ class Storage:
             raise
         return n
 
-    def prune(self, retention_days: int, max_db_size_mb: int) -> int:
-        """Delete events past retention, then the oldest until under the size cap.
+    def prune_step(self, retention_days: int, max_db_size_mb: int, limit: int = PRUNE_BATCH) -> int:
+        """One bounded step of pruning: at most ``limit`` events, in one short transaction.
 
+        Events past retention go first (oldest first), then the oldest events while the
+        data is over the size cap. Returns how many went; 0 means nothing is left to do.
         Daily aggregates stay: they outlive the raw events (spec §6.3).
         """
         cutoff = now_ms() - retention_days * 86_400_000
         with self.db:
-            self.db.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
+            self.db.execute(
+                "DELETE FROM events WHERE id IN"
+                " (SELECT id FROM events WHERE ts_ms < ? ORDER BY ts_ms LIMIT ?)",
+                (cutoff, limit),
+            )
             removed = self.db.changes()
+            size = self.size_bytes()
+            over = size - max_db_size_mb * 1024 * 1024
+            lo, hi = self.db.execute("SELECT min(id), max(id) FROM events").fetchone() or (
+                None,
+                None,
+            )
+            if removed < limit and over > 0 and lo is not None:
+                # About as many of the oldest rows as the excess is of the whole (ids are
+                # dense enough to count rows without a COUNT(*) over millions).
+                share = -(-(hi - lo + 1) * over // size)
+                self.db.execute(
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
+                    (max(1, min(limit - removed, share)),),
+                )
+                removed += self.db.changes()
             self.db.execute(
                 "DELETE FROM spool_ledger WHERE ingested_ms < ?", (now_ms() - 30 * 86_400_000,)
             )
-        cap = max_db_size_mb * 1024 * 1024
-        while self.size_bytes() > cap:
-            total = self.count_events()
-            if total == 0:
-                break
-            with self.db:  # about a tenth of what is left per round, oldest first
-                self.db.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                    (max(1, total // 10),),
-                )
-                removed += self.db.changes()
+        return removed
+
+    def prune(self, retention_days: int, max_db_size_mb: int, vacuum: bool = True) -> int:
+        """Prune to completion (step after step), then give the space back with VACUUM."""
+        removed = 0
+        while n := self.prune_step(retention_days, max_db_size_mb):
+            removed += n
+        if removed and vacuum:
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self.db.execute("VACUUM")
         return removed
