@@ -132,6 +132,9 @@ class Storage:
         try:
             create_private_file(path)
             self.db = apsw.Connection(str(path))
+            # Another writer (an offline `rkd` command, a test) may hold the lock briefly:
+            # wait a little rather than fail at once; longer waits fail and are retried.
+            self.db.setbusytimeout(1000)
             self.db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
             self._migrate()
         except (apsw.NotADBError, apsw.CorruptError) as e:
