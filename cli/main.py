@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from typing import ClassVar
 
 import click
 from rkd.client.config import ConfigError, Settings, load_settings
@@ -22,7 +24,33 @@ def settings() -> Settings:
         raise click.ClickException(str(e)) from None
 
 
-@click.group(context_settings=CONTEXT)
+class LazyGroup(click.Group):
+    """A group whose bigger commands are imported only when they are used.
+
+    `rkd status` should not pay for importing export, metrics or service management.
+    """
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "export": "rkd.cli.export:export",
+        "metrics": "rkd.cli.metrics:metrics",
+        "service": "rkd.cli.service:service",
+        "start": "rkd.cli.service:start",
+        "stop": "rkd.cli.service:stop",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY:
+            module, attr = self.LAZY[name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.version_option(package_name="rkd", prog_name="rkd")
 def cli() -> None:
     """rkd: privacy-first, opt-in usage telemetry for ReasonKit and any Python CLI.
@@ -338,17 +366,3 @@ telemetry = _Mounted(
 
 def main() -> None:
     cli(prog_name="rkd")
-
-
-# -- commands that live in modules of their own: one registration line each --------------
-from rkd.cli.metrics import metrics  # noqa: E402
-
-cli.add_command(metrics)
-from rkd.cli.export import export  # noqa: E402
-
-cli.add_command(export)
-from rkd.cli.service import service, start, stop  # noqa: E402
-
-cli.add_command(service)
-cli.add_command(start)
-cli.add_command(stop)
