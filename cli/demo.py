@@ -118,6 +118,9 @@ def _firewall_line(status: Any) -> str:
     return f"  privacy firewall: replaced {what} before anything was stored"
 
 
+DERIVED = ("session_started", "session_ended", "feature_first_use", "feature_adoption")
+
+
 def summarise(db_path: Path) -> str:
     """A short report of what the sandbox database holds."""
     from rkd.daemon.storage import iter_envelopes, open_read_only
@@ -127,6 +130,7 @@ def summarise(db_path: Path) -> str:
         return "Nothing was stored."
     q = db.execute
     total = q("SELECT count(*) FROM events").get
+    derived = q(f"SELECT count(*) FROM events WHERE event_type IN {DERIVED!r}").get
     sessions = q("SELECT count(*) FROM sessions").get
     by_type = q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
     cmds = q("""SELECT json_extract(payload, '$.command') c, count(*) FROM events
@@ -141,8 +145,10 @@ def summarise(db_path: Path) -> str:
     assert totals is not None
     tok_in, tok_out, hits, ok, n_cmd = totals
     db.close()
+    assert isinstance(total, int) and isinstance(derived, int)
     lines = ["What was stored", "===============",
-             f"Events:        {total:,} in {sessions} session(s)"]  # fmt: skip
+             f"Events:        {total - derived:,} in {sessions} session(s), and {derived:,}"
+             " the daemon derived (session start, feature first uses and milestones)"]  # fmt: skip
     lines += ["By type:"] + [f"  {t:<24} {n:,}" for t, n in by_type]
     lines += ["Commands:"] + [f"  {c:<24} {n:,}" for c, n in cmds]
     lines += ["Profiles:"] + [f"  {p:<24} {n:,}" for p, n in profiles]
@@ -152,7 +158,7 @@ def summarise(db_path: Path) -> str:
             f"Cache hits:    {100 * hits / n_cmd:.1f}%",
             f"Tokens:        {tok_in:,} in / {tok_out:,} out",
         ]
-    sample = next(iter_envelopes(db_path), None)
+    sample = next((e for e in iter_envelopes(db_path) if e["event_type"] not in DERIVED), None)
     if sample is not None:
         lines += ["", "One stored event, as `rkd export` will show it:",
                   json.dumps(sample, indent=2)]  # fmt: skip

@@ -7,6 +7,7 @@ Signals only write a byte to a wake-up socket the loop polls; the loop handles t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import signal
 import socket
@@ -21,7 +22,14 @@ import msgspec
 import structlog
 import zmq
 from rkd.client.config import ConfigError, Settings, load_settings
-from rkd.client.schema import ENVELOPES, CrashDetected, Envelope, Source
+from rkd.client.schema import (
+    ENVELOPES,
+    CrashDetected,
+    Envelope,
+    SessionEnded,
+    SessionStarted,
+    Source,
+)
 from rkd.client.spool import read_spool, spool_files
 from rkd.client.wire import (
     ControlRequest,
@@ -36,12 +44,13 @@ from rkd.client.wire import (
     SyncRequest,
     is_report,
 )
+from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
-from rkd.daemon.storage import Record, Storage, iso_ms, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms
 
 log = structlog.get_logger("rkd.daemon")
 
@@ -60,10 +69,14 @@ SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 STALE_TMP_SECS: Final = 3600.0
 RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
+SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
+# Types only the daemon may write: a client cannot start or end the daemon's sessions.
+DAEMON_OWNED: Final = frozenset(("session_started", "session_ended"))
 
 
-def own_event(payload: Any) -> Envelope:
-    """An event the daemon itself reports (source product "rkd")."""
+@functools.cache
+def rkd_source() -> Source:
+    """The source of what the daemon reports itself (product "rkd")."""
     import platform
     import sys
     from importlib.metadata import PackageNotFoundError, version
@@ -72,13 +85,22 @@ def own_event(payload: Any) -> Envelope:
         rkd_version = version("rkd")
     except PackageNotFoundError:
         rkd_version = "0.0.0"
-    source = Source(
+    return Source(
         product="rkd", version=rkd_version, os={"darwin": "macos"}.get(sys.platform, sys.platform),
         arch=platform.machine() or "unknown", python_version=platform.python_version(),
     )  # fmt: skip
+
+
+def own_event(payload: Any, source: Source | None = None, ts_ms: int | None = None) -> Envelope:
+    """An event the daemon writes itself: from ``source`` (default: rkd), at ``ts_ms``."""
+    when = (
+        dt.datetime.now(dt.UTC)
+        if ts_ms is None
+        else dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
+    )
     envelope_type: Any = ENVELOPES[type(payload)]  # generated classes: payload is theirs
     return envelope_type(  # type: ignore[no-any-return]
-        event_id=uuid.uuid4(), timestamp=dt.datetime.now(dt.UTC), source=source, payload=payload
+        event_id=uuid.uuid4(), timestamp=when, source=source or rkd_source(), payload=payload
     )
 
 
@@ -135,7 +157,9 @@ class Daemon:
         for u in storage.recent_event_ids(RECENT_IDS_KEPT):
             self._recent.add(u.int & _LOW64)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
-        self.stamper = SessionStamper(storage.last_session())
+        self.stamper = SessionStamper(storage.last_session(), markers=self._markers_on())
+        self.features = FeatureCounter(storage.feature_uses())
+        self._touched: list[SessionRow] = []  # sessions that ended without an event to say so
         self.started_ms = now_ms()
         self.recovered = storage.meta("recovered")
         # A run that did not end cleanly leaves its marker: the next start reports a crash.
@@ -153,6 +177,7 @@ class Daemon:
             Timer(settings.flush_interval_secs, self.flush, settings.flush_interval_secs),
             Timer(SPOOL_SCAN_SECS, self.ingest_spool),
             Timer(MAINTENANCE_SECS, self.maintain_step, 1.0),
+            Timer(SESSION_CHECK_SECS, self.end_idle_session, SESSION_CHECK_SECS),
         ]
 
     # -- sockets and the loop ----------------------------------------------------------
@@ -193,6 +218,7 @@ class Daemon:
         log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
                  events_stored=self.events_stored, enabled=self.settings.enabled)  # fmt: skip
         self.ingest_spool()
+        self.end_idle_session()  # a session that went stale while no daemon ran
         if self._previous_run is not None:
             self._report_crash(self._previous_run)
         sd_notify(f"READY=1\nSTATUS=storing to {self.storage.path}\nMAINPID={os.getpid()}")
@@ -264,13 +290,16 @@ class Daemon:
             except zmq.Again:
                 n -= 1
                 break
-            self._accept(self.ingest(frame, now))
+            item = self.ingest(frame, now)
+            if item is not None:
+                self._accept(*item)
         if flush and (self._flush_soon or len(self.pending) >= self.settings.batch_size):
             self.flush()
         return n
 
-    def ingest(self, frame: bytes, now: dt.datetime) -> Record | None:
-        """One frame through decode, validate and stamp; rejections are counted here."""
+    def ingest(self, frame: bytes, now: dt.datetime) -> tuple[Envelope, int] | None:
+        """One frame through decode, gates, validate and the firewall: the filtered envelope
+        and its time in ms, or None (a client report, or a rejection, counted here)."""
         try:
             if is_report(frame):
                 drops, token = decode_report(frame)
@@ -283,8 +312,11 @@ class Daemon:
             if not self.settings.enabled:
                 raise Rejected("disabled")
             envelope = decode(frame)
-            if envelope.payload.category not in self.settings.categories:  # type: ignore[attr-defined]
+            payload: Any = envelope.payload  # type: ignore[attr-defined]
+            if payload.category not in self.settings.categories:
                 raise Rejected("category_off")  # the user has not consented to it
+            if payload.event_type in DAEMON_OWNED:
+                raise Rejected("daemon_owned")
             ts_ms = validate(envelope, now)
             envelope = self.firewall(envelope)
         except Rejected as r:
@@ -292,21 +324,58 @@ class Daemon:
             self._dirty = True
             self._log_once(f"rejected.{r.reason}", "frame_rejected", reason=r.reason)
             return None
-        session, sequence = self.stamper.stamp(ts_ms)
-        return Record(envelope, session, sequence, ts_ms)
+        return envelope, ts_ms
 
-    def _accept(self, record: Record | None) -> None:
-        if record is None:
-            return
+    def _accept(self, envelope: Envelope, ts_ms: int) -> None:
+        """Into the pending buffer, stamped, with what the daemon derives from it."""
         if len(self.pending) >= MAX_PENDING:
             self.counters["dropped.buffer_full"] += 1
             self._log_once("buffer_full", "buffer_full", limit=MAX_PENDING)
             return
         self.counters["accepted"] += 1
-        self.pending.append(record)
-        self._recent.add(record.envelope.event_id.int & _LOW64)
-        if record.envelope.payload.family == "error":  # type: ignore[attr-defined]
+        self._stamp(envelope, ts_ms, self.pending)
+        self._recent.add(envelope.event_id.int & _LOW64)
+        if envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
+
+    def _stamp(self, envelope: Envelope, ts_ms: int, out: list[Record]) -> None:
+        """Append the event to ``out`` in its session, preceded by the session boundaries
+        it crosses and followed by the feature adoption events it reaches."""
+        session, sequence = self.stamper.stamp(ts_ms)
+        if self.stamper.ended or self.stamper.opened:
+            self._boundaries(out)
+        out.append(Record(envelope, session, sequence, ts_ms))
+        derived = self.features.use(envelope.source.product, envelope.payload, ts_ms)  # type: ignore[attr-defined]
+        if derived and "command_usage" in self.settings.categories:
+            for payload in derived:
+                session.events += 1
+                own = own_event(payload, envelope.source, ts_ms)
+                out.append(Record(own, session, session.events, ts_ms))
+
+    def _boundaries(self, out: list[Record]) -> None:
+        """session_ended / session_started for the boundaries the stamper noted."""
+        ended, opened = self.stamper.take()
+        for s, reason, duration_ms in ended:
+            if not self.stamper.markers:
+                self._touched.append(s)  # its end is still written, without an event
+                continue
+            payload = SessionEnded(duration_ms=duration_ms, event_count=s.events, reason=reason)
+            s.events += 1
+            assert s.ended_ms is not None
+            out.append(Record(own_event(payload, ts_ms=s.ended_ms), s, s.events, s.ended_ms))
+        for s, start_reason in opened:
+            own = own_event(SessionStarted(reason=start_reason), ts_ms=s.started_ms)
+            out.append(Record(own, s, 1, s.started_ms))
+
+    def _markers_on(self) -> bool:
+        return self.settings.enabled and "session_metadata" in self.settings.categories
+
+    def end_idle_session(self) -> None:
+        """The timer's look at the current session: end it after 30 minutes idle or a day."""
+        self.stamper.end_if_due()
+        if self.stamper.ended:
+            self._boundaries(self.pending)
+            self._dirty = True
 
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
@@ -327,7 +396,9 @@ class Daemon:
     def _write(self, records: list[Record], ledger: tuple[str, int] | None) -> bool:
         t = now_ms()
         try:
-            n = self.storage.write(records, self.counters, t, ledger)
+            n = self.storage.write(
+                records, self.counters, t, ledger, self._touched, self.features.changed
+            )
         except apsw.Error as e:
             self._write_failures += 1
             # Retry soon, then every few seconds: a full disk or a held lock costs one
@@ -342,6 +413,12 @@ class Daemon:
             self._write_failures = 0
         if records is self.pending:
             records.clear()
+        self._touched.clear()
+        self.features.changed.clear()
+        if self.features.untracked:
+            self.counters["features.untracked"] += self.features.untracked
+            self.features.untracked = 0
+            self._dirty = True
         self.events_stored += n
         self.last_flush_ms = t
         self._dirty = False
@@ -365,26 +442,33 @@ class Daemon:
                 self.counters["spool.damaged_files"] += 1
                 self._log_once("spool_damaged", "spool_file_damaged")
             now = dt.datetime.now(dt.UTC)
-            records = self._fresh([r for f in frames if (r := self.ingest(f, now)) is not None])
-            if not self.flush() or not self._write(records, (path.name, len(records))):
+            items = self._fresh([i for f in frames if (i := self.ingest(f, now)) is not None])
+            if not self.flush():
                 return total  # the file stays; retried on the next scan
-            self.counters["spool.events"] += len(records)
+            before = self.features.snapshot()
+            records: list[Record] = []
+            for envelope, ts_ms in items:
+                self._stamp(envelope, ts_ms, records)
+            if not self._write(records, (path.name, len(items))):
+                self.features.restore(before)  # counted again when the file is retried
+                return total
+            self.counters["spool.events"] += len(items)
             self._dirty = True
-            total += len(records)
+            total += len(items)
             path.unlink(missing_ok=True)
         return total
 
-    def _fresh(self, records: list[Record]) -> list[Record]:
+    def _fresh(self, items: list[tuple[Envelope, int]]) -> list[tuple[Envelope, int]]:
         """Spooled copies of events already received over the socket are dropped here:
         a client spools what the daemon did not confirm in time, which it may have got."""
         fresh = []
-        for r in records:
-            key = r.envelope.event_id.int & _LOW64
+        for item in items:
+            key = item[0].event_id.int & _LOW64
             if key in self._recent:
                 self.counters["spool.duplicates"] += 1
             else:
                 self._recent.add(key)
-                fresh.append(r)
+                fresh.append(item)
         return fresh
 
     def _remove_stale_tmp(self) -> None:
@@ -452,6 +536,7 @@ class Daemon:
             new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir
         )
         self.timers[0].interval = new.flush_interval_secs
+        self.stamper.markers = self._markers_on()
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
         return None
@@ -517,9 +602,7 @@ class Daemon:
             uptime = max(0, ((self.last_flush_ms or 0) - int(previous["started_ms"])) // 1000)
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             uptime = None
-        envelope = own_event(CrashDetected(component="daemon", uptime_secs=uptime))
-        session, sequence = self.stamper.stamp(now_ms())
-        self._accept(Record(envelope, session, sequence, now_ms()))
+        self._accept(own_event(CrashDetected(component="daemon", uptime_secs=uptime)), now_ms())
         self.flush(force=True)
 
     def _show(self, limit: int) -> list[dict[str, Any]]:
@@ -546,6 +629,8 @@ class Daemon:
         self.counters.clear()
         self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
         self.stamper.rotate()
+        self.features.clear()
+        self._touched.clear()
         self.events_stored = 0
         self.last_flush_ms = None
         log.info("deleted", events=n)

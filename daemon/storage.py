@@ -20,7 +20,7 @@ from typing import Any, Final
 import apsw
 import msgspec
 from rkd.client.schema import Envelope, Source
-from rkd.daemon import aggregates
+from rkd.daemon import aggregates, derived
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
 # that has shipped: add one.
@@ -55,6 +55,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     """,
     aggregates.MIGRATION,  # daily aggregates, filled from the events already stored
+    derived.MIGRATION,  # session ends and feature use counts
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -78,6 +79,7 @@ class SessionRow(msgspec.Struct, kw_only=True):
     started_ms: int
     last_ms: int
     events: int
+    ended_ms: int | None = None  # set once its session_ended is due
 
 
 class Record(msgspec.Struct, frozen=True, array_like=True):
@@ -187,13 +189,18 @@ class Storage:
 
     def last_session(self) -> SessionRow | None:
         row = self.db.execute(
-            "SELECT id, uuid, started_ms, last_ms, events FROM sessions ORDER BY id DESC LIMIT 1"
+            "SELECT id, uuid, started_ms, last_ms, events, ended_ms FROM sessions"
+            " ORDER BY id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
         return SessionRow(
-            rowid=row[0], uuid=row[1], started_ms=row[2], last_ms=row[3], events=row[4]
-        )
+            rowid=row[0], uuid=row[1], started_ms=row[2], last_ms=row[3], events=row[4],
+            ended_ms=row[5],
+        )  # fmt: skip
+
+    def feature_uses(self) -> dict[derived.FeatureKey, int]:
+        return derived.load_uses(self.db)
 
     def recent_event_ids(self, n: int) -> list[uuid.UUID]:
         """Ids of the ``n`` most recently stored events, oldest first."""
@@ -229,8 +236,14 @@ class Storage:
         counters: Mapping[str, int],
         flushed_ms: int,
         ledger: tuple[str, int] | None = None,
+        touched: Iterable[SessionRow] = (),
+        features: Mapping[derived.FeatureKey, tuple[int, int]] | None = None,
     ) -> int:
-        """Write ``records`` and the daemon's bookkeeping in one transaction; return count."""
+        """Write ``records`` and the daemon's bookkeeping in one transaction; return count.
+
+        ``touched`` are sessions that changed without a record in this batch (one that
+        ended quietly); ``features`` the feature use counts that moved.
+        """
         encode = msgspec.json.encode
         n = 0
         sessions: dict[int | None, SessionRow] = {}
@@ -260,11 +273,16 @@ class Storage:
                     rows,
                 )
                 aggregates.add_records(self.db, records)
+                for s in touched:
+                    sessions.setdefault(s.rowid, s)
+                sessions.pop(None, None)  # a session none of whose events was kept
                 for s in sessions.values():
                     self.db.execute(
-                        "UPDATE sessions SET last_ms = ?, events = ? WHERE id = ?",
-                        (s.last_ms, s.events, s.rowid),
+                        "UPDATE sessions SET last_ms = ?, events = ?, ended_ms = ? WHERE id = ?",
+                        (s.last_ms, s.events, s.ended_ms, s.rowid),
                     )
+                if features:
+                    derived.write_uses(self.db, features.items())
                 self.db.executemany(
                     "INSERT INTO counters(reason, n) VALUES (?, ?)"
                     " ON CONFLICT(reason) DO UPDATE SET n = excluded.n",
@@ -344,7 +362,7 @@ class Storage:
         n = self.count_events()
         with self.db:
             for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger",
-                          *aggregates.TABLES):  # fmt: skip
+                          *aggregates.TABLES, *derived.TABLES):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")
         self._sources.clear()
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -21,6 +21,10 @@ from rkd.client.config import Settings, load_settings
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.wire import EVENTS_SOCKET, FlushRequest, StatusRequest
 
+# What the daemon writes on its own around the applications' events.
+DERIVED_TYPES = ("session_started", "session_ended", "feature_first_use", "feature_adoption")
+APP = f"event_type NOT IN {DERIVED_TYPES!r}"  # SQL: the applications' own events
+
 KILL_VARS = (
     "DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "RK_TELEMETRY_PATH",
     "RK_CONFIG", "RK_TELEMETRY_COMMUNITY", "RK_TELEMETRY_CLOUD_SYNC",
@@ -101,9 +105,13 @@ class Sandbox:
         finally:
             db.close()
 
-    def count(self, where: str = "1", *args: Any) -> int:
+    def count(self, where: str = "1", *args: Any, derived: bool = False) -> int:
+        """Stored events matching ``where``; only the applications' own unless ``derived``
+        (the daemon's session and feature events are counted by the tests about them)."""
         if not self.settings.db_path.exists():
             return 0
+        if not derived:
+            where = f"({where}) AND {APP}"
         return int(self.query(f"SELECT count(*) FROM events WHERE {where}", *args)[0][0])
 
 

@@ -41,20 +41,21 @@ def test_status_json_with_daemon_up_then_down(
 ) -> None:
     """--json shows daemon, pid, stored, pending, counters; the same data with the daemon down."""
     raw_push([frame(s.HelpViewed(topic="think")) for _ in range(3)] + [b"junk"])
-    wait_for(lambda: daemon.status().pending == 3, what="3 pending")
+    wait_for(lambda: daemon.counter("accepted") == 3, what="3 pending")
     up = json.loads(sandbox.rkd("status", "--json").stdout)
-    assert (True, daemon.proc.pid, 0, 3) == (up["daemon"]["running"], up["daemon"]["pid"],
+    # pending: the three, and session_started before them (the daemon's own)
+    assert (True, daemon.proc.pid, 0, 4) == (up["daemon"]["running"], up["daemon"]["pid"],
                                              up["events_stored"], up["pending"])  # fmt: skip
     assert {"accepted": 3, "rejected.malformed": 1} == up["counters"]
     assert (True, "env:RK_TELEMETRY_ENABLED") == (up["enabled"], up["decided_by"])
     daemon.stop()
     down = json.loads(sandbox.rkd("status", "--json").stdout)
-    assert (False, None, 3, None) == (down["daemon"]["running"], down["daemon"]["pid"],
+    assert (False, None, 4, None) == (down["daemon"]["running"], down["daemon"]["pid"],
                                       down["events_stored"], down["pending"])  # fmt: skip
     assert {"accepted": 3, "rejected.malformed": 1} == down["counters"]
     assert down["last_flush"] is not None
     human = sandbox.rkd("status").stdout
-    assert "Rejected:       malformed 1" in human and "Events Stored:  3" in human
+    assert "Rejected:       malformed 1" in human and "Events Stored:  4" in human
 
 
 def test_status_shows_kill_switch(sandbox: Sandbox) -> None:
@@ -66,9 +67,9 @@ def test_status_shows_kill_switch(sandbox: Sandbox) -> None:
 def test_flush_command(sandbox: Sandbox, daemon: Daemon, raw_push: RawPush) -> None:
     """`rkd flush` writes what is pending and says how much."""
     raw_push([frame(s.HelpViewed(topic="think")) for _ in range(4)])
-    wait_for(lambda: daemon.status().pending == 4, what="4 pending")
+    wait_for(lambda: daemon.counter("accepted") == 4, what="4 pending")
     proc = sandbox.rkd("flush")
-    assert (0, "Flushed 4 events.\n") == (proc.returncode, proc.stdout)
+    assert (0, "Flushed 5 events.\n") == (proc.returncode, proc.stdout)  # and session_started
     assert 4 == sandbox.count()
 
 
@@ -88,7 +89,7 @@ def test_demo_runs_end_to_end_and_cleans_up(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("demo", "--events", "300", "--processes", "3", timeout=120)
     assert 0 == proc.returncode, proc.stderr
     out = proc.stdout
-    assert "Events:        300 in 1 session(s)" in out  # exactly what was asked for
+    assert "Events:        300 in 1 session(s), and " in out  # exactly what was asked for
     assert "command_executed" in out and "thinktool_completed" in out and "error_occurred" in out
     assert "daemon stopped gracefully" in out
     assert "privacy firewall: replaced aws_access_key 1 before anything was stored" in out
@@ -103,7 +104,7 @@ def test_demo_ignores_the_users_kill_switch_only_inside_its_sandbox(sandbox: San
     """The demo works under DO_NOT_TRACK (its sandbox is throwaway) and writes nothing of the user's."""
     proc = sandbox.rkd("demo", "--events", "20", "--processes", "1", DO_NOT_TRACK="1", timeout=120)
     assert 0 == proc.returncode, proc.stderr
-    assert "Events:        20 in 1 session(s)" in proc.stdout
+    assert "Events:        20 in 1 session(s), and " in proc.stdout
     assert not (sandbox.root / "data").exists()
 
 

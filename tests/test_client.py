@@ -12,7 +12,7 @@ import pytest
 from rkd.client.spool import spool_files
 from rkd.client.telemetry import error_category
 
-from tests.conftest import Daemon, Sandbox, wait_for
+from tests.conftest import APP, Daemon, Sandbox, wait_for
 
 EMIT = """
 from rkd.client import Telemetry
@@ -103,7 +103,9 @@ def test_events_from_four_processes_stored_exactly_once(sandbox: Sandbox, daemon
         _, err = p.communicate(timeout=60)
         assert 0 == p.returncode, err
     daemon.flush()
-    assert [(1000, 1000)] == sandbox.query("SELECT count(*), count(DISTINCT event_id) FROM events")
+    assert [(1000, 1000)] == sandbox.query(
+        f"SELECT count(*), count(DISTINCT event_id) FROM events WHERE {APP}"
+    )
     assert [] == spool_files(sandbox.settings.spool_dir)
 
 
@@ -145,7 +147,9 @@ def test_no_daemon_events_spool_then_stored_exactly_once(
     assert [] == spool_files(sandbox.settings.spool_dir)
     d.stop()
     start_daemon().flush()
-    assert [(42, 42)] == sandbox.query("SELECT count(*), count(DISTINCT event_id) FROM events")
+    assert [(42, 42)] == sandbox.query(
+        f"SELECT count(*), count(DISTINCT event_id) FROM events WHERE {APP}"
+    )
 
 
 def test_spool_already_in_ledger_is_not_stored_twice(
@@ -184,7 +188,8 @@ def test_fork_child_and_parent_each_deliver_their_own(sandbox: Sandbox, daemon: 
     """)
     daemon.flush()
     rows = sandbox.query(
-        "SELECT json_extract(payload, '$.tool_name'), count(*), count(DISTINCT event_id) FROM events GROUP BY 1 ORDER BY 1"
+        "SELECT json_extract(payload, '$.tool_name'), count(*), count(DISTINCT event_id) FROM events"
+        f" WHERE {APP} GROUP BY 1 ORDER BY 1"
     )
     assert [("child", 7, 7), ("parent", 13, 13)] == rows
 
@@ -227,7 +232,7 @@ def test_command_context_manager_records_outcomes(sandbox: Sandbox, daemon: Daem
         tel.close()
     """)
     daemon.flush()
-    rows = sandbox.query("SELECT event_type, payload FROM events ORDER BY id")
+    rows = sandbox.query(f"SELECT event_type, payload FROM events WHERE {APP} ORDER BY id")
     got = [(t, json.loads(p)) for t, p in rows]
     assert ["command_executed", "command_failed", "command_cancelled", "command_executed",
             "command_failed"] == [t for t, _ in got]  # fmt: skip
@@ -324,13 +329,15 @@ def test_spec_sdk_surface_runs(sandbox: Sandbox, daemon: Daemon) -> None:
         print(c.delete_all())
         print(c.get_status()["events_stored"])
     """).stdout.splitlines()
+    first_use = "feature_first_use"  # the daemon's, after each first use of a feature
     assert [
         True,
-        4,
+        8,
         "...",
-        ["command_executed", "command_failed", "thinktool_completed", "error_occurred"],
-    ] == json.loads(out[0])
-    assert ["4", "0"] == out[1:]
+        ["session_started", "command_executed", first_use, first_use, "command_failed",
+         "thinktool_completed", first_use, "error_occurred"],
+    ] == json.loads(out[0])  # fmt: skip
+    assert ["8", "0"] == out[1:]
     assert 0 == sandbox.count()
 
 
@@ -370,7 +377,7 @@ t = time.perf_counter(); tel.close(); print(time.perf_counter() - t)
     wait_for(
         lambda: daemon.flush() >= 0 and sandbox.count() == 3000, timeout=20, what="all 3000 events"
     )
-    assert [(3000,)] == sandbox.query("SELECT count(DISTINCT event_id) FROM events")
+    assert [(3000,)] == sandbox.query(f"SELECT count(DISTINCT event_id) FROM events WHERE {APP}")
 
 
 if sys.platform != "linux":  # pragma: no cover
@@ -409,6 +416,8 @@ def test_frames_in_flight_at_exit_are_neither_lost_nor_doubled(
     wait_for(
         lambda: daemon.flush() >= 0 and sandbox.count() == 1001, timeout=20, what="1001 events"
     )
-    assert [(1001, 1001)] == sandbox.query("SELECT count(*), count(DISTINCT event_id) FROM events")
+    assert [(1001, 1001)] == sandbox.query(
+        f"SELECT count(*), count(DISTINCT event_id) FROM events WHERE {APP}"
+    )
     c = daemon.status().counters
     assert 1000 == c.get("spool.events", 0) + c.get("spool.duplicates", 0)  # copies of all 1000

@@ -108,8 +108,9 @@ def test_enable_only_some_categories(
               frame(s.ErrorOccurred(error_category="timeout"))])  # fmt: skip
     wait_for(lambda: d.counter("rejected.category_off") == 1, what="the refused ThinkTool event")
     d.flush()
-    assert [("command_executed",), ("error_occurred",)] == undecided.query(
-        "SELECT event_type FROM events ORDER BY id"
+    # no session_started either: session metadata was not consented to
+    assert [("command_executed",), ("feature_first_use",), ("error_occurred",)] == (
+        undecided.query("SELECT event_type FROM events ORDER BY id")
     )
     cats = json.loads(undecided.rkd("status", "--json").stdout)["categories"]
     assert {"command_usage": True, "error_types": True, "performance": False,
@@ -131,7 +132,7 @@ def test_disable_withdraws_and_the_daemon_stops_accepting(
     undecided.rkd("enable", "--yes")
     d = start_daemon()
     raw_push([frame(s.HelpViewed(topic="think")) for _ in range(3)])
-    wait_for(lambda: d.status().pending == 3, what="3 pending")
+    wait_for(lambda: d.counter("accepted") == 3, what="3 pending")
     proc = undecided.rkd("disable")
     assert (
         "Telemetry disabled.\nExisting data retained. Use 'rkd delete' to remove.\n" == proc.stdout

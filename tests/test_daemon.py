@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import pytest
 from rkd.client import schema as s
-from rkd.daemon.sessions import IDLE_SECS, MAX_AGE_SECS, SessionStamper
 from rkd.daemon.storage import SCHEMA_VERSION, Record, SessionRow, Storage, now_ms
 
 from tests.conftest import Daemon, Sandbox, wait_for
@@ -44,7 +43,7 @@ def test_stale_sockets_of_a_dead_daemon_are_cleaned_up(
     assert (sandbox.settings.runtime_dir / "events.sock").exists()
     second = start_daemon()
     raw_push([think()])
-    wait_for(lambda: second.status().pending == 1, what="the event")
+    wait_for(lambda: second.counter("accepted") == 2, what="the event and crash_detected")
 
 
 def test_files_and_folders_are_private(sandbox: Sandbox, daemon: Daemon) -> None:
@@ -86,7 +85,7 @@ def test_graceful_stop_loses_nothing_pending(
     sandbox.write_config("[telemetry]\nbatch_size = 10000\nflush_interval_secs = 3600\n")
     d = start_daemon()
     raw_push([think(i) for i in range(250)])
-    wait_for(lambda: d.status().pending == 250, what="250 pending")
+    wait_for(lambda: d.counter("accepted") == 250, what="250 pending")
     assert 0 == sandbox.count()
     code, log = d.stop(sig)
     assert 0 == code
@@ -104,7 +103,7 @@ def test_batch_size_triggers_a_flush(
     for _ in range(3):  # separate sends so the daemon sees them in separate turns
         raw_push([think() for _ in range(4)])
         wait_for(lambda: d.status().pending + d.status().events_stored >= 4, what="events")
-    wait_for(lambda: d.status().events_stored + d.status().pending == 12, what="12 events")
+    wait_for(lambda: d.counter("accepted") == 12, what="12 events")
     assert d.status().events_stored >= 10
     assert d.status().pending < 10
 
@@ -139,7 +138,7 @@ def test_db_path_env_and_config_decide_where_events_go(
     sandbox.env["RK_TELEMETRY_PATH"] = str(target)
     d = start_daemon()
     raw_push([think()])
-    wait_for(lambda: d.status().pending == 1, what="event")
+    wait_for(lambda: d.counter("accepted") == 1, what="event")
     d.flush()
     assert str(target) == d.status().db_path
     assert 1 == sandbox.count()
@@ -148,54 +147,30 @@ def test_db_path_env_and_config_decide_where_events_go(
 def test_sessions_are_stamped_by_the_daemon(
     sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
 ) -> None:
-    """Events get one anonymous session with sequence 1..n; the client cannot set it."""
+    """Events get one anonymous session with sequence 1..n, opened by session_started and
+    with the feature events after the uses that reach them; the client cannot set it."""
     forged = envelope(s.HelpViewed(topic="think"), session=s.Session(
         id=__import__("uuid").uuid4(), sequence=999, started_at=__import__("datetime").datetime.now(__import__("datetime").UTC)))  # fmt: skip
     import msgspec
 
     raw_push([think(i) for i in range(5)] + [msgspec.msgpack.encode(forged)])
-    wait_for(lambda: daemon.status().pending == 6, what="6 events")
+    wait_for(lambda: daemon.counter("accepted") == 6, what="6 events")
     daemon.flush()
     rows = sandbox.query(
-        "SELECT s.uuid, e.sequence FROM events e JOIN sessions s ON s.id = e.session_id ORDER BY e.id"
+        "SELECT s.uuid, e.sequence, e.event_type, json_extract(e.payload, '$.milestone_count')"
+        " FROM events e JOIN sessions s ON s.id = e.session_id ORDER BY e.id"
     )
-    assert [1, 2, 3, 4, 5, 6] == [r[1] for r in rows]
+    assert [
+        (1, "session_started", None),
+        (2, "thinktool_completed", None),
+        (3, "feature_first_use", None),
+        *[(i, "thinktool_completed", None) for i in (4, 5, 6, 7)],
+        (8, "feature_adoption", 5),
+        (9, "help_viewed", None),
+    ] == [r[1:] for r in rows]
     assert 1 == len({r[0] for r in rows})
     assert rows[0][0] == daemon.status().session_id
     assert str(forged.session.id) != rows[0][0]  # type: ignore[union-attr]
-
-
-def test_session_rotates_after_idle_and_daily() -> None:
-    """A new session after 30 minutes idle and after 24 hours, driven by a monotonic clock."""
-    t = [1000.0]
-    st = SessionStamper(None, clock=lambda: t[0])
-    a, seq = st.stamp(now_ms())
-    assert 1 == seq
-    t[0] += IDLE_SECS - 1
-    assert (a, 2) == st.stamp(now_ms())
-    t[0] += IDLE_SECS + 1
-    b, seq = st.stamp(now_ms())
-    assert (b.uuid != a.uuid, 1) == (True, seq)
-    for _ in range(int(MAX_AGE_SECS // (IDLE_SECS - 1)) + 1):  # busy all day, never idle
-        t[0] += IDLE_SECS - 1
-        c, _ = st.stamp(now_ms())
-    assert c.uuid != b.uuid
-
-
-def test_session_survives_a_quick_restart_but_not_a_stale_one() -> None:
-    """A session last used a minute ago continues after restart; one idle for an hour does not."""
-    fresh = SessionRow(
-        rowid=1, uuid="a", started_ms=now_ms() - 60_000, last_ms=now_ms() - 60_000, events=3
-    )
-    assert ("a", 4) == (lambda r: (r[0].uuid, r[1]))(SessionStamper(fresh).stamp(now_ms()))
-    stale = SessionRow(
-        rowid=1, uuid="a", started_ms=now_ms() - 3_600_000, last_ms=now_ms() - 3_600_000, events=3
-    )
-    assert "a" != SessionStamper(stale).stamp(now_ms())[0].uuid
-    future = SessionRow(
-        rowid=1, uuid="a", started_ms=now_ms() + 3_600_000, last_ms=now_ms() + 3_600_000, events=3
-    )
-    assert "a" != SessionStamper(future).stamp(now_ms())[0].uuid  # clock went backwards
 
 
 def test_storage_migrates_and_refuses_newer_schema(tmp_path: __import__("pathlib").Path) -> None:
@@ -226,7 +201,7 @@ def test_damaged_database_is_moved_aside_and_a_fresh_one_started(
     (aside,) = [p for p in db.parent.iterdir() if p.name.startswith(db.name + ".corrupt-")]
     assert b"this is not sqlite" * 100 == aside.read_bytes()
     raw_push([think()])
-    wait_for(lambda: d.status().pending == 1, what="an event in the fresh database")
+    wait_for(lambda: d.counter("accepted") == 1, what="an event in the fresh database")
     d.flush()
     assert 1 == sandbox.count()
     status = json.loads(sandbox.rkd("status", "--json").stdout)
@@ -411,10 +386,10 @@ def test_write_failures_keep_events_and_recover(
     try:
         raw_push([think(i) for i in range(10)])
         wait_for(
-            lambda: d.status().pending == 10 and d.counter("write_errors") >= 1, what="buffered"
+            lambda: d.counter("accepted") == 10 and d.counter("write_errors") >= 1, what="buffered"
         )
         time.sleep(1.0)
-        assert 10 == d.status().pending
+        assert 10 + 4 == d.status().pending  # + session_started, first use, 5th and 10th use
     finally:
         blocker.execute("COMMIT")
         blocker.close()
@@ -445,6 +420,14 @@ def test_eight_writers_ten_thousand_each_lose_nothing(sandbox: Sandbox, daemon: 
     )
     assert [(80_000, 80_000)] == sandbox.query(
         "SELECT count(*), count(DISTINCT event_id) FROM events"
+        " WHERE event_type = 'thinktool_completed'"
+    )
+    # Exactly what the daemon adds: one session, the first use and five milestones.
+    assert [("feature_adoption", 5), ("feature_first_use", 1), ("session_started", 1)] == (
+        sandbox.query(
+            "SELECT event_type, count(*) FROM events"
+            " WHERE event_type != 'thinktool_completed' GROUP BY 1 ORDER BY 1"
+        )
     )
 
 

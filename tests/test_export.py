@@ -22,9 +22,10 @@ from rkd.cli import export as ex
 from rkd.cli.main import cli
 from rkd.client import schema as s
 from rkd.client.consent import ConsentRecord, consent_dict, record_decision
+from rkd.daemon.service import DAEMON_OWNED
 from rkd.daemon.storage import Record, SessionRow, Storage, iter_envelopes, now_ms
 
-from tests.conftest import KILL_VARS, Daemon, Sandbox, wait_for
+from tests.conftest import DERIVED_TYPES, KILL_VARS, Daemon, Sandbox, wait_for
 from tests.samples import ALL_TYPES, envelope, frame, sample_payload
 
 RawPush = Callable[[list[bytes]], None]
@@ -123,21 +124,25 @@ def test_json_export_equals_what_the_daemon_stored(
     sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
 ) -> None:
     """Default format, daemon up then down: the JSON object holds every stored event exactly."""
-    ids = [uuid.uuid4() for _ in MIX]
-    raw_push([frame(p, event_id=i) for p, i in zip(MIX, ids, strict=True)])
-    wait_for(lambda: daemon.status().pending + sandbox.count() == len(MIX), what="all accepted")
+    sent = [p for p in MIX if p.event_type not in DAEMON_OWNED]  # only the daemon writes those
+    ids = [uuid.uuid4() for _ in sent]
+    raw_push([frame(p, event_id=i) for p, i in zip(sent, ids, strict=True)])
+    wait_for(lambda: daemon.counter("accepted") == len(sent), what="all accepted")
     daemon.flush()
     proc = sandbox.rkd("export")
     assert (0, "") == (proc.returncode, proc.stderr)
     doc = json.loads(proc.stdout)
     assert ["exported_at", "database", "event_count", "consent", "events"] == list(doc)
-    assert (str(sandbox.settings.db_path), len(MIX), None) == (
+    assert (str(sandbox.settings.db_path), len(doc["events"]), None) == (
         doc["database"], doc["event_count"], doc["consent"])  # fmt: skip
     assert stored(sandbox) == doc["events"]
-    assert [str(i) for i in ids] == [e["event_id"] for e in doc["events"]]
-    assert [p.event_type for p in MIX] == [e["event_type"] for e in doc["events"]]
-    assert json.loads(msgspec.json.encode(COMMAND)) == doc["events"][0]["payload"]
-    assert doc["events"][1]["payload"]["context"] is None
+    own = [e for e in doc["events"] if e["event_id"] in {str(i) for i in ids}]
+    assert [str(i) for i in ids] == [e["event_id"] for e in own]
+    assert [p.event_type for p in sent] == [e["event_type"] for e in own]
+    assert json.loads(msgspec.json.encode(COMMAND)) == own[0]["payload"]
+    assert own[1]["payload"]["context"] is None
+    others = [e for e in doc["events"] if e not in own]  # what the daemon derived
+    assert others and {e["event_type"] for e in others} <= set(DERIVED_TYPES)
     assert 1 == len({e["session"]["id"] for e in doc["events"]})
     daemon.stop()
     down = json.loads(sandbox.rkd("export").stdout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from rkd.cli import metrics as m
 from rkd.cli.main import cli
 from rkd.client import schema as s
 from rkd.daemon import aggregates as agg
+from rkd.daemon.derived import feature_ids
 from rkd.daemon.storage import MIGRATIONS, Record, SessionRow, Storage, now_ms
 
 from tests.conftest import KILL_VARS, Daemon, Sandbox, wait_for
@@ -249,6 +251,7 @@ def test_upgrade_from_schema_1_counts_existing_events(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     storage = write(path, dataset(now_ms()))
     storage.db.execute("DROP TABLE agg_daily; DROP TABLE agg_latency; DROP TABLE agg_sessions;"
+                       "DROP TABLE features; ALTER TABLE sessions DROP COLUMN ended_ms;"
                        "PRAGMA user_version = 1")  # fmt: skip
     storage.close()
     Storage(path).close()  # migrates 1 -> 2
@@ -262,13 +265,24 @@ def test_upgrade_from_schema_1_counts_existing_events(tmp_path: Path) -> None:
 
 def test_real_daemon_then_daemon_down(sandbox: Sandbox, daemon: Daemon, raw_push: RawPush) -> None:
     """Events sent to a real daemon; `rkd metrics` as a subprocess, with the daemon up and down."""
-    items = dataset(now_ms())
+    now = now_ms()
+    items = dataset(now)
     raw_push(
         [frame(p, timestamp=dt.datetime.fromtimestamp(ts / 1000, dt.UTC)) for p, ts, _ in items]
     )
     wait_for(lambda: daemon.counter("accepted") == len(items), what="every event accepted")
     daemon.flush()
-    expected = {**EXPECTED, "sessions": 1}  # the daemon stamps one session for the burst
+    # The daemon stamps one session for the burst, and writes its start and the feature
+    # events (a first use, milestones), dated like the use that reached them: in the
+    # window or not, in the order the uses arrived.
+    uses: Counter[str] = Counter()
+    derived = Counter({"session_started": 1})
+    for p, ts, _ in items:
+        for f in feature_ids(p):
+            uses[f] += 1
+            if ts >= (now // DAY - 29) * DAY and (uses[f] == 1 or uses[f] in (5, 10, 25, 50, 100)):
+                derived["feature_first_use" if uses[f] == 1 else "feature_adoption"] += 1
+    expected = {**EXPECTED, "sessions": 1, "events": {**EXPECTED["events"], **derived}}
     up = sandbox.rkd("metrics", "--json")
     assert (0, "") == (up.returncode, up.stderr)
     assert expected == without_period(json.loads(up.stdout))
