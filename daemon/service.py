@@ -50,7 +50,7 @@ from rkd.daemon.notify import sd_notify
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
-from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms, utc_now
 
 log = structlog.get_logger("rkd.daemon")
 
@@ -93,11 +93,7 @@ def rkd_source() -> Source:
 
 def own_event(payload: Any, source: Source | None = None, ts_ms: int | None = None) -> Envelope:
     """An event the daemon writes itself: from ``source`` (default: rkd), at ``ts_ms``."""
-    when = (
-        dt.datetime.now(dt.UTC)
-        if ts_ms is None
-        else dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-    )
+    when = utc_now() if ts_ms is None else dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
     envelope_type: Any = ENVELOPES[type(payload)]  # generated classes: payload is theirs
     return envelope_type(  # type: ignore[no-any-return]
         event_id=uuid.uuid4(), timestamp=when, source=source or rkd_source(), payload=payload
@@ -281,7 +277,7 @@ class Daemon:
 
     def drain(self, flush: bool = True) -> int:
         """Take every queued frame (up to DRAIN_LIMIT) through the pipeline; return count."""
-        now = dt.datetime.now(dt.UTC)
+        now = utc_now()
         n = 0
         recv = self.pull.recv
         for n in range(1, DRAIN_LIMIT + 1):
@@ -441,7 +437,7 @@ class Daemon:
             if damaged:
                 self.counters["spool.damaged_files"] += 1
                 self._log_once("spool_damaged", "spool_file_damaged")
-            now = dt.datetime.now(dt.UTC)
+            now = utc_now()
             items = self._fresh([i for f in frames if (i := self.ingest(f, now)) is not None])
             if not self.flush():
                 return total  # the file stays; retried on the next scan

@@ -96,6 +96,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def utc_now() -> dt.datetime:
+    """Wall-clock time as an aware UTC datetime (from the same clock as :func:`now_ms`)."""
+    return dt.datetime.fromtimestamp(time.time(), dt.UTC)
+
+
 def iso_ms(ms: int) -> str:
     """Milliseconds since the epoch as RFC 3339 UTC with milliseconds."""
     t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
