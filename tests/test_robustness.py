@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -276,3 +276,103 @@ def test_another_user_can_neither_connect_nor_read(sandbox: Sandbox) -> None:
         assert files_only == as_nobody(list(files_only))
     finally:
         assert 0 == sandbox.rkd("stop").returncode
+
+
+# -- a full disk ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(sandbox: Sandbox) -> Iterator[Path]:
+    """A 4 MiB tmpfs of our own (root only), to be filled up for real."""
+    mnt = sandbox.root / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small file system")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until the file system says it is full (to the last block)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_keeps_events_and_recovers_when_space_returns(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush, small_disk: Path
+) -> None:
+    """The disk fills up: events stay in memory, the error is logged once, writes are
+    retried; space comes back: everything is written, in order, nothing twice."""
+    sandbox.write_config("[telemetry]\nbatch_size = 1\n")
+    sandbox.env["RK_TELEMETRY_PATH"] = str(small_disk / "t.db")
+    d = start_daemon()
+    raw_push([frame(s.HelpViewed(topic=f"before{i}")) for i in range(3)])
+    wait_for(lambda: sandbox.count("1", derived=True) == 4, what="stored before")  # + start
+    filler = small_disk / "filler"
+    fill(filler)
+    raw_push([frame(s.HelpViewed(topic=f"during{i}" + "x" * 40)) for i in range(300)])
+    wait_for(lambda: d.counter("accepted") == 303 and d.counter("write_errors") >= 2,
+             timeout=20, what="failed writes")  # fmt: skip
+    st = d.status()
+    assert st.pending == 300 and st.enabled
+    filler.unlink()
+    wait_for(lambda: d.status().pending == 0, timeout=20, what="the retried write")
+    topics = [r[0] for r in sandbox.query(
+        "SELECT json_extract(payload, '$.topic') FROM events WHERE event_type = 'help_viewed'"
+        " ORDER BY id")]  # fmt: skip
+    assert [f"before{i}" for i in range(3)] + [
+        f"during{i}" + "x" * 40 for i in range(300)
+    ] == topics
+    _, log = d.stop()
+    assert 1 == log.count('"write_failed"') and 1 == log.count('"write_recovered"')
+    failed = next(line for line in log.splitlines() if '"write_failed"' in line)
+    assert "full" in failed.lower(), failed  # SQLite's own words: database or disk is full
+
+
+def chattr(flag: str, *paths: Path) -> bool:
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_read_only_database_keeps_events_and_recovers(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """The database files turn read-only under the daemon (immutable: even root cannot
+    write them), then writable again."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make files immutable")
+    sandbox.write_config("[telemetry]\nbatch_size = 1\n")
+    d = start_daemon()
+    raw_push([frame(s.HelpViewed(topic="before"))])
+    wait_for(lambda: sandbox.count("1", derived=True) == 2, what="stored before")
+    db = sandbox.settings.db_path
+    files = [db, Path(f"{db}-wal")]
+    if not chattr("+i", *files):
+        pytest.skip("this file system cannot make files immutable")
+    try:
+        raw_push([frame(s.HelpViewed(topic=f"during{i}")) for i in range(20)])
+        wait_for(lambda: d.counter("accepted") == 21 and d.counter("write_errors") >= 2,
+                 timeout=20, what="failed writes")  # fmt: skip
+        assert 20 == d.status().pending
+    finally:
+        chattr("-i", *files)
+    wait_for(lambda: d.status().pending == 0, timeout=20, what="the retried write")
+    assert ["before"] + [f"during{i}" for i in range(20)] == [r[0] for r in sandbox.query(
+        "SELECT json_extract(payload, '$.topic') FROM events WHERE event_type = 'help_viewed'"
+        " ORDER BY id")]  # fmt: skip
+    _, log = d.stop()
+    assert 1 == log.count('"write_failed"') and 1 == log.count('"write_recovered"')
