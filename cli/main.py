@@ -250,7 +250,8 @@ def delete(ctx: click.Context, confirm: bool) -> None:
 def prune() -> None:
     """Delete events older than retention_days, then the oldest beyond max_db_size_mb.
 
-    The daemon does this every hour; daily aggregates (what `metrics` reads) are kept.
+    The daemon does this every hour; daily aggregates (what `metrics` reads) are kept,
+    those over a year old merged into one row per month.
     Works with the daemon down.
 
     \b
@@ -275,8 +276,9 @@ def prune() -> None:
 
 
 def _prune_offline(s: Settings) -> int:
+    from rkd.daemon.rollup import rollup_all
     from rkd.daemon.runtime import DaemonLock, RuntimeDirError
-    from rkd.daemon.storage import Storage
+    from rkd.daemon.storage import Storage, now_ms
 
     if not s.db_path.exists():
         return 0
@@ -284,7 +286,9 @@ def _prune_offline(s: Settings) -> int:
         with DaemonLock(s.runtime_dir):
             storage = Storage(s.db_path)
             try:
-                return storage.prune(s.retention_days, s.max_db_size_mb)
+                removed = storage.prune(s.retention_days, s.max_db_size_mb)
+                rollup_all(storage.db, now_ms() // 86_400_000)
+                return removed
             finally:
                 storage.close()
     except (RuntimeDirError, StorageError) as e:

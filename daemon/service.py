@@ -48,6 +48,7 @@ from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
+from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
 from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms, utc_now
@@ -486,11 +487,14 @@ class Daemon:
             removed = self.storage.prune_step(
                 self.settings.retention_days, self.settings.max_db_size_mb
             )
+            # Then, one month per step, aggregates over a year old become monthly.
+            more = removed > 0 or rollup_step(self.storage.db, now_ms() // 86_400_000)
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return
         if removed:
             self._pruned(removed)
+        if more:
             self.timers[2].due = time.monotonic()  # more may be left: come back soon
 
     def _pruned(self, removed: int) -> None:
@@ -506,6 +510,7 @@ class Daemon:
             return None
         try:
             removed = self.storage.prune(self.settings.retention_days, self.settings.max_db_size_mb)
+            rollup_all(self.storage.db, now_ms() // 86_400_000)
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return None
