@@ -16,8 +16,13 @@ neighbour or CPU drift slows every row alike instead of one row's whole run.
 Startup: the extra wall time of ``python -c "<code>"`` over ``python -c pass`` (medians of
 interleaved runs) for importing rkd.client and building ``Telemetry`` with a kill switch
 set and with telemetry on, and for a one-shot process that emits one event and exits.
-Measured twice: with this interpreter (where rkd may be an editable install, whose
-import hook already loads pathlib, re and importlib.util into *bare* Python), and with a
+Two floor rows time the imports rkd cannot do without, with no rkd code at all:
+``import msgspec`` (the schema's types; it loads typing, inspect, uuid, datetime and
+decimal) and ``import msgspec, zmq`` (the transport). The enabled and one-shot rows
+cannot go below them; the difference is rkd's own cost.
+
+Measured twice: with this interpreter (where rkd may be an editable install, whose import
+hook already loads pathlib, re and importlib.util into *bare* Python), and with a
 throwaway venv that sees rkd as a plain folder on sys.path, as after ``pip install .``.
 Bytecode is cached in the sandbox (PYTHONPYCACHEPREFIX) as for any installed package,
 even where the environment sets PYTHONDONTWRITEBYTECODE.
@@ -336,6 +341,12 @@ VARIANTS = {
     "disabled": (CONSTRUCT.format(enabled=False), {"DO_NOT_TRACK": "1"}),
     "enabled": (CONSTRUCT.format(enabled=True), {}),
     "one-shot": (ONE_SHOT, {}),
+    "floor-msgspec": ("import msgspec", {}),
+    "floor-zmq": ("import msgspec, zmq", {}),
+}
+FLOORS = {  # untargeted rows: what the mandatory third-party imports cost alone
+    "floor-msgspec": "  floor: import msgspec (no rkd code)",
+    "floor-zmq": "  floor: import msgspec, zmq (no rkd code)",
 }
 
 
@@ -424,6 +435,9 @@ def report_startup(label: str, times: dict[str, Means], runs: int, stored: str) 
         extra = median(times[name].wall) - bare
         cpu = median(times[name].cpu) - bare_cpu
         rows.append([what, f"{extra:.1f}", f"{cpu:.1f}", f"≤ {target:g}", verdict(extra, target)])
+    for name, what in FLOORS.items():
+        extra = median(times[name].wall) - bare
+        rows.append([what, f"{extra:.1f}", f"{median(times[name].cpu) - bare_cpu:.1f}", "", ""])
     table(f"Startup, {label}: ms over bare Python (medians of {runs} interleaved runs)",
           ["what", "extra wall ms", "extra CPU ms", "target", ""], rows)  # fmt: skip
 

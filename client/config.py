@@ -9,10 +9,7 @@ variable and the key, never the value (a value might be a secret pasted by mista
 
 from __future__ import annotations
 
-import difflib
 import os
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 
@@ -23,6 +20,8 @@ from rkd.client.switches import ConfigError, _env_enabled, kill_switch, parse_bo
 __all__ = ["ConfigError", "Settings", "kill_switch", "load_settings", "parse_bool"]
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rkd.client.consent import ConsentRecord
 
 DB_FILENAME: Final = ".rk_telemetry.db"
@@ -128,6 +127,8 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_RUNTIME_DIR", "")
     if os.path.isabs(base):
         return Path(base) / "rkd"
+    import tempfile  # ~5 ms (it loads random and shutil): only without XDG_RUNTIME_DIR
+
     return Path(tempfile.gettempdir()) / f"rkd-{os.getuid()}"
 
 
@@ -149,6 +150,8 @@ def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
     where = where.rstrip("`").replace("[...]", ".<entry>")
     key = "telemetry" + where.replace("[", ".").replace("]", "")
     if message.startswith("Object contains unknown field"):
+        import difflib  # only to explain a mistake
+
         name = message.split("`")[1]
         known = list(TelemetryConfigFile.__struct_fields__) + list(PrivacyConfig.__struct_fields__)
         close = difflib.get_close_matches(name, known, n=1)
@@ -159,14 +162,14 @@ def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
 
 def read_config_file(path: Path) -> TelemetryConfigFile:
     """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults."""
-    import tomllib  # only when a file is actually read
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return TelemetryConfigFile()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    import tomllib  # ~3 ms: only when there is a file to parse
+
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -1,13 +1,16 @@
 """Environment switches: the kill switches and boolean parsing, with nothing imported.
 
 Kept apart from `rkd.client.config` so an application under a kill switch decides to do
-nothing without importing msgspec or reading a file.
+nothing without importing msgspec or reading a file; it imports nothing at all at run time
+(not even ``typing``: the annotations are strings, read only by type checkers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Final
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (or collections)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Final
 
 
 class ConfigError(Exception):
