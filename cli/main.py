@@ -73,18 +73,24 @@ def cli() -> None:
 def run(log_level: str, log_format: str) -> None:
     """Run the daemon in the foreground (what the service manager starts).
 
+    Exits 78 when starting again cannot help (a kill switch, a bad config file, another
+    daemon running, a database from a newer rkd), 1 on other start failures.
+
     \b
     Example:
       rkd run --log-level debug
     """
-    from rkd.daemon.main import StartError
+    from rkd.daemon.main import EXIT_PERMANENT, StartError
     from rkd.daemon.main import run as run_daemon
 
     json_logs = None if log_format == "auto" else log_format == "json"
     try:
-        run_daemon(settings(), log_level.lower(), json_logs)
-    except StartError as e:
-        raise click.ClickException(str(e)) from None
+        s = load_settings()
+        run_daemon(s, log_level.lower(), json_logs)
+    except (ConfigError, StartError) as e:
+        click.echo(f"Error: {e}", err=True)
+        permanent = isinstance(e, ConfigError) or e.permanent
+        sys.exit(EXIT_PERMANENT if permanent else 1)
 
 
 @cli.command()

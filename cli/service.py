@@ -43,6 +43,8 @@ ExecStart=@RKD_COMMAND@ run --log-format json
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
+# 78 (EX_CONFIG): a kill switch, a bad config, another daemon running: a restart cannot help.
+RestartPreventExitStatus=78
 # On SIGTERM the daemon writes everything pending before it exits.
 TimeoutStopSec=30
 UMask=0077

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Final
 
 import apsw
 import apsw.bestpractice
@@ -11,10 +11,11 @@ import msgspec
 import structlog
 from rkd.client.config import Settings, kill_switch
 from rkd.daemon import logs
-from rkd.daemon.runtime import DaemonLock, RuntimeDirError, remove_sockets
+from rkd.daemon.runtime import AlreadyRunning, DaemonLock, RuntimeDirError, remove_sockets
 from rkd.daemon.service import Daemon
 from rkd.daemon.storage import (
     CorruptDatabase,
+    SchemaTooNew,
     Storage,
     StorageError,
     iso_ms,
@@ -22,9 +23,18 @@ from rkd.daemon.storage import (
     now_ms,
 )
 
+# sysexits.h EX_CONFIG: the daemon cannot start and starting it again will not help
+# (a kill switch, a bad config file, another daemon running, a database from a newer rkd).
+# The systemd unit names it in RestartPreventExitStatus= so it is not restarted in a loop.
+EXIT_PERMANENT: Final = 78
+
 
 class StartError(Exception):
     """The daemon cannot start. The message is one line for the user."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 def open_storage(settings: Settings, log: Any) -> Storage:
@@ -37,19 +47,21 @@ def open_storage(settings: Settings, log: Any) -> Storage:
         try:
             storage = Storage(settings.db_path)
         except StorageError as again:
-            raise StartError(str(again)) from None
+            raise StartError(str(again), isinstance(again, SchemaTooNew)) from None
         note = {"at": iso_ms(now_ms()), "kept_as": str(aside)}
         storage.set_meta("recovered", msgspec.json.encode(note).decode())
         return storage
     except StorageError as e:
-        raise StartError(str(e)) from None
+        raise StartError(str(e), isinstance(e, SchemaTooNew)) from None
 
 
 def run(settings: Settings, log_level: str = "info", json_logs: bool | None = None) -> None:
     """Run the daemon until SIGTERM/SIGINT. Raises StartError when it cannot start."""
     switch = kill_switch(os.environ)
     if switch is not None:
-        raise StartError(f"telemetry is disabled by {switch} in the environment; not starting")
+        raise StartError(
+            f"telemetry is disabled by {switch} in the environment; not starting", permanent=True
+        )
     logs.configure(log_level, json_logs)
     log = structlog.get_logger("rkd.daemon")
     # Every recommended practice except forwarding SQLite's own log to stdlib logging:
@@ -64,7 +76,7 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
     try:
         lock.acquire()
     except RuntimeDirError as e:
-        raise StartError(str(e)) from None
+        raise StartError(str(e), isinstance(e, AlreadyRunning)) from None
     try:
         stale = remove_sockets(settings.runtime_dir)
         if stale:

@@ -19,6 +19,10 @@ class RuntimeDirError(Exception):
     """The runtime folder cannot be used safely. The message is one line."""
 
 
+class AlreadyRunning(RuntimeDirError):
+    """Another daemon of this user holds the lock."""
+
+
 class DaemonLock:
     """An exclusive ``flock`` on ``daemon.lock``: held for the daemon's whole life.
 
@@ -40,7 +44,7 @@ class DaemonLock:
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
             who = f" (pid {text})" if text.isdigit() else ""
-            raise RuntimeDirError(
+            raise AlreadyRunning(
                 f"another rkd daemon{who} is already running for this user"
             ) from None
         os.ftruncate(fd, 0)

@@ -67,6 +67,10 @@ class StorageError(Exception):
     """The database cannot be used. The message is one line."""
 
 
+class SchemaTooNew(StorageError):
+    """The database was written by a newer rkd: only an upgrade helps."""
+
+
 class CorruptDatabase(StorageError):
     """The file is not a usable SQLite database. It is moved aside, never deleted."""
 
@@ -158,7 +162,7 @@ class Storage:
         version = self.db.execute("PRAGMA user_version").get
         assert isinstance(version, int)
         if version > SCHEMA_VERSION:
-            raise StorageError(
+            raise SchemaTooNew(
                 f"{self.path}: database schema {version} is newer than this rkd "
                 f"understands ({SCHEMA_VERSION}); upgrade rkd"
             )

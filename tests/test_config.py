@@ -180,11 +180,12 @@ def test_malformed_switch_is_treated_as_kill(sandbox: Sandbox) -> None:
 
 
 def test_cli_reports_bad_config_without_traceback(sandbox: Sandbox) -> None:
-    """`rkd status` and `rkd run` print one line and exit 1 on a bad config."""
+    """`rkd status` and `rkd run` print one line and exit 1 on a bad config (`run`: 78, so
+    the service manager does not restart it in a loop)."""
     path = sandbox.write_config("[telemetry]\nretention_days = 'forever'\n")
-    for args in (("status",), ("run",)):
+    for args, code in ((("status",), 1), (("run",), 78)):
         proc = sandbox.rkd(*args)
-        assert 1 == proc.returncode
+        assert code == proc.returncode
         assert (
             f"Error: {path}: telemetry.retention_days: expected `int`, got `str`\n" == proc.stderr
         )

@@ -24,9 +24,9 @@ def think(i: int = 0) -> bytes:
 
 
 def test_second_daemon_refuses_to_start(sandbox: Sandbox, daemon: Daemon) -> None:
-    """Only one daemon per user: the second exits 1 naming the first one's pid."""
+    """Only one daemon per user: the second exits 78 (no restart helps) naming the first."""
     proc = sandbox.rkd("run")
-    assert 1 == proc.returncode
+    assert 78 == proc.returncode
     assert (
         f"Error: another rkd daemon (pid {daemon.proc.pid}) is already running for this user\n"
         == proc.stderr
@@ -281,7 +281,7 @@ def test_kill_switch_keeps_the_daemon_from_starting(sandbox: Sandbox) -> None:
     """`rkd run` under a kill switch says so and opens nothing."""
     proc = sandbox.rkd("run", DO_NOT_TRACK="1")
     assert (
-        1,
+        78,
         "Error: telemetry is disabled by DO_NOT_TRACK in the environment; not starting\n",
     ) == (proc.returncode, proc.stderr)
     assert not sandbox.settings.runtime_dir.exists()
@@ -444,3 +444,16 @@ def test_bounded_set_forgets_the_oldest_and_stays_fast() -> None:
         big.add(k)
     assert (1000, 1000) == (len(big._members), len(big._order))
     assert 3999 not in big and 4000 in big
+
+
+def test_database_from_a_newer_rkd_stops_the_daemon_for_good(sandbox: Sandbox) -> None:
+    """A database a newer rkd wrote: one line naming the versions, exit 78 (no restarts)."""
+    import apsw
+
+    Storage(sandbox.settings.db_path).close()
+    db = apsw.Connection(str(sandbox.settings.db_path))
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    proc = sandbox.rkd("run")
+    assert 78 == proc.returncode
+    assert "is newer than this rkd understands" in proc.stderr and "upgrade rkd" in proc.stderr

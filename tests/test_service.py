@@ -294,6 +294,6 @@ def test_start_reports_a_daemon_that_cannot_start(sandbox: Sandbox) -> None:
     assert 1 == proc.returncode
     log = sandbox.root / "home/.local/state/rkd/rkd.log"
     assert (
-        "Error: the rkd daemon exited at once (status 1): Error: telemetry is disabled by "
+        "Error: the rkd daemon exited at once (status 78): Error: telemetry is disabled by "
         f"DO_NOT_TRACK in the environment; not starting (log: {log})\n"
     ) == proc.stderr
