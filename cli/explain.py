@@ -67,6 +67,11 @@ def type_name(t: mi.Type) -> str:
     return type(t).__name__.removesuffix("Type").lower()
 
 
+def summary(doc: str | None) -> str:
+    """A docstring's first paragraph as one line."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def _description(t: mi.Type) -> str:
     if isinstance(t, mi.Metadata):
         d = (t.extra_json_schema or {}).get("description")
@@ -74,7 +79,7 @@ def _description(t: mi.Type) -> str:
     if isinstance(t, mi.UnionType):
         return next((d for x in t.types if (d := _description(x))), "")
     if isinstance(t, mi.StructType):
-        return (t.cls.__doc__ or "").strip().splitlines()[0]
+        return summary(t.cls.__doc__)
     return ""
 
 
@@ -103,7 +108,7 @@ def event(cls: type[Payload]) -> dict[str, Any]:
         "event_type": cls.event_type,
         "family": cls.family,
         "category": cls.category,
-        "description": (cls.__doc__ or "").strip().splitlines()[0],
+        "description": summary(cls.__doc__),
         "fields": fields(mi.type_info(cls)),
     }
 

@@ -211,7 +211,7 @@ class SessionFamily(Payload, frozen=True, kw_only=True):
 
 
 class SessionStarted(SessionFamily, frozen=True, kw_only=True):
-    """A new anonymous session began."""
+    """A new anonymous session began. Written by the daemon only (sequence 1 of the session)."""
 
     event_type = "session_started"
     reason: Annotated[
@@ -221,7 +221,7 @@ class SessionStarted(SessionFamily, frozen=True, kw_only=True):
 
 
 class SessionEnded(SessionFamily, frozen=True, kw_only=True):
-    """A session ended (idle, daily rotation or shutdown)."""
+    """A session ended after 30 minutes idle or at a day old. Written by the daemon only."""
 
     event_type = "session_ended"
     duration_ms: Annotated[Millis, Meta(description="Session length.")] = 0
@@ -421,14 +421,17 @@ class FeatureDiscovered(FeatureFamily, frozen=True, kw_only=True):
 
 
 class FeatureFirstUse(FeatureFamily, frozen=True, kw_only=True):
-    """A feature was used for the first time."""
+    """A feature was used for the first time. The daemon writes it for commands, profiles
+    and ThinkTools (command.think, profile.deep, thinktool.gigathink);
+    applications may send it for features the daemon cannot see."""
 
     event_type = "feature_first_use"
     discovery_source: Annotated[DiscoverySource | None, Meta(description="How.")] = None
 
 
 class FeatureAdoption(FeatureFamily, frozen=True, kw_only=True):
-    """A feature reached an adoption stage (milestones at 5, 10, 25, 50, 100 uses)."""
+    """A feature reached an adoption stage. The daemon writes the milestones at 5, 10, 25,
+    50 and 100 uses of commands, profiles and ThinkTools; applications may send others."""
 
     event_type = "feature_adoption"
     feature_event: Annotated[FeatureEventType, Meta(description="Adoption stage.")]
