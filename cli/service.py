@@ -9,6 +9,7 @@ Tests replace `run_command`, `current_platform` and `rkd_command` (module-level 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -394,10 +395,17 @@ def log_path() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "rkd" / "rkd.log"
 
 
+LOG_KEEP_BYTES: Final = 1024 * 1024  # at start, a bigger log becomes rkd.log.1 (one kept)
+
+
 def _open_log(path: Path) -> int:
+    """The log, opened for appending (0600); one over 1 MiB is first moved to ``.1``."""
     from rkd.client.spool import ensure_private_dir
 
     ensure_private_dir(path.parent)
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > LOG_KEEP_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     return fd
@@ -414,7 +422,8 @@ def _last_line(path: Path) -> str:
 def start() -> None:
     """Start the daemon in the background (for machines without systemd or launchd).
 
-    Its log goes to $XDG_STATE_HOME/rkd/rkd.log (default ~/.local/state/rkd/rkd.log).
+    Its log goes to $XDG_STATE_HOME/rkd/rkd.log (default ~/.local/state/rkd/rkd.log);
+    a log over 1 MiB is moved to rkd.log.1 at start (one old log is kept).
 
     \b
     Example:

@@ -297,3 +297,24 @@ def test_start_reports_a_daemon_that_cannot_start(sandbox: Sandbox) -> None:
         "Error: the rkd daemon exited at once (status 78): Error: telemetry is disabled by "
         f"DO_NOT_TRACK in the environment; not starting (log: {log})\n"
     ) == proc.stderr
+
+
+def test_start_keeps_the_log_bounded(sandbox: Sandbox, no_daemon_left: Any) -> None:
+    """A log over 1 MiB is moved to rkd.log.1 when the daemon starts; one old log is kept."""
+    log = sandbox.root / "home/.local/state/rkd/rkd.log"
+    log.parent.mkdir(parents=True, mode=0o700)
+    log.write_bytes(b"old line\n" * 200_000)  # 1.8 MB
+    (log.parent / "rkd.log.1").write_bytes(b"older\n")
+    assert 0 == sandbox.rkd("start").returncode
+    try:
+        old = log.parent / "rkd.log.1"
+        assert old.read_bytes().startswith(b"old line\n") and old.stat().st_size == 1_800_000
+        assert log.stat().st_size < 10_000 and b"daemon_started" in log.read_bytes()
+    finally:
+        assert 0 == sandbox.rkd("stop").returncode
+    small = log.read_bytes()
+    assert 0 == sandbox.rkd("start").returncode  # a small log is appended to, not moved
+    try:
+        assert log.read_bytes().startswith(small)
+    finally:
+        assert 0 == sandbox.rkd("stop").returncode
