@@ -12,7 +12,9 @@ process exits. So at exit, within ``EXIT_BUDGET_SECS``, the client sends a sync 
 over the control socket whether it has processed that token. If it has, everything sent
 before it is safe; if the daemon does not confirm in time, the client spools copies of
 the unconfirmed frames and the daemon, which remembers the ids of recent events, stores
-each of them at most once.
+each of them at most once. While the process runs, the same question is asked along the
+way without waiting (:mod:`rkd.client.confirm`), so a long-running application keeps only
+the copies of the last few thousand frames.
 
 zmq is imported and its context created on the first frame, never at import, and
 rebuilt in a forked child (which also forgets the parent's backlog: the parent sends it).
@@ -31,6 +33,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+from rkd.client.confirm import RollingConfirm
 from rkd.client.control import daemon_pid
 from rkd.client.wire import EVENTS_SOCKET, ClientReport, SyncRequest
 
@@ -72,6 +75,7 @@ class Transport:
         self._unreported: Counter[str] = Counter()
         self.sent = 0
         self.spooled = 0
+        self._rolling = RollingConfirm()
 
     # -- public ----------------------------------------------------------------------
 
@@ -82,14 +86,16 @@ class Transport:
                 sock = self._sock
                 if sock is None or self._backlog or self._unreported:
                     self._send_slow(frame)
-                    return
-                try:
-                    self._raw_send(sock, frame, _NOBLOCK, True)  # True: copy (frames are small)
-                except self._zmq_error:  # zmq.Again included: the daemon is not taking frames
-                    self._hold(frame)
-                    return
-                self.sent += 1
-                self._unconfirmed.append(frame)
+                else:
+                    try:
+                        self._raw_send(sock, frame, _NOBLOCK, True)  # True: copy (small frames)
+                    except self._zmq_error:  # zmq.Again included: the daemon takes no frames
+                        self._hold(frame)
+                        return
+                    self.sent += 1
+                    self._unconfirmed.append(frame)
+                if self.sent >= self._rolling.next_at:
+                    self._rolling.step(self)
         except Exception:  # a bug here must not reach the application
             self.drop("internal_error")
 
@@ -135,6 +141,7 @@ class Transport:
         with self._lock:
             sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
             self._started = False
+            self._rolling.close()
         if sock is not None and ctx is not None:
             sock.close(linger=0)  # everything unconfirmed was spooled: nothing to wait for
             ctx.term()
@@ -156,6 +163,7 @@ class Transport:
         self._lock = _thread.allocate_lock()
         self._sock = self._ctx = None
         self._next_probe = 0.0
+        self._rolling = RollingConfirm()  # the parent's socket stays the parent's
         self._backlog.clear()
         self._unconfirmed.clear()
         self.drops.clear()
@@ -235,6 +243,15 @@ class Transport:
                 return True
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         return False
+
+    def release_copies(self, mark: int) -> None:
+        """The daemon has every frame sent before the ``mark``-th: drop their copies.
+
+        The copies are the last ``len(_unconfirmed)`` frames sent, so the oldest one is
+        number ``sent - len(_unconfirmed)``.
+        """
+        for _ in range(mark - (self.sent - len(self._unconfirmed))):
+            self._unconfirmed.popleft()
 
     def _hold(self, frame: bytes) -> None:
         self._backlog.append(frame)

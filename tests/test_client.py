@@ -421,3 +421,65 @@ def test_frames_in_flight_at_exit_are_neither_lost_nor_doubled(
     )
     c = daemon.status().counters
     assert 1000 == c.get("spool.events", 0) + c.get("spool.duplicates", 0)  # copies of all 1000
+
+
+def test_a_long_running_client_keeps_only_recent_copies(sandbox: Sandbox, daemon: Daemon) -> None:
+    """Copies of sent frames are released along the way (confirmed without waiting), not
+    only at exit: a process that sends 30,000 events (no faster than the daemon takes
+    them) holds a few thousand at most."""
+    out = sandbox.python("""
+        import time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        held = []
+        for i in range(30_000):
+            tel.thinktool("gigathink", duration_ms=i)
+            if i % 100 == 99:
+                time.sleep(0.01)  # an application doing other work between events
+                held.append(len(tel._transport._unconfirmed))
+        tel.close()
+        print(max(held[50:]), sorted(tel.drops.items()))
+    """).stdout.split(maxsplit=1)
+    assert int(out[0]) <= 2048 + 2 * 256 + 1000, out  # one question's worth, not 30,000
+    assert "[]" == out[1].strip()
+    daemon.flush()
+    assert [(30_000, 30_000)] == sandbox.query(
+        f"SELECT count(*), count(DISTINCT event_id) FROM events WHERE {APP}"
+    )
+
+
+def test_rolling_confirmation_survives_a_daemon_restart(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """The daemon restarts while a question is outstanding: the client asks anew, keeps
+    what was not confirmed, never blocks, and what it sent afterwards arrives."""
+    proc = sandbox.spawn_python("""
+        import sys, time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for phase in sys.stdin:
+            t0 = time.monotonic()
+            for i in range(5_000):
+                tel.thinktool(phase.strip())
+            print(round(time.monotonic() - t0, 3), len(tel._transport._unconfirmed), flush=True)
+        tel.close()
+    """)
+    assert proc.stdin is not None and proc.stdout is not None
+    d = start_daemon()
+    proc.stdin.write("first\n")
+    proc.stdin.flush()
+    proc.stdout.readline()
+    wait_for(lambda: d.counter("accepted") == 5_000, what="the first 5,000")
+    assert 0 == d.stop()[0]
+    d = start_daemon()
+    proc.stdin.write("second\n")
+    proc.stdin.flush()
+    secs, _ = proc.stdout.readline().split()
+    assert float(secs) < 5.0  # never waited on the answer
+    proc.stdin.close()
+    assert 0 == proc.wait(timeout=30)
+    d.flush()
+    assert [("first", 5_000), ("second", 5_000)] == sandbox.query(
+        "SELECT json_extract(payload, '$.tool_name'), count(DISTINCT event_id) FROM events"
+        " WHERE event_type = 'thinktool_completed' GROUP BY 1 ORDER BY 1"
+    )

@@ -360,10 +360,12 @@ def test_prune_command(
     sandbox.write_config("[telemetry]\nretention_days = 5\n")
     _old_and_new(sandbox)
     if with_daemon:
-        start_daemon()
-        wait_for(
-            lambda: sandbox.count() == 1, what="the start-up prune"
-        )  # hourly job runs at start
+        d = start_daemon()
+        wait_for(lambda: d.counter("pruned") == 3, what="the start-up prune")  # runs at start
+        # A step that removed something is followed by one more on the next loop turn;
+        # two round trips later that one has run too, and the daemon is idle again.
+        d.status()
+        d.status()
         _old_and_new(sandbox)  # the daemon is the only writer, but the file is ours to seed
     proc = sandbox.rkd("prune")
     assert 0 == proc.returncode, proc.stderr
