@@ -11,6 +11,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; checkers
 if TYPE_CHECKING:
     from typing import Any
 
+    from rkd.client.command import CommandRecorder
     from rkd.client.config import ConfigError, Settings, load_settings
     from rkd.client.sdk import (
         CommandEvent,
@@ -19,11 +20,11 @@ if TYPE_CHECKING:
         TelemetryConfig,
         ThinkToolEvent,
     )
-    from rkd.client.telemetry import CommandRecorder, Telemetry
+    from rkd.client.telemetry import Telemetry
 
 _LAZY = {
     "Telemetry": "rkd.client.telemetry",
-    "CommandRecorder": "rkd.client.telemetry",
+    "CommandRecorder": "rkd.client.command",
     "Settings": "rkd.client.config",
     "ConfigError": "rkd.client.config",
     "load_settings": "rkd.client.config",

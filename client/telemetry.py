@@ -23,107 +23,13 @@ from rkd.client.switches import ConfigError, kill_switch
 # cost ~20 ms, and an application under a kill switch needs none of them.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; checkers read it too
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from types import TracebackType
-    from typing import Any, Final, Literal, TypeVar
+    from collections.abc import Mapping
+    from typing import Any, Final, Literal
 
+    from rkd.client.command import CommandRecorder
     from rkd.client.config import Settings
-    from rkd.client.schema import CommandFamily
-
-    F = TypeVar("F", bound=Callable[..., Any])
 
 _monotonic = time.monotonic
-_perf_counter = time.perf_counter
-
-# uuid4 text, 8-4-4-4-12: where each of the 32 hex digits goes among the 36 characters.
-_UUID_POSITIONS: Final = (*range(8), *range(9, 13), *range(14, 18), *range(19, 23), *range(24, 36))
-_UUID_DIGITS: Final = tuple((pos, digit) for digit, pos in enumerate(_UUID_POSITIONS))
-_VERSION_4: Final = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: 0100xxxx
-_VARIANT_RFC: Final = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: 10xxxxxx
-
-
-def uuid4_batch(n: int) -> list[str]:
-    """``n`` random uuid4 values as canonical text, from one ``os.urandom`` call.
-
-    Built with byte-slice assignments (C loops over the whole batch), ~0.2 µs per id
-    where ``str(uuid.uuid4())`` costs ~3 µs and building a ``uuid.UUID`` ~1 µs.
-    """
-    raw = bytearray(os.urandom(16 * n))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
-    raw[8::16] = raw[8::16].translate(_VARIANT_RFC)
-    digits = raw.hex().encode("ascii")
-    text = bytearray(b"-" * (37 * n))  # 36 characters and a separator per id
-    for pos, digit in _UUID_DIGITS:
-        text[pos::37] = digits[digit::32]
-    text[36::37] = b" " * n
-    return text.decode("ascii").split()
-
-
-class _Ids:
-    """Event ids, as uuid4 text made 256 at a time.
-
-    The envelope's ``event_id`` is declared ``uuid.UUID``; msgspec encodes a UUID as its
-    canonical text, so handing it that text gives the very same bytes on the wire.
-    """
-
-    __slots__ = ("pool",)
-
-    def __init__(self) -> None:
-        self.pool: list[str] = []
-        os.register_at_fork(after_in_child=self.pool.clear)  # a child must never reuse ids
-
-    def next(self) -> str:
-        pool = self.pool
-        while True:  # another thread may empty the pool between a refill and the pop
-            try:
-                return pool.pop()  # list.pop is atomic: two threads never get one id
-            except IndexError:
-                pool += uuid4_batch(256)
-
-
-def error_category(exc: BaseException) -> str:
-    """Map an exception to an ErrorCategory, by an explicit attribute, type, then name.
-
-    An exception may declare ``rk_error_category``. Names are matched so that the
-    exceptions of common LLM SDKs and HTTP clients land in a useful bucket.
-    """
-    from typing import get_args  # an exception is leaving: typing is affordable here
-
-    from rkd.client.schema import ErrorCategory
-
-    declared = getattr(exc, "rk_error_category", None)
-    if isinstance(declared, str) and declared in get_args(ErrorCategory):
-        return declared
-    name = type(exc).__name__.lower()
-    for needle, category in _NAME_HINTS:
-        if needle in name:
-            return category
-    for types, category in _TYPE_HINTS:
-        if isinstance(exc, types):
-            return category
-    return "internal_error"
-
-
-_NAME_HINTS: Final = (
-    ("ratelimit", "rate_limited"),
-    ("timeout", "timeout"),
-    ("auth", "auth_error"),
-    ("permissiondenied", "auth_error"),
-    ("connection", "network_error"),
-    ("apierror", "api_error"),
-    ("apistatus", "api_error"),
-    ("decode", "parse_error"),
-    ("parse", "parse_error"),
-)
-_TYPE_HINTS: Final[
-    tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...]
-] = (
-    (TimeoutError, "timeout"),
-    (ConnectionError, "network_error"),
-    (OSError, "io_error"),
-    (UnicodeError, "parse_error"),
-    ((ValueError, TypeError, LookupError), "invalid_input"),
-)
 
 
 def _platform_os() -> str:
@@ -215,6 +121,7 @@ class Telemetry:
 
         import msgspec
         from rkd.client import schema
+        from rkd.client.ids import IdPool
         from rkd.client.transport import Transport
         from rkd.client.wire import MAX_FRAME_BYTES
 
@@ -229,7 +136,7 @@ class Telemetry:
         self._encode = msgspec.msgpack.Encoder().encode
         self._now = functools.partial(dt.datetime.now, dt.UTC)
         self._max = MAX_FRAME_BYTES
-        self._next_id = _Ids().next
+        self._next_id = IdPool().next
         self._transport = Transport(settings.runtime_dir, settings.spool_dir)
         self._settings = settings
         self._categories = settings.categories
@@ -320,6 +227,8 @@ class Telemetry:
         the block raises (the exception propagates unchanged), command_cancelled on
         KeyboardInterrupt or task cancellation.
         """
+        from rkd.client.command import CommandRecorder
+
         return CommandRecorder(self, name, profile, subcommand)
 
     def thinktool(
@@ -422,156 +331,3 @@ class Telemetry:
             self._transport.drop("wrong_family")
             return
         self.emit(payload)
-
-
-class CommandRecorder:
-    """Measures one command; a context manager and a decorator.
-
-    Inside the block the caller may add what it knows: ``tokens(...)``,
-    ``thinktools([...])``, ``quality(...)``, ``cache_hit = True``, ``llm_latency_ms``.
-    """
-
-    __slots__ = (
-        "_cached",
-        "_chain",
-        "_input",
-        "_model",
-        "_output",
-        "_quality",
-        "_query_hash",
-        "_t0",
-        "_tel",
-        "cache_hit",
-        "llm_latency_ms",
-        "name",
-        "processing_ms",
-        "profile",
-        "subcommand",
-    )  # fmt: skip
-
-    def __init__(
-        self, tel: Telemetry, name: str, profile: str | None, subcommand: str | None
-    ) -> None:
-        self._tel = tel
-        self.name, self.profile, self.subcommand = name, profile, subcommand
-        self._t0 = 0.0
-        self.cache_hit = False
-        self.llm_latency_ms: int | None = None
-        self.processing_ms: int | None = None
-        self._input = self._output = self._cached = 0
-        self._model: str | None = None
-        self._chain: tuple[str, ...] = ()
-        self._quality: dict[str, float | None] | None = None
-        self._query_hash: str | None = None
-
-    def tokens(
-        self, *, input: int = 0, output: int = 0, cached: int = 0, model: str | None = None
-    ) -> None:
-        """Add token usage (adds up over several calls; the last model wins)."""
-        self._input += input
-        self._output += output
-        self._cached += cached
-        if model is not None:
-            self._model = model
-
-    def query(self, text: str) -> None:
-        """Record a fingerprint of the query for de-duplication; the text stays here.
-
-        Only its SHA-256 leaves this process, and the daemon re-hashes that with a
-        per-install salt before storing it.
-        """
-        import hashlib
-
-        self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
-
-    def thinktools(self, chain: Sequence[str]) -> None:
-        """Set the ThinkTool chain that ran, in order."""
-        self._chain = tuple(chain)
-
-    def quality(
-        self,
-        *,
-        confidence: float | None = None,
-        coherence: float | None = None,
-        depth: float | None = None,
-    ) -> None:
-        """Set computed quality scores (0 to 1)."""
-        self._quality = {
-            "confidence_score": confidence, "coherence_score": coherence, "depth_score": depth,
-        }  # fmt: skip
-
-    def __enter__(self) -> CommandRecorder:
-        self._t0 = _perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        et: type[BaseException] | None,
-        ev: BaseException | None,
-        tb: TracebackType | None,
-    ) -> Literal[False]:
-        if self._tel._transport is not None:
-            try:
-                self._record(ev)
-            except Exception:
-                self._tel._transport.drop("internal_error")
-        return False  # never swallow the caller's exception
-
-    def _record(self, exc: BaseException | None) -> None:
-        s = self._tel._s
-        duration_ms = int((_perf_counter() - self._t0) * 1000)
-        kind: type[CommandFamily]
-        category: Any = None  # an ErrorCategory literal
-        if exc is None:
-            kind = s.CommandExecuted
-        elif isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "CancelledError":
-            kind, category = s.CommandCancelled, "cancelled"
-        else:
-            kind, category = s.CommandFailed, error_category(exc)
-        profile: Any = self.profile  # a Profile literal, or the daemon rejects the event
-        self._tel.emit(
-            kind(
-                command=self.name,
-                subcommand=self.subcommand,
-                profile=profile,
-                thinktool_chain=self._chain,
-                thinktool_count=len(self._chain),
-                execution=s.Execution(
-                    duration_ms=duration_ms,
-                    llm_latency_ms=self.llm_latency_ms,
-                    processing_ms=self.processing_ms,
-                    success=exc is None,
-                ),
-                tokens=s.Tokens(
-                    input=self._input, output=self._output, cached=self._cached, model=self._model
-                ),
-                quality=s.Quality(**self._quality) if self._quality else None,
-                cache_hit=self.cache_hit,
-                error_category=category,
-                query_hash=self._query_hash,
-            )
-        )
-
-    def __call__(self, fn: F) -> F:
-        """Decorator form: each call of ``fn`` is timed as one command."""
-        import functools
-        import inspect  # costs ~7 ms: only when a decorator is actually applied
-        from typing import cast
-
-        tel, name, profile, sub = self._tel, self.name, self.profile, self.subcommand
-
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with CommandRecorder(tel, name, profile, sub):
-                    return await fn(*args, **kwargs)
-
-            return cast("F", async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with CommandRecorder(tel, name, profile, sub):
-                return fn(*args, **kwargs)
-
-        return cast("F", wrapper)

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 from rkd.client import Telemetry, schema
-from rkd.client.telemetry import uuid4_batch
+from rkd.client.ids import uuid4_batch
 
 from tests.samples import ALL_TYPES, sample_payload
 
