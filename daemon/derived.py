@@ -17,11 +17,17 @@ firewall replaced (``[EMAIL]``…) are not features and are not counted. At most
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import Any, Final
 
 import apsw
-from rkd.client.schema import FeatureAdoption, FeatureFirstUse, ThinkToolCompleted
+from rkd.client.schema import (
+    PAYLOAD_TYPES,
+    FeatureAdoption,
+    FeatureFirstUse,
+    ThinkToolCompleted,
+)
 from rkd.daemon.aggregates import COMMAND_TYPES
 
 MILESTONES: Final = frozenset((5, 10, 25, 50, 100))
@@ -77,6 +83,19 @@ def feature_ids(payload: Any) -> tuple[str, ...]:
     return tuple(i for i in ids if "[" not in i and len(i) <= MAX_ID)
 
 
+def _reader(payload_type: type[Any]) -> Callable[[Any], Any] | None:
+    """The payload fields :func:`feature_ids` reads for this type (None: no features)."""
+    if payload_type.event_type in COMMAND_TYPES:
+        return attrgetter("command", "subcommand", "profile")
+    if payload_type is ThinkToolCompleted:
+        return attrgetter("tool_name")
+    return None
+
+
+_READS: Final = {p: _reader(p) for p in PAYLOAD_TYPES}
+IDS_CACHE_MAX: Final = 4096
+
+
 class FeatureCounter:
     """Use counts per (product, feature), loaded at start and written with the events."""
 
@@ -84,19 +103,37 @@ class FeatureCounter:
         self.uses = uses
         self.changed: dict[FeatureKey, tuple[int, int]] = {}  # key -> (uses, first_ms)
         self.untracked = 0
+        # feature_ids() by the fields it reads: the same few names recur event after event.
+        self._ids: dict[tuple[Any, ...], tuple[str, ...]] = {}
+
+    def _feature_ids(self, payload: Any) -> tuple[str, ...]:
+        cls = type(payload)
+        if cls not in _READS:
+            return feature_ids(payload)  # not a schema type (a test's stand-in)
+        read = _READS[cls]
+        if read is None:
+            return ()
+        memo = (cls, read(payload))
+        ids = self._ids.get(memo)
+        if ids is None:
+            if len(self._ids) >= IDS_CACHE_MAX:
+                self._ids.clear()
+            ids = self._ids[memo] = feature_ids(payload)
+        return ids
 
     def use(self, product: str, payload: Any, ts_ms: int) -> list[Any]:
         """Count the uses in one stored payload; return the adoption payloads they reach."""
         out: list[Any] = []
-        for fid in feature_ids(payload):
+        uses, changed = self.uses, self.changed
+        for fid in self._feature_ids(payload):
             key = (product, fid)
-            n = self.uses.get(key, 0) + 1
-            if n == 1 and len(self.uses) >= MAX_FEATURES:
+            n = uses.get(key, 0) + 1
+            if n == 1 and len(uses) >= MAX_FEATURES:
                 self.untracked += 1
                 continue
-            self.uses[key] = n
-            first = self.changed[key][1] if key in self.changed else ts_ms
-            self.changed[key] = (n, first)
+            uses[key] = n
+            previous = changed.get(key)
+            changed[key] = (n, ts_ms if previous is None else previous[1])
             if n == 1:
                 out.append(FeatureFirstUse(feature_id=fid))
             elif n in MILESTONES:

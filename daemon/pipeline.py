@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Final
+from typing import Any, Final, Union
 
 import msgspec
-from rkd.client.schema import Envelope, Event
+import msgspec.structs
+from rkd.client.schema import ENVELOPES, Envelope, Event
 from rkd.client.wire import MAX_FRAME_BYTES, ClientReport
 
 _REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -46,10 +47,86 @@ def reason_for(err: msgspec.ValidationError) -> str:
     return "invalid_field"
 
 
+class SplitDecoder:
+    """The envelope decoder, with the fields that repeat frame after frame decoded once.
+
+    A client sends the same ``source`` (and ``schema_version``) in every frame, and their
+    string patterns cost msgspec ~0.7 µs each: about 3 µs of the ~10 µs a typed decode
+    takes. Here the envelope is decoded with those fields kept as raw bytes, and each
+    distinct value is validated by the real field type once and then looked up.
+
+    The result is the envelope ``Decoder(Event)`` gives, field for field. Whenever that
+    is in any doubt (a key could occur twice in the map, a raw value does not validate,
+    the frame does not decode), :meth:`decode` raises and the caller uses the full
+    decoder, whose error names the reason.
+    """
+
+    CACHED: Final = ("schema_version", "source")
+    CACHE_MAX: Final = 1024  # distinct values per field; cleared when full
+
+    def __init__(self) -> None:
+        self._real: dict[type, type[Envelope]] = {}
+        self._field_decoders: dict[str, Any] = {}
+        self._cache: dict[str, dict[bytes, Any]] = {name: {} for name in self.CACHED}
+        config = Envelope.__struct_config__
+        base: Any = msgspec.defstruct(
+            "SplitEnvelope", [], kw_only=True, gc=False, tag_field=config.tag_field,
+            forbid_unknown_fields=config.forbid_unknown_fields,
+        )  # fmt: skip
+        for payload_type, real in ENVELOPES.items():
+            fields = []
+            for f in msgspec.structs.fields(real):
+                t: Any = f.type
+                default = f.default
+                if f.name in self.CACHED:
+                    self._field_decoders.setdefault(f.name, msgspec.msgpack.Decoder(t))
+                    t = msgspec.Raw
+                    if default is not msgspec.NODEFAULT:
+                        default = msgspec.Raw(msgspec.msgpack.encode(default))
+                # Neither exists in the envelope; the mirror would need them copied.
+                assert f.default_factory is msgspec.NODEFAULT and f.encode_name == f.name
+                fields.append((f.name, t) if default is msgspec.NODEFAULT else (f.name, t, default))
+            mirror = msgspec.defstruct(
+                f"Split{real.__name__}", fields, bases=(base,), tag=payload_type.event_type,
+                kw_only=True, gc=False,
+            )  # fmt: skip
+            self._real[mirror] = real
+        self._decoder = msgspec.msgpack.Decoder(Union[tuple(self._real)])  # noqa: UP007
+        # Any encoding of a cached key contains its name: one occurrence, one key.
+        self._names = [
+            (n.encode(), n, self._cache[n], self._field_decoders[n]) for n in self.CACHED
+        ]
+
+    def decode(self, frame: bytes) -> Envelope:
+        """The envelope, or msgspec.DecodeError/ValidationError: then decode in full."""
+        for name_bytes, _, _, _ in self._names:
+            if frame.count(name_bytes) > 1:
+                raise msgspec.DecodeError("a cached key may occur twice")
+        split = self._decoder.decode(frame)
+        fields = msgspec.structs.asdict(split)
+        for _, name, cache, field_decoder in self._names:
+            raw = bytes(fields[name])
+            value = cache.get(raw)
+            if value is None:
+                value = field_decoder.decode(raw)
+                if len(cache) >= self.CACHE_MAX:
+                    cache.clear()
+                cache[raw] = value
+            fields[name] = value
+        return self._real[type(split)](**fields)
+
+
+_split_decoder: Final = SplitDecoder()
+
+
 def decode(frame: bytes) -> Envelope:
     """Bytes to a validated envelope, or Rejected(oversized|malformed|unknown_event_type|...)."""
     if len(frame) > MAX_FRAME_BYTES:
         raise Rejected("oversized")
+    try:
+        return _split_decoder.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass  # the full decoder says why
     try:
         return _decoder.decode(frame)  # type: ignore[no-any-return]
     except msgspec.ValidationError as e:
