@@ -19,6 +19,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 from rkd.cli import export as ex
+from rkd.cli import export_csv, export_read
 from rkd.cli.main import cli
 from rkd.client import schema as s
 from rkd.client.consent import ConsentRecord, consent_dict, record_decision
@@ -65,7 +66,7 @@ def stored(sandbox: Sandbox) -> list[dict[str, Any]]:
 
 
 def schema_header() -> list[str]:
-    """The CSV header derived here independently of cli/export.py, from the Structs' fields."""
+    """The CSV header derived here independently of cli/export_csv.py, from the Structs' fields."""
 
     def bare(t: Any) -> Any:
         while typing.get_origin(t) is typing.Annotated:
@@ -217,7 +218,7 @@ def test_csv_header_is_the_same_whatever_the_data(sandbox: Sandbox) -> None:
     headers = [read_csv(p.stdout)[0] for p in (empty, one, three)]
     assert [schema_header()] * 3 == headers
     assert [1, 2, 4] == [len(read_csv(p.stdout)) for p in (empty, one, three)]
-    assert list(ex.csv_header()) == schema_header()
+    assert list(export_csv.csv_header()) == schema_header()
     line = "The consent record is not part of CSV: get it with --format json.\n"
     assert [line] * 3 == [p.stderr for p in (empty, one, three)]
 
@@ -240,7 +241,7 @@ def test_export_in_process_with_clirunner(sandbox: Sandbox) -> None:
 
 def test_chunks_join_into_valid_output(sandbox: Sandbox) -> None:
     """More events than one chunk: JSON still parses and every format has every event."""
-    n = ex.CHUNK_ROWS * 2 + 7
+    n = export_read.CHUNK_ROWS * 2 + 7
     store(sandbox, [THINK, COMMAND] * (n // 2) + [ERROR])
     doc = json.loads(sandbox.rkd("export").stdout)
     assert (n, n) == (doc["event_count"], len(doc["events"]))
@@ -253,10 +254,10 @@ def test_csv_from_worker_processes_equals_csv_from_one(
 ) -> None:
     """A large CSV export rendered by worker processes is byte for byte the serial one."""
     store(sandbox, [THINK, COMMAND, ERROR] * 70)
-    monkeypatch.setattr(ex, "CHUNK_ROWS", 40)  # several chunks, several in flight
+    monkeypatch.setattr(export_read, "CHUNK_ROWS", 40)  # several chunks, several in flight
     env = dict(sandbox.env)
     serial = CliRunner().invoke(cli, ["export", "-f", "csv"], env=env)
-    monkeypatch.setattr(ex, "POOL_MIN_EVENTS", 1)
+    monkeypatch.setattr(export_csv, "POOL_MIN_EVENTS", 1)
     parallel = CliRunner().invoke(cli, ["export", "-f", "csv"], env=env)
     assert (0, 0) == (serial.exit_code, parallel.exit_code), parallel.output
     assert 211 == len(read_csv(parallel.stdout))
