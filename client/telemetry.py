@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     from rkd.client.config import Settings
 
 _monotonic = time.monotonic
+_Recorder: type[CommandRecorder] | None = None  # rkd.client.command, loaded on first use
+
+
+def _load_recorder() -> type[CommandRecorder]:
+    """Import the command recorder once (an import statement per call costs ~1 µs)."""
+    global _Recorder
+    from rkd.client.command import CommandRecorder
+
+    _Recorder = CommandRecorder
+    return CommandRecorder
 
 
 def _platform_os() -> str:
@@ -227,9 +237,7 @@ class Telemetry:
         the block raises (the exception propagates unchanged), command_cancelled on
         KeyboardInterrupt or task cancellation.
         """
-        from rkd.client.command import CommandRecorder
-
-        return CommandRecorder(self, name, profile, subcommand)
+        return (_Recorder or _load_recorder())(self, name, profile, subcommand)
 
     def thinktool(
         self,
