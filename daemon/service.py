@@ -57,7 +57,7 @@ from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms, utc_
 
 log = structlog.get_logger("rkd.daemon")
 
-DRAIN_LIMIT: Final = 5000  # frames per loop turn before the control socket gets a look
+DRAIN_LIMIT: Final = 1000  # frames per loop turn: bounds a turn, the pending batch and its memory
 MAX_PENDING: Final = 100_000  # events held while the database cannot be written
 SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
