@@ -2,20 +2,21 @@
 
 Timers (flush, spool scan, retention) run on the same loop, so nothing needs a lock.
 Signals only write a byte to a wake-up socket the loop polls; the loop handles them.
+The daemon's other duties are mixins in modules of their own: control requests
+(:mod:`rkd.daemon.control`), derived events (:mod:`rkd.daemon.synthesis`) and spool
+ingestion (:mod:`rkd.daemon.spooling`); the state they share is declared in
+:mod:`rkd.daemon.state`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import gc
 import os
 import signal
 import socket
 import time
-import uuid
-from array import array
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,27 +26,12 @@ import structlog
 import zmq
 from rkd.client.config import ConfigError, Settings, load_settings
 from rkd.client.schema import (
-    ENVELOPES,
-    CrashDetected,
     Envelope,
-    SessionEnded,
-    SessionStarted,
-    Source,
 )
-from rkd.client.spool import read_spool, spool_files
 from rkd.client.wire import (
-    ControlRequest,
-    DaemonStatus,
-    DeleteRequest,
-    FlushRequest,
-    PruneRequest,
-    ReloadRequest,
-    Reply,
-    ShowRequest,
-    StatusRequest,
-    SyncRequest,
     is_report,
 )
+from rkd.daemon.control import ControlMixin
 from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
@@ -53,7 +39,10 @@ from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
-from rkd.daemon.storage import Record, SessionRow, Storage, iso_ms, now_ms, utc_now
+from rkd.daemon.spooling import SpoolMixin
+from rkd.daemon.storage import Record, SessionRow, Storage, now_ms, utc_now
+from rkd.daemon.synthesis import SynthesisMixin
+from rkd.daemon.windows import BoundedSet, RecentIds
 
 log = structlog.get_logger("rkd.daemon")
 
@@ -74,7 +63,6 @@ RECENT_IDS_KEPT: Final = 200_000
 _LOW64: Final = (1 << 64) - 1
 SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
-STALE_TMP_SECS: Final = 3600.0
 RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
 SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
 # Types only the daemon may write: a client cannot start or end the daemon's sessions.
@@ -85,97 +73,12 @@ DAEMON_OWNED: Final = frozenset(("session_started", "session_ended"))
 GC_THRESHOLDS: Final = (10_000, 20, 20)
 
 
-@functools.cache
-def rkd_source() -> Source:
-    """The source of what the daemon reports itself (product "rkd")."""
-    import platform
-    import sys
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        rkd_version = version("rkd")
-    except PackageNotFoundError:
-        rkd_version = "0.0.0"
-    return Source(
-        product="rkd", version=rkd_version, os={"darwin": "macos"}.get(sys.platform, sys.platform),
-        arch=platform.machine() or "unknown", python_version=platform.python_version(),
-    )  # fmt: skip
-
-
-def own_event(payload: Any, source: Source | None = None, ts_ms: int | None = None) -> Envelope:
-    """An event the daemon writes itself: from ``source`` (default: rkd), at ``ts_ms``."""
-    when = utc_now() if ts_ms is None else dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-    envelope_type: Any = ENVELOPES[type(payload)]  # generated classes: payload is theirs
-    return envelope_type(  # type: ignore[no-any-return]
-        event_id=uuid.uuid4(), timestamp=when, source=source or rkd_source(), payload=payload
-    )
-
-
 def settle_collector() -> None:
     """Move what start-up left alive (modules, schema, caches) out of the collector's
     sight, and collect young objects less often; cycles are still collected."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-class BoundedSet:
-    """A set that forgets its oldest members beyond ``limit``; O(1) per operation.
-
-    (A dict popped from the front through ``next(iter(d))`` looks the same but costs
-    ~40 µs per call once deleted slots pile up: measured, and it was per event.)
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._members: set[int] = set()
-        self._order: deque[int] = deque()
-
-    def add(self, key: int) -> None:
-        if key in self._members:
-            return
-        self._members.add(key)
-        self._order.append(key)
-        if len(self._order) > self.limit:
-            self._members.discard(self._order.popleft())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._members
-
-
-class RecentIds:
-    """The newest ``limit`` (or a few thousand more) event ids, as 64-bit keys.
-
-    The live path only appends, into arrays of 8 bytes per id (200,000 ids: 1.6 MB,
-    where a set of Python ints took ~17 MB). Membership is asked only for a spooled
-    batch, and answered for the whole batch in one pass over the arrays.
-    """
-
-    BLOCK: Final = 8192
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._blocks: deque[array[int]] = deque([array("Q")])
-        self._full = 0  # ids in the blocks before the last
-
-    def add(self, key: int) -> None:
-        block = self._blocks[-1]
-        block.append(key)
-        if len(block) >= self.BLOCK:
-            self._blocks.append(array("Q"))
-            self._full += len(block)
-            while self._full - len(self._blocks[0]) >= self.limit:
-                self._full -= len(self._blocks.popleft())
-
-    def among(self, keys: set[int]) -> set[int]:
-        """Those of ``keys`` that are recent ids."""
-        found: set[int] = set()
-        for block in self._blocks:
-            found |= keys.intersection(block)
-        return found
-
-    def __len__(self) -> int:
-        return self._full + len(self._blocks[-1])
 
 
 class Timer:
@@ -191,7 +94,7 @@ class Timer:
             self.job()
 
 
-class Daemon:
+class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
     """The per-user daemon. Build it, call :meth:`run`; it returns after a clean stop."""
 
     def __init__(self, settings: Settings, storage: Storage) -> None:
@@ -389,45 +292,6 @@ class Daemon:
         if envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
 
-    def _stamp(self, envelope: Envelope, ts_ms: int, out: list[Record]) -> None:
-        """Append the event to ``out`` in its session, preceded by the session boundaries
-        it crosses and followed by the feature adoption events it reaches."""
-        session, sequence = self.stamper.stamp(ts_ms)
-        if self.stamper.ended or self.stamper.opened:
-            self._boundaries(out)
-        out.append(Record(envelope, session, sequence, ts_ms))
-        derived = self.features.use(envelope.source.product, envelope.payload, ts_ms)  # type: ignore[attr-defined]
-        if derived and "command_usage" in self.settings.categories:
-            for payload in derived:
-                session.events += 1
-                own = own_event(payload, envelope.source, ts_ms)
-                out.append(Record(own, session, session.events, ts_ms))
-
-    def _boundaries(self, out: list[Record]) -> None:
-        """session_ended / session_started for the boundaries the stamper noted."""
-        ended, opened = self.stamper.take()
-        for s, reason, duration_ms in ended:
-            if not self.stamper.markers:
-                self._touched.append(s)  # its end is still written, without an event
-                continue
-            payload = SessionEnded(duration_ms=duration_ms, event_count=s.events, reason=reason)
-            s.events += 1
-            assert s.ended_ms is not None
-            out.append(Record(own_event(payload, ts_ms=s.ended_ms), s, s.events, s.ended_ms))
-        for s, start_reason in opened:
-            own = own_event(SessionStarted(reason=start_reason), ts_ms=s.started_ms)
-            out.append(Record(own, s, 1, s.started_ms))
-
-    def _markers_on(self) -> bool:
-        return self.settings.enabled and "session_metadata" in self.settings.categories
-
-    def end_idle_session(self) -> None:
-        """The timer's look at the current session: end it after 30 minutes idle or a day."""
-        self.stamper.end_if_due()
-        if self.stamper.ended:
-            self._boundaries(self.pending)
-            self._dirty = True
-
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
             self._logged.add(key)
@@ -474,66 +338,6 @@ class Daemon:
         self.last_flush_ms = t
         self._dirty = False
         return True
-
-    def ingest_spool(self) -> int:
-        """Store every complete spool file exactly once (events and ledger row together)."""
-        if not self.settings.enabled:
-            return 0
-        total = 0
-        self._remove_stale_tmp()
-        for path in spool_files(self.settings.spool_dir):
-            if self.storage.ledger_has(path.name):
-                path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
-                continue
-            try:
-                frames, damaged = read_spool(path.read_bytes())
-            except OSError:
-                continue
-            if damaged:
-                self.counters["spool.damaged_files"] += 1
-                self._log_once("spool_damaged", "spool_file_damaged")
-            now = utc_now()
-            items = self._fresh([i for f in frames if (i := self.ingest(f, now)) is not None])
-            del frames  # a file holds up to ~24,000 frames: not kept while they are written
-            if not self.flush():
-                return total  # the file stays; retried on the next scan
-            before = self.features.snapshot()
-            records: list[Record] = []
-            for envelope, ts_ms in items:
-                self._stamp(envelope, ts_ms, records)
-            if not self._write(records, (path.name, len(items))):
-                self.features.restore(before)  # counted again when the file is retried
-                return total
-            self.counters["spool.events"] += len(items)
-            self._dirty = True
-            total += len(items)
-            path.unlink(missing_ok=True)
-        return total
-
-    def _fresh(self, items: list[tuple[Envelope, int]]) -> list[tuple[Envelope, int]]:
-        """Spooled copies of events already received over the socket are dropped here:
-        a client spools what the daemon did not confirm in time, which it may have got."""
-        fresh = []
-        seen = self._recent.among({item[0].event_id.int & _LOW64 for item in items})
-        for item in items:
-            key = item[0].event_id.int & _LOW64
-            if key in seen:
-                self.counters["spool.duplicates"] += 1
-            else:
-                seen.add(key)
-                self._recent.add(key)
-                fresh.append(item)
-        return fresh
-
-    def _remove_stale_tmp(self) -> None:
-        try:
-            entries = list(os.scandir(self.settings.spool_dir))
-        except FileNotFoundError:
-            return
-        limit = time.time() - STALE_TMP_SECS
-        for e in entries:
-            if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
-                os.unlink(e.path)
 
     def maintain_step(self) -> None:
         """The hourly job, one bounded step at a time: while there is more to prune, the
@@ -598,114 +402,3 @@ class Daemon:
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
         return None
-
-    # -- control ------------------------------------------------------------------------
-
-    def serve_control(self) -> None:
-        try:
-            parts = self.rep.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        try:
-            if len(parts) != 1:
-                raise msgspec.DecodeError("multipart")
-            req = msgspec.msgpack.decode(parts[0], type=ControlRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.counters["rejected.control_malformed"] += 1
-            self._dirty = True
-            reply = Reply(ok=False, error="malformed control request")
-        else:
-            reply = self.handle(req)
-        self.rep.send(msgspec.msgpack.encode(reply))
-
-    def handle(self, req: ControlRequest) -> Reply:
-        match req:
-            case SyncRequest(token=token):
-                self.drain(flush=False)  # frames queued before the question count too
-                return Reply(ok=True, synced=token in self._synced)
-            case StatusRequest():
-                return Reply(ok=True, status=self.status())
-            case FlushRequest():
-                self.drain(flush=False)
-                self.ingest_spool()
-                n = len(self.pending)
-                if not self.flush(force=True):
-                    return Reply(ok=False, error="the database cannot be written; events are kept")
-                return Reply(ok=True, flushed=n)
-            case DeleteRequest():
-                return self._delete()
-            case PruneRequest():
-                removed = self.maintain()
-                if removed is None:
-                    return Reply(ok=False, error="the database cannot be pruned now; see the log")
-                return Reply(ok=True, deleted=removed)
-            case ReloadRequest():
-                error = self.reload()
-                return Reply(ok=error is None, error=error)
-            case ShowRequest(limit=limit):
-                return Reply(ok=True, pending=len(self.pending), events=self._show(limit))
-        return Reply(ok=False, error="unknown request")  # pragma: no cover
-
-    def _mark_running(self) -> None:
-        marker = {"pid": os.getpid(), "started_ms": self.started_ms}
-        self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
-
-    def _report_crash(self, marker: str) -> None:
-        """crash_detected for the previous run, if error types are consented to."""
-        log.warning("previous_run_ended_uncleanly")
-        if not self.settings.enabled or "error_types" not in self.settings.categories:
-            return
-        try:
-            previous = msgspec.json.decode(marker)
-            uptime = max(0, ((self.last_flush_ms or 0) - int(previous["started_ms"])) // 1000)
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-            uptime = None
-        self._accept(own_event(CrashDetected(component="daemon", uptime_secs=uptime)), now_ms())
-        self.flush(force=True)
-
-    def _show(self, limit: int) -> list[dict[str, Any]]:
-        """Pending events as the spec's envelopes, already filtered, oldest first."""
-        out = []
-        for r in self.pending[: max(0, min(limit, 10_000))]:
-            data = msgspec.to_builtins(r.envelope)
-            data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
-                               "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
-            out.append(data)
-        return out
-
-    def _delete(self) -> Reply:
-        self.drain(flush=False)
-        held = len(self.pending)
-        self.pending.clear()
-        try:
-            n = self.storage.delete_all() + held
-            self._mark_running()  # delete_all erased the marker with everything else
-        except apsw.Error as e:
-            return Reply(ok=False, error=f"delete failed: {str(e)[:200]}")
-        for f in spool_files(self.settings.spool_dir):
-            f.unlink(missing_ok=True)
-        self.counters.clear()
-        self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
-        self.stamper.rotate()
-        self.features.clear()
-        self._touched.clear()
-        self.events_stored = 0
-        self.last_flush_ms = None
-        log.info("deleted", events=n)
-        return Reply(ok=True, deleted=n)
-
-    def status(self) -> DaemonStatus:
-        s = self.stamper.current
-        return DaemonStatus(
-            pid=os.getpid(),
-            started_at=iso_ms(self.started_ms),
-            uptime_secs=round(time.monotonic() - self.started_mono, 3),
-            enabled=self.settings.enabled,
-            db_path=str(self.storage.path),
-            events_stored=self.events_stored,
-            pending=len(self.pending),
-            last_flush=iso_ms(self.last_flush_ms) if self.last_flush_ms else None,
-            session_id=s.uuid if s is not None else None,
-            counters=dict(self.counters),
-            recovered=self.recovered,
-        )

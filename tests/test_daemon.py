@@ -435,7 +435,7 @@ def test_eight_writers_ten_thousand_each_lose_nothing(sandbox: Sandbox, daemon: 
 
 def test_bounded_set_forgets_the_oldest_and_stays_fast() -> None:
     """The duplicate window keeps the newest ids only and never grows past its limit."""
-    from rkd.daemon.service import BoundedSet
+    from rkd.daemon.windows import BoundedSet
 
     b = BoundedSet(3)
     for k in (1, 2, 3, 2, 4):

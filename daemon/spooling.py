@@ -1,0 +1,85 @@
+"""Ingesting the spool: what applications wrote to disk while no daemon took frames.
+
+A mixin of :class:`~rkd.daemon.service.Daemon` (state declared in
+:class:`~rkd.daemon.state.DaemonState`). Each complete spool file is stored exactly
+once: its events and its ledger row go in one transaction, and copies of events already
+received over the socket are dropped by id first.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Final
+
+from rkd.client.schema import Envelope
+from rkd.client.spool import read_spool, spool_files
+from rkd.daemon.state import DaemonState
+from rkd.daemon.storage import Record, utc_now
+
+STALE_TMP_SECS: Final = 3600.0
+_LOW64: Final = (1 << 64) - 1
+
+
+class SpoolMixin(DaemonState):
+    """Stores spool files once each and removes them."""
+
+    def ingest_spool(self) -> int:
+        """Store every complete spool file exactly once (events and ledger row together)."""
+        if not self.settings.enabled:
+            return 0
+        total = 0
+        self._remove_stale_tmp()
+        for path in spool_files(self.settings.spool_dir):
+            if self.storage.ledger_has(path.name):
+                path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
+                continue
+            try:
+                frames, damaged = read_spool(path.read_bytes())
+            except OSError:
+                continue
+            if damaged:
+                self.counters["spool.damaged_files"] += 1
+                self._log_once("spool_damaged", "spool_file_damaged")
+            now = utc_now()
+            items = self._fresh([i for f in frames if (i := self.ingest(f, now)) is not None])
+            del frames  # a file holds up to ~24,000 frames: not kept while they are written
+            if not self.flush():
+                return total  # the file stays; retried on the next scan
+            before = self.features.snapshot()
+            records: list[Record] = []
+            for envelope, ts_ms in items:
+                self._stamp(envelope, ts_ms, records)
+            if not self._write(records, (path.name, len(items))):
+                self.features.restore(before)  # counted again when the file is retried
+                return total
+            self.counters["spool.events"] += len(items)
+            self._dirty = True
+            total += len(items)
+            path.unlink(missing_ok=True)
+        return total
+
+    def _fresh(self, items: list[tuple[Envelope, int]]) -> list[tuple[Envelope, int]]:
+        """Spooled copies of events already received over the socket are dropped here:
+        a client spools what the daemon did not confirm in time, which it may have got."""
+        fresh = []
+        seen = self._recent.among({item[0].event_id.int & _LOW64 for item in items})
+        for item in items:
+            key = item[0].event_id.int & _LOW64
+            if key in seen:
+                self.counters["spool.duplicates"] += 1
+            else:
+                seen.add(key)
+                self._recent.add(key)
+                fresh.append(item)
+        return fresh
+
+    def _remove_stale_tmp(self) -> None:
+        try:
+            entries = list(os.scandir(self.settings.spool_dir))
+        except FileNotFoundError:
+            return
+        limit = time.time() - STALE_TMP_SECS
+        for e in entries:
+            if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
+                os.unlink(e.path)
