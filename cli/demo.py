@@ -147,8 +147,8 @@ def summarise(db_path: Path) -> str:
     db.close()
     assert isinstance(total, int) and isinstance(derived, int)
     lines = ["What was stored", "===============",
-             f"Events:        {total - derived:,} in {sessions} session(s), and {derived:,}"
-             " the daemon derived (session start, feature first uses and milestones)"]  # fmt: skip
+             f"Events:        {total - derived:,} in {sessions} session(s)",
+             f"Derived:       {derived:,} by the daemon (session start, first uses, milestones)"]  # fmt: skip
     lines += ["By type:"] + [f"  {t:<24} {n:,}" for t, n in by_type]
     lines += ["Commands:"] + [f"  {c:<24} {n:,}" for c, n in cmds]
     lines += ["Profiles:"] + [f"  {p:<24} {n:,}" for p, n in profiles]
