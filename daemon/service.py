@@ -62,6 +62,11 @@ RCVHWM: Final = 1000
 RECENT_IDS_KEPT: Final = 200_000
 _LOW64: Final = (1 << 64) - 1
 SYNC_TOKENS_KEPT: Final = 10_000
+# Ids of the newest events stored from the spool: an original still queued on the socket
+# when its spooled copy was stored is dropped on arrival. Copies are spooled for frames
+# in flight at a client's exit (at most its queue, ~1,000 per connection), so the
+# newest 50,000 cover many clients exiting at once (~5 MB at most).
+SPOOLED_IDS_KEPT: Final = 50_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
 SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
@@ -107,6 +112,7 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
         self.pending: list[Record] = []
         self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
         self._recent = RecentIds(RECENT_IDS_KEPT)
+        self._spooled = BoundedSet(SPOOLED_IDS_KEPT)
         for key in storage.recent_id_keys(RECENT_IDS_KEPT):
             self._recent.add(key)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
@@ -286,9 +292,14 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
             self.counters["dropped.buffer_full"] += 1
             self._log_once("buffer_full", "buffer_full", limit=MAX_PENDING)
             return
+        key = envelope.event_id.int & _LOW64
+        if self._spooled and key in self._spooled:  # its spooled copy came first
+            self.counters["socket.duplicates"] += 1
+            self._dirty = True
+            return
         self.counters["accepted"] += 1
         self._stamp(envelope, ts_ms, self.pending)
-        self._recent.add(envelope.event_id.int & _LOW64)
+        self._recent.add(key)
         if envelope.payload.family == "error":  # type: ignore[attr-defined]
             self._flush_soon = True  # spec §4.2: errors are written at once
 

@@ -61,7 +61,8 @@ class SpoolMixin(DaemonState):
 
     def _fresh(self, items: list[tuple[Envelope, int]]) -> list[tuple[Envelope, int]]:
         """Spooled copies of events already received over the socket are dropped here:
-        a client spools what the daemon did not confirm in time, which it may have got."""
+        a client spools what the daemon did not confirm in time, which it may have got.
+        (An original that arrives after its copy is dropped in ``_accept``.)"""
         fresh = []
         seen = self._recent.among({item[0].event_id.int & _LOW64 for item in items})
         for item in items:
@@ -71,6 +72,7 @@ class SpoolMixin(DaemonState):
             else:
                 seen.add(key)
                 self._recent.add(key)
+                self._spooled.add(key)  # in case the original is still on its way
                 fresh.append(item)
         return fresh
 

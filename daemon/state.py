@@ -42,6 +42,7 @@ class DaemonState:
     rep: zmq.Socket[Any]
     _synced: BoundedSet  # sync tokens of client reports processed
     _recent: RecentIds  # ids of recently accepted events (spool de-duplication)
+    _spooled: BoundedSet  # ids of the newest events stored from the spool
     _touched: list[SessionRow]  # sessions that ended without an event to say so
     _dirty: bool  # counters changed since the last write
 

@@ -459,3 +459,24 @@ def test_database_from_a_newer_rkd_stops_the_daemon_for_good(sandbox: Sandbox) -
     proc = sandbox.rkd("run")
     assert 78 == proc.returncode
     assert "is newer than this rkd understands" in proc.stderr and "upgrade rkd" in proc.stderr
+
+
+def test_an_original_arriving_after_its_spooled_copy_is_stored_once(
+    sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
+) -> None:
+    """A client spools copies of frames still in flight at its exit; if the daemon stores
+    the spool file first, the originals that arrive later are dropped, and counted."""
+    from rkd.client.spool import write_spool
+
+    frames = [think(i) for i in range(50)]
+    assert 50 == write_spool(sandbox.settings.spool_dir, frames)
+    daemon.flush()  # the spool file is stored: the copies came first
+    assert 50 == sandbox.count("event_type = 'thinktool_completed'")
+    raw_push(frames)  # then the originals
+    wait_for(lambda: daemon.counter("socket.duplicates") == 50, what="50 duplicates")
+    daemon.flush()
+    assert [(50, 50)] == sandbox.query(
+        "SELECT count(*), count(DISTINCT event_id) FROM events"
+        " WHERE event_type = 'thinktool_completed'"
+    )
+    assert 0 == daemon.counter("accepted")
