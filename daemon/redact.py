@@ -35,6 +35,11 @@ PII: Final = frozenset({"email", "mac", "ip", "credit_card", "iban", "ssn", "pho
 PATHS: Final = frozenset({"path"})
 # Everything else is a secret (or a URL's private part) and is removed unconditionally.
 
+# The shortest secret made of letters only: an AWS access key id (AKIA + 16 letters can
+# be all letters; so can a Google API key, 39 characters). Shorter letter-only words
+# cannot hold any finding, so they skip the scan.
+ALPHA_SECRET_MIN: Final = 20
+
 _SEAL: Final = "\x00"
 _SEALED: Final = re.compile("\x00(\\d{1,6})\x00")
 _PLAIN_VALUE: Final = re.compile(
@@ -63,8 +68,8 @@ class Scanner:
     def redact(self, text: str) -> tuple[str, Counter[str]]:
         """``text`` with every finding replaced, and the findings counted by category."""
         found: Counter[str] = Counter()
-        if len(text) < 6 or text.isalpha():
-            return text, found  # nothing private fits (a bare word is a word)
+        if len(text) < 6 or (text.isalpha() and len(text) < ALPHA_SECRET_MIN):
+            return text, found  # nothing private fits (a short bare word is a word)
         return _Run(self, text, found).run(), found
 
     def scan(self, text: str) -> Counter[str]:

@@ -469,3 +469,14 @@ def test_every_ip_form_is_redacted(ip: str) -> None:
 def test_colon_separated_things_that_are_not_ips(text: str) -> None:
     """Times, C++ scopes and ratios are not addresses."""
     assert text == redact(text)
+
+
+@pytest.mark.parametrize("secret", [
+    "AKIADWGMXRLYHDRDHYWL",  # an AWS key id of letters only (found by the generated test)
+    "thinkAKIADWGMXRLYHDRDHYWLy",
+    "AIza" + "B" * 35,  # a Google API key of letters only
+])  # fmt: skip
+def test_letter_only_secrets_are_not_taken_for_words(secret: str) -> None:
+    """Words of letters only skip the scan, but not when a key of letters only fits."""
+    text, found = Scanner().redact(secret)
+    assert "[API_KEY]" in text and 1 == sum(found.values()), (text, found)
