@@ -82,7 +82,7 @@ class RollingConfirm:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
         if reply.synced:
-            t.release_copies(self.mark)
+            t.confirmed(reply.pid, self.mark)
 
     def close(self) -> None:
         if self.sock is not None:

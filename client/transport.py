@@ -75,6 +75,7 @@ class Transport:
         self._unreported: Counter[str] = Counter()
         self.sent = 0
         self.spooled = 0
+        self._daemon_pid = 0
         self._rolling = RollingConfirm()
 
     # -- public ----------------------------------------------------------------------
@@ -174,8 +175,10 @@ class Transport:
         if now < self._next_probe:
             return False
         self._next_probe = now + PROBE_INTERVAL_SECS
-        if daemon_pid(self._runtime_dir) is None:
+        pid = daemon_pid(self._runtime_dir)
+        if pid is None:
             return False
+        self._daemon_pid = pid  # the daemon our frames go to (see confirmed())
         import zmq
 
         ctx = zmq.Context(io_threads=1)
@@ -239,10 +242,24 @@ class Transport:
             except DaemonUnavailable:
                 return False
             if reply.synced:
-                self._unconfirmed.clear()
-                return True
+                return self.confirmed(reply.pid, self.sent)
             time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
         return False
+
+    def confirmed(self, pid: int, mark: int) -> bool:
+        """The daemon ``pid`` has every frame sent before the ``mark``-th.
+
+        If that is not the daemon our frames went to (it was killed and another one
+        started), frames the first one held may be lost: their copies are spooled (the
+        new daemon stores those it does not have, once) and False is returned.
+        """
+        if pid and pid != self._daemon_pid:
+            known, self._daemon_pid = self._daemon_pid, pid
+            if known > 0:  # (not a pid we could read at connect: nothing to compare)
+                self._spill_copies()
+                return False
+        self.release_copies(mark)
+        return True
 
     def release_copies(self, mark: int) -> None:
         """The daemon has every frame sent before the ``mark``-th: drop their copies.

@@ -108,3 +108,4 @@ class Reply(Struct, frozen=True, kw_only=True):
     pending: int = 0
     synced: bool = False
     events: list[dict[str, Any]] = []
+    pid: int = 0  # the answering daemon's pid (sync replies): a restart shows as a new pid

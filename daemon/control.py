@@ -60,7 +60,7 @@ class ControlMixin(DaemonState):
         match req:
             case SyncRequest(token=token):
                 self.drain(flush=False)  # frames queued before the question count too
-                return Reply(ok=True, synced=token in self._synced)
+                return Reply(ok=True, synced=token in self._synced, pid=os.getpid())
             case StatusRequest():
                 return Reply(ok=True, status=self.status())
             case FlushRequest():
