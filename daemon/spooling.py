@@ -18,6 +18,7 @@ from rkd.daemon.state import DaemonState
 from rkd.daemon.storage import Record, utc_now
 
 STALE_TMP_SECS: Final = 3600.0
+BOUNDARIES: Final = frozenset(("session_started", "session_ended"))
 _LOW64: Final = (1 << 64) - 1
 
 
@@ -42,7 +43,9 @@ class SpoolMixin(DaemonState):
                 self.counters["spool.damaged_files"] += 1
                 self._log_once("spool_damaged", "spool_file_damaged")
             now = utc_now()
-            items = self._fresh([i for f in frames if (i := self.ingest(f, now)) is not None])
+            items, duplicates = self._fresh(
+                [i for f in frames if (i := self.ingest(f, now)) is not None]
+            )
             del frames  # a file holds up to ~24,000 frames: not kept while they are written
             if not self.flush():
                 return total  # the file stays; retried on the next scan
@@ -51,30 +54,41 @@ class SpoolMixin(DaemonState):
             for envelope, ts_ms in items:
                 self._stamp(envelope, ts_ms, records)
             if not self._write(records, (path.name, len(items))):
-                self.features.restore(before)  # counted again when the file is retried
+                # The file stays and is read again: its uses are counted again then, and
+                # the session boundaries stamped into this batch wait in the buffer.
+                self.features.restore(before)
+                self.pending += [r for r in records if r.envelope.payload.event_type in BOUNDARIES]  # type: ignore[attr-defined]
                 return total
+            self._remember(items)
             self.counters["spool.events"] += len(items)
+            self.counters["spool.duplicates"] += duplicates
             self._dirty = True
             total += len(items)
             path.unlink(missing_ok=True)
         return total
 
-    def _fresh(self, items: list[tuple[Envelope, int]]) -> list[tuple[Envelope, int]]:
+    def _fresh(self, items: list[tuple[Envelope, int]]) -> tuple[list[tuple[Envelope, int]], int]:
         """Spooled copies of events already received over the socket are dropped here:
         a client spools what the daemon did not confirm in time, which it may have got.
-        (An original that arrives after its copy is dropped in ``_accept``.)"""
+        (An original that arrives after its copy is dropped in ``_accept``.) Returns the
+        fresh items and how many were dropped; nothing is remembered until the file is
+        written (:meth:`_remember`): a file that failed to write must not look like a
+        copy of itself when it is read again."""
         fresh = []
         seen = self._recent.among({item[0].event_id.int & _LOW64 for item in items})
         for item in items:
             key = item[0].event_id.int & _LOW64
-            if key in seen:
-                self.counters["spool.duplicates"] += 1
-            else:
-                seen.add(key)
-                self._recent.add(key)
-                self._spooled.add(key)  # in case the original is still on its way
+            if key not in seen:
+                seen.add(key)  # (and a second copy within the file is a duplicate too)
                 fresh.append(item)
-        return fresh
+        return fresh, len(items) - len(fresh)
+
+    def _remember(self, items: list[tuple[Envelope, int]]) -> None:
+        """Ids of events just stored from the spool: later copies and late originals go."""
+        for envelope, _ in items:
+            key = envelope.event_id.int & _LOW64
+            self._recent.add(key)
+            self._spooled.add(key)  # in case the original is still on its way
 
     def _remove_stale_tmp(self) -> None:
         try:

@@ -480,3 +480,32 @@ def test_an_original_arriving_after_its_spooled_copy_is_stored_once(
         " WHERE event_type = 'thinktool_completed'"
     )
     assert 0 == daemon.counter("accepted")
+
+
+def test_a_spool_file_that_fails_to_write_is_stored_whole_later(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """The database refuses the write while a spool file is being stored: the file stays,
+    and when writing works again every event of it is stored once (not taken for copies
+    of itself), with one session start."""
+    import apsw
+    from rkd.client.control import request
+    from rkd.client.spool import write_spool
+    from rkd.client.wire import FlushRequest
+
+    assert 5 == write_spool(sandbox.settings.spool_dir, [think(i) for i in range(5)])
+    blocker = apsw.Connection(str(sandbox.settings.db_path))
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        reply = request(daemon.runtime, FlushRequest(), timeout_ms=20_000)
+        assert not reply.ok and "cannot be written" in (reply.error or "")
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 5, timeout=20, what="stored")
+    assert [("session_started", 1), ("thinktool_completed", 5)] == sandbox.query(
+        "SELECT event_type, count(DISTINCT event_id) FROM events"
+        " WHERE event_type IN ('session_started', 'thinktool_completed') GROUP BY 1 ORDER BY 1"
+    )
+    assert (0, 5) == (daemon.counter("spool.duplicates"), daemon.counter("spool.events"))
+    assert [] == list(sandbox.settings.spool_dir.glob("*.spool"))
