@@ -162,17 +162,12 @@ def push_until_durable(sb: Sandbox, daemon: Daemon, frames: list[bytes], senders
     """Send pre-encoded ``frames`` from ``senders`` raw PUSH processes; seconds until every
     one is written to the database (the daemon flushed on request while we wait)."""
 
-    def accepted() -> int:
-        return int(daemon.status().counters.get("accepted", 0))
-
     def durable() -> bool:  # all accepted, and nothing pending after a flush
-        return (
-            daemon.flush() >= 0
-            and accepted() >= before + len(frames)
-            and not daemon.status().pending
-        )
+        daemon.flush()
+        st = daemon.status()
+        return int(st.counters.get("accepted", 0)) >= before + len(frames) and not st.pending
 
-    before = accepted()
+    before = int(daemon.status().counters.get("accepted", 0))
     endpoint = f"ipc://{sb.settings.runtime_dir / 'events.sock'}"
     t = time.perf_counter()
     procs = [subprocess.Popen([PYTHON, "-c", PUSHER, endpoint], stdin=subprocess.PIPE, env=sb.env)

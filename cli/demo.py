@@ -118,11 +118,9 @@ def _firewall_line(status: Any) -> str:
     return f"  privacy firewall: replaced {what} before anything was stored"
 
 
-DERIVED = ("session_started", "session_ended", "feature_first_use", "feature_adoption")
-
-
 def summarise(db_path: Path) -> str:
     """A short report of what the sandbox database holds."""
+    from rkd.daemon.derived import DERIVED_TYPES
     from rkd.daemon.storage import iter_envelopes, open_read_only
 
     db = open_read_only(db_path)
@@ -130,7 +128,7 @@ def summarise(db_path: Path) -> str:
         return "Nothing was stored."
     q = db.execute
     total = q("SELECT count(*) FROM events").get
-    derived = q(f"SELECT count(*) FROM events WHERE event_type IN {DERIVED!r}").get
+    derived = q(f"SELECT count(*) FROM events WHERE event_type IN {DERIVED_TYPES!r}").get
     sessions = q("SELECT count(*) FROM sessions").get
     by_type = q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
     cmds = q("""SELECT json_extract(payload, '$.command') c, count(*) FROM events
@@ -158,7 +156,9 @@ def summarise(db_path: Path) -> str:
             f"Cache hits:    {100 * hits / n_cmd:.1f}%",
             f"Tokens:        {tok_in:,} in / {tok_out:,} out",
         ]
-    sample = next((e for e in iter_envelopes(db_path) if e["event_type"] not in DERIVED), None)
+    sample = next(
+        (e for e in iter_envelopes(db_path) if e["event_type"] not in DERIVED_TYPES), None
+    )
     if sample is not None:
         lines += ["", "One stored event, as `rkd export` will show it:",
                   json.dumps(sample, indent=2)]  # fmt: skip

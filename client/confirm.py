@@ -28,8 +28,10 @@ ANSWER_WAIT_SECS: Final = 2.0  # a question unanswered this long is dropped and 
 _NOBLOCK: Final = 1  # zmq.NOBLOCK
 
 
-def new_token() -> int:
-    return int.from_bytes(os.urandom(8)) % (1 << 62) + 1
+def sync_report() -> tuple[int, bytes]:
+    """A new sync token and the client report that carries it on the event connection."""
+    token = int.from_bytes(os.urandom(8)) % (1 << 62) + 1  # as secrets.randbits(62) + 1
+    return token, msgspec.msgpack.encode(ClientReport({}, sync=token))
 
 
 class RollingConfirm:
@@ -53,11 +55,9 @@ class RollingConfirm:
     def _ask(self, t: Transport) -> None:
         if t._sock is None or t._ctx is None:
             return
-        token = new_token()
+        token, report = sync_report()
         try:
-            t._raw_send(
-                t._sock, msgspec.msgpack.encode(ClientReport({}, sync=token)), _NOBLOCK, True
-            )
+            t._raw_send(t._sock, report, _NOBLOCK, True)
             if self.sock is None:
                 self.sock = t._ctx.socket(t._zmq.DEALER)
                 self.sock.setsockopt(t._zmq.LINGER, 0)

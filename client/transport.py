@@ -33,7 +33,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-from rkd.client.confirm import RollingConfirm
+from rkd.client.confirm import RollingConfirm, sync_report
 from rkd.client.control import daemon_pid
 from rkd.client.wire import EVENTS_SOCKET, ClientReport, SyncRequest
 
@@ -228,8 +228,7 @@ class Transport:
             return True
         if self._sock is None or self._ctx is None:
             return False
-        token = int.from_bytes(os.urandom(8)) % (1 << 62) + 1  # as secrets.randbits(62) + 1
-        report = msgspec.msgpack.encode(ClientReport({}, sync=token))
+        token, report = sync_report()
         while not self._try_send(report, event=False):
             if not self._wait_writable(deadline):
                 return False

@@ -30,6 +30,9 @@ from rkd.client.schema import (
 )
 from rkd.daemon.aggregates import COMMAND_TYPES
 
+# Types the daemon writes: only it may write the session ones (clients are refused).
+SESSION_TYPES: Final = frozenset(("session_started", "session_ended"))
+DERIVED_TYPES: Final = (*sorted(SESSION_TYPES), "feature_first_use", "feature_adoption")
 MILESTONES: Final = frozenset((5, 10, 25, 50, 100))
 MAX_FEATURES: Final = 10_000
 MAX_ID: Final = 64  # the schema's identifier length
@@ -108,11 +111,9 @@ class FeatureCounter:
 
     def _feature_ids(self, payload: Any) -> tuple[str, ...]:
         cls = type(payload)
-        if cls not in _READS:
-            return feature_ids(payload)  # not a schema type (a test's stand-in)
-        read = _READS[cls]
+        read = _READS.get(cls)
         if read is None:
-            return ()
+            return ()  # a type that is no use of a feature
         memo = (cls, read(payload))
         ids = self._ids.get(memo)
         if ids is None:

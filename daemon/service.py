@@ -32,7 +32,7 @@ from rkd.client.wire import (
     is_report,
 )
 from rkd.daemon.control import ControlMixin
-from rkd.daemon.derived import FeatureCounter
+from rkd.daemon.derived import SESSION_TYPES, FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
@@ -70,8 +70,6 @@ SPOOLED_IDS_KEPT: Final = 50_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
 SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
-# Types only the daemon may write: a client cannot start or end the daemon's sessions.
-DAEMON_OWNED: Final = frozenset(("session_started", "session_ended"))
 # The collector's generation-0 threshold once the daemon runs (Python's default: 700).
 # Ingestion allocates tracked objects (UUIDs, tuples) by the thousand and frees them by
 # reference counting; collecting every 700 net allocations cost ~10% of the CPU per event.
@@ -275,7 +273,7 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
             payload: Any = envelope.payload  # type: ignore[attr-defined]
             if payload.category not in self.settings.categories:
                 raise Rejected("category_off")  # the user has not consented to it
-            if payload.event_type in DAEMON_OWNED:
+            if payload.event_type in SESSION_TYPES:  # only the daemon starts and ends them
                 raise Rejected("daemon_owned")
             ts_ms = validate(envelope, now)
             envelope = self.firewall(envelope)
@@ -293,7 +291,7 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
             self._log_once("buffer_full", "buffer_full", limit=MAX_PENDING)
             return
         key = envelope.event_id.int & _LOW64
-        if self._spooled and key in self._spooled:  # its spooled copy came first
+        if key in self._spooled:  # its spooled copy came first
             self.counters["socket.duplicates"] += 1
             self._dirty = True
             return

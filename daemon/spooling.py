@@ -14,11 +14,11 @@ from typing import Final
 
 from rkd.client.schema import Envelope
 from rkd.client.spool import read_spool, spool_files
+from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.state import DaemonState
 from rkd.daemon.storage import Record, utc_now
 
 STALE_TMP_SECS: Final = 3600.0
-BOUNDARIES: Final = frozenset(("session_started", "session_ended"))
 _LOW64: Final = (1 << 64) - 1
 
 
@@ -57,7 +57,7 @@ class SpoolMixin(DaemonState):
                 # The file stays and is read again: its uses are counted again then, and
                 # the session boundaries stamped into this batch wait in the buffer.
                 self.features.restore(before)
-                self.pending += [r for r in records if r.envelope.payload.event_type in BOUNDARIES]  # type: ignore[attr-defined]
+                self.pending += [r for r in records if _event_type(r) in SESSION_TYPES]
                 return total
             self._remember(items)
             self.counters["spool.events"] += len(items)
@@ -99,3 +99,7 @@ class SpoolMixin(DaemonState):
         for e in entries:
             if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
                 os.unlink(e.path)
+
+
+def _event_type(record: Record) -> str:
+    return record.envelope.payload.event_type  # type: ignore[attr-defined, no-any-return]

@@ -34,9 +34,6 @@ class BoundedSet:
     def __contains__(self, key: object) -> bool:
         return key in self._members
 
-    def __len__(self) -> int:
-        return len(self._members)
-
 
 class RecentIds:
     """The newest ``limit`` (or a few thousand more) event ids, as 64-bit keys.

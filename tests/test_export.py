@@ -23,7 +23,7 @@ from rkd.cli import export_csv, export_read
 from rkd.cli.main import cli
 from rkd.client import schema as s
 from rkd.client.consent import ConsentRecord, consent_dict, record_decision
-from rkd.daemon.service import DAEMON_OWNED
+from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.storage import Record, SessionRow, Storage, iter_envelopes, now_ms
 
 from tests.conftest import DERIVED_TYPES, KILL_VARS, Daemon, Sandbox, wait_for
@@ -125,7 +125,7 @@ def test_json_export_equals_what_the_daemon_stored(
     sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
 ) -> None:
     """Default format, daemon up then down: the JSON object holds every stored event exactly."""
-    sent = [p for p in MIX if p.event_type not in DAEMON_OWNED]  # only the daemon writes those
+    sent = [p for p in MIX if p.event_type not in SESSION_TYPES]  # only the daemon writes those
     ids = [uuid.uuid4() for _ in sent]
     raw_push([frame(p, event_id=i) for p, i in zip(sent, ids, strict=True)])
     wait_for(lambda: daemon.counter("accepted") == len(sent), what="all accepted")
