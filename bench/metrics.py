@@ -49,8 +49,9 @@ from _harness import (
     verdict,
 )
 from rkd.client import schema as s
+from rkd.client.clock import now_ms
 from rkd.daemon import aggregates
-from rkd.daemon.storage import Record, SessionRow, Storage, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage
 
 SOURCE = s.Source(product="reasonkit-core", version="1.0.0", os="linux", arch="x86_64",
                   python_version="3.11.7")  # fmt: skip
@@ -60,7 +61,7 @@ MODELS = ["claude-3-5-sonnet-20241022", "gpt-4o-2024-08-06", "claude-3-5-haiku-2
 COMMANDS = ["think"] * 7 + ["compare"] * 2 + ["metrics"]
 PROFILES: list[s.Profile] = ["balanced"] * 5 + ["quick"] * 3 + ["deep", "paranoid"]
 CATEGORIES: list[s.ErrorCategory] = ["timeout", "api_error", "rate_limited", "network_error"]
-DAY_MS = aggregates.DAY_MS
+from rkd.client.clock import DAY_MS  # noqa: E402
 
 
 def payload(rng: random.Random) -> s.Payload:

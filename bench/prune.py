@@ -20,9 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Daemon, Sandbox, machine, median, percentile, table, verdict
+from rkd.client.clock import now_ms
 from rkd.client.control import request
 from rkd.client.wire import StatusRequest
-from rkd.daemon.storage import Storage, now_ms, read_only_count
+from rkd.daemon.storage import Storage, read_only_count
 
 PAYLOAD = json.dumps({"tool_name": "gigathink", "step_count": 4, "duration_ms": 650,
                       "coherence_score": None, "depth_score": None, "confidence_score": 0.8,

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 from rkd.cli.export_read import SOURCE_FIELDS, Chunk
-from rkd.daemon.storage import iso_ms
+from rkd.client.clock import iso_ms
 
 _NEEDS_QUOTES = re.compile(r'[",\r\n]').search
 _MILLIS: Final = tuple(f".{i:03d}Z" for i in range(1000))

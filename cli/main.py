@@ -282,9 +282,10 @@ def prune() -> None:
 
 
 def _prune_offline(s: Settings) -> int:
+    from rkd.client.clock import DAY_MS, now_ms
     from rkd.daemon.rollup import rollup_all
     from rkd.daemon.runtime import DaemonLock, RuntimeDirError
-    from rkd.daemon.storage import Storage, now_ms
+    from rkd.daemon.storage import Storage
 
     if not s.db_path.exists():
         return 0
@@ -293,7 +294,7 @@ def _prune_offline(s: Settings) -> int:
             storage = Storage(s.db_path)
             try:
                 removed = storage.prune(s.retention_days, s.max_db_size_mb)
-                rollup_all(storage.db, now_ms() // 86_400_000)
+                rollup_all(storage.db, now_ms() // DAY_MS)
                 return removed
             finally:
                 storage.close()

@@ -15,9 +15,9 @@ from typing import Any, Final
 import apsw
 import click
 import msgspec
+from rkd.client.clock import DAY_MS, now_ms
 from rkd.client.config import Settings
-from rkd.daemon.aggregates import DAY_MS
-from rkd.daemon.storage import StorageError, now_ms, open_read_only
+from rkd.daemon.storage import StorageError, open_read_only
 
 # -- prices ---------------------------------------------------------------------------------
 

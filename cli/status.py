@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+from rkd.client.clock import iso_ms
 from rkd.client.config import Settings
 from rkd.client.consent import consent_dict
 from rkd.client.control import DaemonUnavailable, daemon_pid, request
 from rkd.client.schema import CATEGORIES
 from rkd.client.spool import spool_files, spool_size
 from rkd.client.wire import StatusRequest
-from rkd.daemon.storage import StorageError, iso_ms, open_read_only
+from rkd.daemon.storage import StorageError, open_read_only
 
 
 def _db_size(path: Path) -> int:

@@ -26,12 +26,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import apsw
+from rkd.client.clock import DAY_MS
 from rkd.client.schema import PAYLOAD_TYPES
 
 if TYPE_CHECKING:
     from rkd.daemon.storage import Record
 
-DAY_MS: Final = 86_400_000
 EXACT_BITS: Final = 11  # durations keep 11 significant bits: exact below 2**11 ms
 COMMAND_TYPES: Final = ("command_executed", "command_failed", "command_cancelled")
 

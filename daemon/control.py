@@ -16,6 +16,7 @@ import apsw
 import msgspec
 import structlog
 import zmq
+from rkd.client.clock import iso_ms
 from rkd.client.spool import spool_files
 from rkd.client.wire import (
     ControlRequest,
@@ -31,7 +32,6 @@ from rkd.client.wire import (
 )
 from rkd.daemon.firewall import load_salt
 from rkd.daemon.state import DaemonState
-from rkd.daemon.storage import iso_ms
 
 log = structlog.get_logger("rkd.daemon")
 

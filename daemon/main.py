@@ -9,6 +9,7 @@ import apsw
 import apsw.bestpractice
 import msgspec
 import structlog
+from rkd.client.clock import iso_ms, now_ms
 from rkd.client.config import Settings, kill_switch
 from rkd.daemon import logs
 from rkd.daemon.runtime import AlreadyRunning, DaemonLock, RuntimeDirError, remove_sockets
@@ -18,9 +19,7 @@ from rkd.daemon.storage import (
     SchemaTooNew,
     Storage,
     StorageError,
-    iso_ms,
     move_aside,
-    now_ms,
 )
 
 # sysexits.h EX_CONFIG: the daemon cannot start and starting it again will not help

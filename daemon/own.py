@@ -8,8 +8,8 @@ import functools
 import uuid
 from typing import Any
 
+from rkd.client.clock import utc_now
 from rkd.client.schema import ENVELOPES, Envelope, Source
-from rkd.daemon.storage import utc_now
 
 
 @functools.cache

@@ -24,6 +24,7 @@ import apsw
 import msgspec
 import structlog
 import zmq
+from rkd.client.clock import DAY_MS, now_ms, utc_now
 from rkd.client.config import ConfigError, Settings, load_settings
 from rkd.client.schema import (
     Envelope,
@@ -40,7 +41,7 @@ from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.sessions import SessionStamper
 from rkd.daemon.spooling import SpoolMixin
-from rkd.daemon.storage import Record, SessionRow, Storage, now_ms, utc_now
+from rkd.daemon.storage import Record, SessionRow, Storage
 from rkd.daemon.synthesis import SynthesisMixin
 from rkd.daemon.windows import BoundedSet, RecentIds
 
@@ -358,7 +359,7 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
                 self.settings.retention_days, self.settings.max_db_size_mb
             )
             # Then, one month per step, aggregates over a year old become monthly.
-            more = removed > 0 or rollup_step(self.storage.db, now_ms() // 86_400_000)
+            more = removed > 0 or rollup_step(self.storage.db, now_ms() // DAY_MS)
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return
@@ -380,7 +381,7 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
             return None
         try:
             removed = self.storage.prune(self.settings.retention_days, self.settings.max_db_size_mb)
-            rollup_all(self.storage.db, now_ms() // 86_400_000)
+            rollup_all(self.storage.db, now_ms() // DAY_MS)
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return None

@@ -21,7 +21,8 @@ import uuid
 from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
-from rkd.daemon.storage import SessionRow, now_ms
+from rkd.client.clock import now_ms
+from rkd.daemon.storage import SessionRow
 
 IDLE_SECS: Final = 30 * 60
 MAX_AGE_SECS: Final = 24 * 60 * 60

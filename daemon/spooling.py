@@ -12,11 +12,12 @@ import os
 import time
 from typing import Final
 
+from rkd.client.clock import utc_now
 from rkd.client.schema import Envelope
 from rkd.client.spool import read_spool, spool_files
 from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.state import DaemonState
-from rkd.daemon.storage import Record, utc_now
+from rkd.daemon.storage import Record
 
 STALE_TMP_SECS: Final = 3600.0
 _LOW64: Final = (1 << 64) - 1

@@ -9,7 +9,6 @@ write is one ``with db:`` transaction with bound parameters.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any, Final
 
 import apsw
 import msgspec
+from rkd.client.clock import DAY_MS, iso_ms, now_ms
 from rkd.client.schema import Envelope, Source
 from rkd.daemon import aggregates, derived
 
@@ -97,22 +97,6 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
     session: SessionRow
     sequence: int
     ts_ms: int
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def utc_now() -> dt.datetime:
-    """Wall-clock time as an aware UTC datetime (from the same clock as :func:`now_ms`)."""
-    return dt.datetime.fromtimestamp(time.time(), dt.UTC)
-
-
-def iso_ms(ms: int) -> str:
-    """Milliseconds since the epoch as RFC 3339 UTC with milliseconds."""
-    t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def move_aside(path: Path) -> Path:
@@ -339,7 +323,7 @@ class Storage:
         data is over the size cap. Returns how many went; 0 means nothing is left to do.
         Daily aggregates stay: they outlive the raw events (spec §6.3).
         """
-        cutoff = now_ms() - retention_days * 86_400_000
+        cutoff = now_ms() - retention_days * DAY_MS
         with self.db:
             self.db.execute(
                 "DELETE FROM events WHERE id IN"
@@ -363,7 +347,7 @@ class Storage:
                 )
                 removed += self.db.changes()
             self.db.execute(
-                "DELETE FROM spool_ledger WHERE ingested_ms < ?", (now_ms() - 30 * 86_400_000,)
+                "DELETE FROM spool_ledger WHERE ingested_ms < ?", (now_ms() - 30 * DAY_MS,)
             )
         return removed
 

@@ -13,10 +13,11 @@ import os
 
 import msgspec
 import structlog
+from rkd.client.clock import now_ms
 from rkd.client.schema import CrashDetected, Envelope, SessionEnded, SessionStarted
 from rkd.daemon.own import own_event
 from rkd.daemon.state import DaemonState
-from rkd.daemon.storage import Record, now_ms
+from rkd.daemon.storage import Record
 
 log = structlog.get_logger("rkd.daemon")
 

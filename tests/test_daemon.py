@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import pytest
 from rkd.client import schema as s
-from rkd.daemon.storage import SCHEMA_VERSION, Record, SessionRow, Storage, now_ms
+from rkd.client.clock import now_ms
+from rkd.daemon.storage import SCHEMA_VERSION, Record, SessionRow, Storage
 
 from tests.conftest import Daemon, Sandbox, wait_for
 from tests.samples import envelope, frame

@@ -22,9 +22,10 @@ from rkd.cli import export as ex
 from rkd.cli import export_csv, export_read
 from rkd.cli.main import cli
 from rkd.client import schema as s
+from rkd.client.clock import now_ms
 from rkd.client.consent import ConsentRecord, consent_dict, record_decision
 from rkd.daemon.derived import SESSION_TYPES
-from rkd.daemon.storage import Record, SessionRow, Storage, iter_envelopes, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage, iter_envelopes
 
 from tests.conftest import DERIVED_TYPES, KILL_VARS, Daemon, Sandbox, wait_for
 from tests.samples import ALL_TYPES, envelope, frame, sample_payload

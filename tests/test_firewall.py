@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from rkd.client import schema as s
+from rkd.client.clock import now_ms
 from rkd.client.config import PrivacyConfig
 from rkd.daemon.firewall import Firewall, string_fields
 from rkd.daemon.pipeline import Rejected
 from rkd.daemon.redact import Scanner
-from rkd.daemon.storage import Record, SessionRow, Storage, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage
 
 from tests.conftest import Daemon, Sandbox, wait_for
 from tests.samples import ALL_TYPES, envelope, frame, sample_payload

@@ -21,15 +21,16 @@ from click.testing import CliRunner
 from rkd.cli import metrics as m
 from rkd.cli.main import cli
 from rkd.client import schema as s
+from rkd.client.clock import DAY_MS, now_ms
 from rkd.daemon import aggregates as agg
 from rkd.daemon.derived import feature_ids
-from rkd.daemon.storage import MIGRATIONS, Record, SessionRow, Storage, now_ms
+from rkd.daemon.storage import MIGRATIONS, Record, SessionRow, Storage
 
 from tests.conftest import KILL_VARS, Daemon, Sandbox, wait_for
 from tests.samples import envelope, frame
 
 RawPush = Callable[[list[bytes]], None]
-DAY = agg.DAY_MS
+DAY = DAY_MS
 SONNET, MINI = "claude-3-5-sonnet-20241022", "gpt-4o-mini-2024-07-18"
 
 # -- the dataset ------------------------------------------------------------------------------

@@ -11,14 +11,15 @@ from typing import Any
 import apsw
 from rkd.cli import metrics as m
 from rkd.client import schema as s
+from rkd.client.clock import DAY_MS, now_ms
 from rkd.daemon import aggregates as agg
 from rkd.daemon.rollup import ROLLUP_AFTER_DAYS, month_bounds, rollup_all, rollup_step
-from rkd.daemon.storage import Record, SessionRow, Storage, now_ms
+from rkd.daemon.storage import Record, SessionRow, Storage
 
 from tests.conftest import Daemon, Sandbox
 from tests.samples import envelope
 
-DAY = agg.DAY_MS
+DAY = DAY_MS
 EPOCH = dt.date(1970, 1, 1)
 
 

@@ -13,10 +13,11 @@ from typing import Any
 import apsw
 import pytest
 from rkd.client import schema as s
+from rkd.client.clock import now_ms
 from rkd.daemon import sessions as sessions_mod
 from rkd.daemon.derived import MAX_FEATURES, FeatureCounter, feature_ids
 from rkd.daemon.sessions import IDLE_SECS, MAX_AGE_SECS, SessionStamper
-from rkd.daemon.storage import SessionRow, Storage, now_ms
+from rkd.daemon.storage import SessionRow, Storage
 
 from tests.conftest import Daemon, Sandbox, wait_for
 from tests.samples import frame
