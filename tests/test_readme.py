@@ -6,7 +6,10 @@ from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
 DEMO = "python3 -m venv .venv && . .venv/bin/activate && pip install . && rkd demo"
-TESTS = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && pytest -q"
+TESTS = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && pytest -q"
+    " && scripts/lint"
+)
 
 
 def test_readme_has_exactly_the_two_commands() -> None:
