@@ -213,3 +213,43 @@ def raw_push(sandbox: Sandbox) -> Iterator[Callable[[list[bytes]], None]]:
     for s in socks:
         s.close(linger=5000)
     ctx.term()
+
+
+# -- CI runs as root: the root-only tests must have run there ------------------------------
+
+# These skip unless root (or where even root cannot mount a tmpfs, set chattr +i or run a
+# probe as nobody). CI runs as root, so there a skip, or a rename that drops a test from
+# this list, would silently lose the check: in CI as root the run fails instead.
+ROOT_ONLY = (
+    "tests/test_robustness.py::test_another_user_can_neither_connect_nor_read",
+    "tests/test_robustness.py::test_full_disk_keeps_events_and_recovers_when_space_returns",
+    "tests/test_robustness.py::test_read_only_database_keeps_events_and_recovers",
+)
+_root_only_outcomes: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep each root-only test's outcome: its call's, or the phase that did not pass."""
+    if report.nodeid in ROOT_ONLY and (report.when == "call" or not report.passed):
+        why = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+        outcome = f"{report.outcome} ({why.removeprefix('Skipped: ')})" if why else report.outcome
+        _root_only_outcomes.setdefault(report.nodeid, outcome)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With CI set and as root, fail the run unless every root-only test whose module was
+    collected passed (a skip, an absence or a failure all count)."""
+    if os.environ.get("CI", "").lower() not in ("1", "true", "yes") or os.geteuid() != 0:
+        return
+    modules = {item.nodeid.split("::")[0] for item in getattr(session, "items", [])}
+    outcomes = {t: _root_only_outcomes.get(t, "not run") for t in ROOT_ONLY}
+    bad = {t: o for t, o in outcomes.items() if t.split("::")[0] in modules and o != "passed"}
+    if not bad:
+        return
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.write_line("")  # end the progress line (ensure_newline does not, with -q)
+        for test, outcome in bad.items():
+            tr.write_line(f"CI as root, a root-only test did not pass: {test}: {outcome}", red=True)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
