@@ -18,6 +18,16 @@ CONTROL_SOCKET: Final = "control.sock"
 LOCK_FILE: Final = "daemon.lock"
 
 
+# The reasons a client may report drops under. The daemon counts anything else as
+# "other": reason names come from other processes and become database rows, so the set
+# they can make is closed (20,000 invented names once made 640,000 counter rows).
+DROP_REASONS: Final = frozenset({
+    "encode_error", "oversized", "wrong_family", "internal_error", "spool_full",
+    "unconfirmed", "queue_full", "invalid_field", "invalid_argument", "disabled", "other",
+})  # fmt: skip
+MAX_REPORTED_DROPS: Final = 1 << 32  # per reason and report; more is a lie, not a count
+
+
 class ClientReport(Struct, frozen=True, array_like=True, tag="client_report"):
     """Counts of events a client dropped since its last report, by reason; and an
     optional sync token the daemon remembers once it has processed the report."""
@@ -95,6 +105,7 @@ class DaemonStatus(Struct, frozen=True, kw_only=True):
     session_id: str | None
     counters: dict[str, int]
     recovered: str | None = None  # JSON: when a damaged database was moved aside, and where
+    spool_quarantined: int = 0  # spool files kept aside because they could not be ingested
 
 
 class Reply(Struct, frozen=True, kw_only=True):

@@ -1,23 +1,17 @@
 """The daemon's control socket: status, flush, show, delete, prune, reload, sync.
 
-A mixin of :class:`~rkd.daemon.service.Daemon` (state declared in
-:class:`~rkd.daemon.state.DaemonState`): one request at a time on the REP socket,
-answered on the daemon's own loop, so a request sees and changes the daemon's state with
-no lock.
+:class:`Control` decodes one request at a time from the REP socket and answers it by
+calling the operations the daemon offers (:class:`Operations`), on the daemon's own
+loop, so a request sees and changes the daemon's state with no lock.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any
+from collections import Counter
+from typing import Any, Final, Protocol
 
-import apsw
 import msgspec
-import structlog
 import zmq
-from rkd.client.clock import iso_ms
-from rkd.client.spool import spool_files
 from rkd.client.wire import (
     ControlRequest,
     DaemonStatus,
@@ -30,103 +24,80 @@ from rkd.client.wire import (
     StatusRequest,
     SyncRequest,
 )
-from rkd.daemon.firewall import load_salt
-from rkd.daemon.state import DaemonState
 
-log = structlog.get_logger("rkd.daemon")
+MAX_SHOW: Final = 10_000
 
 
-class ControlMixin(DaemonState):
+class Operations(Protocol):
+    """What a control request may ask of the daemon."""
+
+    def synced(self, token: int) -> tuple[bool, int]: ...  # (processed?, daemon pid)
+    def status(self) -> DaemonStatus: ...
+    def flush_all(self) -> int | None: ...  # events written, None: cannot write now
+    def delete_all(self) -> int: ...  # raises ControlError
+    def prune_now(self) -> int | None: ...
+    def reload(self) -> str | None: ...  # None, or the error
+    def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]: ...  # (pending, events)
+
+
+class ControlError(Exception):
+    """A request that failed; the message is the one-line answer."""
+
+
+class Control:
     """Answers control requests (see :meth:`handle`)."""
 
-    def serve_control(self) -> None:
+    def __init__(self, ops: Operations, counters: Counter[str]) -> None:
+        self.ops, self.counters = ops, counters
+
+    def serve(self, rep: zmq.Socket[Any]) -> None:
+        """Answer the request waiting on ``rep``, if any (a REP socket must answer)."""
         try:
-            parts = self.rep.recv_multipart(zmq.NOBLOCK)
+            parts = rep.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
         try:
             if len(parts) != 1:
                 raise msgspec.DecodeError("multipart")
             req = msgspec.msgpack.decode(parts[0], type=ControlRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             self.counters["rejected.control_malformed"] += 1
-            self._dirty = True
             reply = Reply(ok=False, error="malformed control request")
         else:
-            reply = self.handle(req)
-        self.rep.send(msgspec.msgpack.encode(reply))
+            try:
+                reply = self.handle(req)
+            except ControlError as e:
+                reply = Reply(ok=False, error=str(e))
+            except Exception:
+                # The daemon's guard logs and counts it; the client still gets an answer.
+                rep.send(msgspec.msgpack.encode(Reply(ok=False, error="internal error")))
+                raise
+        rep.send(msgspec.msgpack.encode(reply))
 
     def handle(self, req: ControlRequest) -> Reply:
+        ops = self.ops
         match req:
             case SyncRequest(token=token):
-                self.drain(flush=False)  # frames queued before the question count too
-                return Reply(ok=True, synced=token in self._synced, pid=os.getpid())
+                synced, pid = ops.synced(token)
+                return Reply(ok=True, synced=synced, pid=pid)
             case StatusRequest():
-                return Reply(ok=True, status=self.status())
+                return Reply(ok=True, status=ops.status())
             case FlushRequest():
-                self.drain(flush=False)
-                self.ingest_spool()
-                n = len(self.pending)
-                if not self.flush(force=True):
+                n = ops.flush_all()
+                if n is None:
                     return Reply(ok=False, error="the database cannot be written; events are kept")
                 return Reply(ok=True, flushed=n)
             case DeleteRequest():
-                return self._delete()
+                return Reply(ok=True, deleted=ops.delete_all())
             case PruneRequest():
-                removed = self.maintain()
+                removed = ops.prune_now()
                 if removed is None:
                     return Reply(ok=False, error="the database cannot be pruned now; see the log")
                 return Reply(ok=True, deleted=removed)
             case ReloadRequest():
-                error = self.reload()
+                error = ops.reload()
                 return Reply(ok=error is None, error=error)
             case ShowRequest(limit=limit):
-                return Reply(ok=True, pending=len(self.pending), events=self._show(limit))
+                pending, events = ops.show(max(0, min(limit, MAX_SHOW)))
+                return Reply(ok=True, pending=pending, events=events)
         return Reply(ok=False, error="unknown request")  # pragma: no cover
-
-    def _show(self, limit: int) -> list[dict[str, Any]]:
-        """Pending events as the spec's envelopes, already filtered, oldest first."""
-        out = []
-        for r in self.pending[: max(0, min(limit, 10_000))]:
-            data = msgspec.to_builtins(r.envelope)
-            data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
-                               "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
-            out.append(data)
-        return out
-
-    def _delete(self) -> Reply:
-        self.drain(flush=False)
-        held = len(self.pending)
-        self.pending.clear()
-        try:
-            n = self.storage.delete_all() + held
-            self._mark_running()  # delete_all erased the marker with everything else
-        except apsw.Error as e:
-            return Reply(ok=False, error=f"delete failed: {str(e)[:200]}")
-        for f in spool_files(self.settings.spool_dir):
-            f.unlink(missing_ok=True)
-        self.counters.clear()
-        self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
-        self.stamper.rotate()
-        self.features.clear()
-        self._touched.clear()
-        self.events_stored = 0
-        self.last_flush_ms = None
-        log.info("deleted", events=n)
-        return Reply(ok=True, deleted=n)
-
-    def status(self) -> DaemonStatus:
-        s = self.stamper.current
-        return DaemonStatus(
-            pid=os.getpid(),
-            started_at=iso_ms(self.started_ms),
-            uptime_secs=round(time.monotonic() - self.started_mono, 3),
-            enabled=self.settings.enabled,
-            db_path=str(self.storage.path),
-            events_stored=self.events_stored,
-            pending=len(self.pending),
-            last_flush=iso_ms(self.last_flush_ms) if self.last_flush_ms else None,
-            session_id=s.uuid if s is not None else None,
-            counters=dict(self.counters),
-            recovered=self.recovered,
-        )

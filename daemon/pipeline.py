@@ -7,25 +7,25 @@ decode -> validate -> (privacy firewall) -> stamp. A stage rejects a frame by ra
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any, Final, Union
 
 import msgspec
 import msgspec.structs
 from rkd.client.schema import ENVELOPES, Envelope, Event
-from rkd.client.wire import MAX_FRAME_BYTES, ClientReport
+from rkd.client.wire import DROP_REASONS, MAX_FRAME_BYTES, MAX_REPORTED_DROPS, ClientReport
 
-_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 EARLIEST: Final = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 MAX_FUTURE: Final = dt.timedelta(days=1)
 
 
 class Rejected(Exception):
-    """A frame that will not be stored; ``reason`` is the counter's name."""
+    """A frame that will not be stored: ``reason`` says why, ``counter`` is the counter
+    it is counted under (``rejected.<reason>`` unless said otherwise)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, counter: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.counter = counter or f"rejected.{reason}"
 
 
 _decoder: Final = msgspec.msgpack.Decoder(Event)
@@ -125,13 +125,15 @@ def decode(frame: bytes) -> Envelope:
         raise Rejected("oversized")
     try:
         return _split_decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         pass  # the full decoder says why
     try:
         return _decoder.decode(frame)  # type: ignore[no-any-return]
     except msgspec.ValidationError as e:
         raise Rejected(reason_for(e)) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: a few hundred nested arrays or maps (~1 KB) exhaust msgspec's
+        # depth limit before any type check can refuse them.
         raise Rejected("malformed") from None
 
 
@@ -141,13 +143,14 @@ def decode_report(frame: bytes) -> tuple[dict[str, int], int]:
         raise Rejected("oversized")
     try:
         report = _report_decoder.decode(frame)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise Rejected("malformed_report") from None
-    # Reasons are client-supplied text that ends up in the database: only known shapes.
-    drops = {
-        (k if _REASON.fullmatch(k) else "other"): max(0, int(v))
-        for k, v in list(report.drops.items())[:32]
-    }
+    # Reasons are client-supplied text that end up in the database: only known names.
+    # Counts are clamped: a 2^64 would not even bind to SQLite.
+    drops: dict[str, int] = {}
+    for k, v in list(report.drops.items())[:32]:
+        reason = k if k in DROP_REASONS else "other"
+        drops[reason] = drops.get(reason, 0) + min(max(0, v), MAX_REPORTED_DROPS)
     return drops, report.sync
 
 

@@ -1,16 +1,20 @@
 """The daemon: one loop that owns the sockets, the pending buffer and every write.
 
-Timers (flush, spool scan, retention) run on the same loop, so nothing needs a lock.
-Signals only write a byte to a wake-up socket the loop polls; the loop handles them.
-The daemon's other duties are mixins in modules of their own: control requests
-(:mod:`rkd.daemon.control`), derived events (:mod:`rkd.daemon.synthesis`) and spool
-ingestion (:mod:`rkd.daemon.spooling`); the state they share is declared in
-:mod:`rkd.daemon.state`.
+The loop polls the event socket, the control socket and a signal wake-up socket, and
+runs named timers (flush, spool, maintenance, sessions, dedup rebuild) between them, so
+nothing needs a lock. Its parts are collaborators it composes, each in a module of its
+own: the intake (:mod:`rkd.daemon.accept`: the one path of every event), the writer
+(:mod:`rkd.daemon.writer`), derived events (:mod:`rkd.daemon.synthesis`), the spool
+(:mod:`rkd.daemon.spooling`) and control requests (:mod:`rkd.daemon.control`).
+
+Every handler and timer runs under one last-resort guard: an unexpected exception is
+logged once with its traceback, counted as ``internal_error.<where>``, and the loop goes
+on. The daemon exits only on purpose (a signal).
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import gc
 import os
 import signal
@@ -24,53 +28,43 @@ import apsw
 import msgspec
 import structlog
 import zmq
-from rkd.client.clock import DAY_MS, now_ms, utc_now
+from rkd.client.clock import DAY_MS, iso_ms, now_ms, utc_now
 from rkd.client.config import ConfigError, Settings, load_settings
-from rkd.client.schema import (
-    Envelope,
-)
-from rkd.client.wire import (
-    is_report,
-)
-from rkd.daemon.control import ControlMixin
-from rkd.daemon.derived import SESSION_TYPES, FeatureCounter
+from rkd.client.wire import DaemonStatus
+from rkd.daemon.accept import Intake, build_stages
+from rkd.daemon.control import Control, ControlError
+from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
-from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
 from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
-from rkd.daemon.sessions import SessionStamper
-from rkd.daemon.spooling import SpoolMixin
-from rkd.daemon.storage import Record, SessionRow, Storage
-from rkd.daemon.synthesis import SynthesisMixin
-from rkd.daemon.windows import BoundedSet, RecentIds
+from rkd.daemon.seen import SeenIds, key_of
+from rkd.daemon.spooling import SpoolIngest
+from rkd.daemon.storage import Storage, remove_corrupt_copies
+from rkd.daemon.synthesis import Synthesis
+from rkd.daemon.windows import BoundedSet
+from rkd.daemon.writer import Writer
 
 log = structlog.get_logger("rkd.daemon")
 
 DRAIN_LIMIT: Final = 1000  # frames per loop turn: bounds a turn, the pending batch and its memory
-MAX_PENDING: Final = 100_000  # events held while the database cannot be written
+# A turn's time budget, for frames and for spool files alike: the control socket (and
+# with it a client's 200 ms exit confirmation) is served at least this often.
+TURN_SECS: Final = 0.05
 SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
+SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
+SEEN_CHECK_SECS: Final = 60.0  # how often the dedup table is looked at for a rebuild
+SEEN_REBUILD_BATCH: Final = 20_000  # stored ids read per rebuild step
 SHUTDOWN_DRAIN_SECS: Final = 5.0
+FLUSH_REQUEST_SPOOL_SECS: Final = 0.5  # spool read for `rkd flush` before answering
 # Frames queued per client connection: bounds memory and what is in flight. A queued
 # frame costs the daemon ~1.1 KB of RSS; with 4 clients outpacing it, 10,000 each took
 # the daemon to ~100 MB, 1,000 each to ~55 MB. Beyond it clients spool (zero loss: the
 # spool is ingested exactly once), which costs the daemon no more per event.
 RCVHWM: Final = 1000
-# Event ids remembered to drop spooled duplicates: copies arrive within seconds of a
-# client's exit, so this covers ~8 s of full-speed ingestion. Kept as the low 64 bits
-# of each id, 8 bytes each (RecentIds), not UUID objects.
-RECENT_IDS_KEPT: Final = 200_000
-_LOW64: Final = (1 << 64) - 1
 SYNC_TOKENS_KEPT: Final = 10_000
-# Ids of the newest events stored from the spool: an original still queued on the socket
-# when its spooled copy was stored is dropped on arrival. Copies are spooled for frames
-# in flight at a client's exit (at most its queue, ~1,000 per connection), so the
-# newest 50,000 cover many clients exiting at once (~5 MB at most).
-SPOOLED_IDS_KEPT: Final = 50_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
-RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes fail
-SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
 # The collector's generation-0 threshold once the daemon runs (Python's default: 700).
 # Ingestion allocates tracked objects (UUIDs, tuples) by the thousand and frees them by
 # reference counting; collecting every 700 net allocations cost ~10% of the CPU per event.
@@ -86,59 +80,89 @@ def settle_collector() -> None:
 
 
 class Timer:
-    """A repeating job on the loop's monotonic clock."""
+    """A named, repeating job on the loop's monotonic clock. A job that returns True has
+    more to do: it runs again on the next turn, after the sockets were served."""
 
-    def __init__(self, interval: float, job: Callable[[], object], first: float = 0.0) -> None:
-        self.interval, self.job = interval, job
+    def __init__(self, name: str, interval: float, job: Callable[[], object],
+                 first: float = 0.0) -> None:  # fmt: skip
+        self.name, self.interval, self.job = name, interval, job
         self.due = time.monotonic() + first
 
-    def run_if_due(self, now: float) -> None:
-        if now >= self.due:
-            self.due = now + self.interval
-            self.job()
+    def run(self, now: float) -> None:
+        self.due = now + self.interval
+        if self.job() is True:
+            self.due = now
 
 
-class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
+class Daemon:
     """The per-user daemon. Build it, call :meth:`run`; it returns after a clean stop."""
 
     def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
         self.storage = storage
         self.counters: Counter[str] = Counter(storage.counters())
-        self.events_stored = storage.count_events()
-        last_flush = storage.meta("last_flush_ms")
-        self.last_flush_ms: int | None = last_flush if isinstance(last_flush, int) else None
-        self.pending: list[Record] = []
-        self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
-        self._recent = RecentIds(RECENT_IDS_KEPT)
-        self._spooled = BoundedSet(SPOOLED_IDS_KEPT)
-        for key in storage.recent_id_keys(RECENT_IDS_KEPT):
-            self._recent.add(key)
+        self.seen = SeenIds(map(key_of, storage.event_ids()), expected=storage.count_events())
+        self.synthesis = Synthesis(
+            settings, storage.last_session(), FeatureCounter(storage.feature_uses())
+        )
+        self.writer = Writer(storage, self.counters, self.synthesis)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
-        self.stamper = SessionStamper(storage.last_session(), markers=self._markers_on())
-        self.features = FeatureCounter(storage.feature_uses())
-        self._touched: list[SessionRow] = []  # sessions that ended without an event to say so
+        self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
+        self.intake = Intake(self._stages(), self.counters, self._on_report)
+        self.spool = SpoolIngest(settings.spool_dir, storage, self.writer, self.counters,
+                                 self.intake)  # fmt: skip
+        self.spool.batch_size = settings.batch_size
+        self.control = Control(self, self.counters)
         self.started_ms = now_ms()
+        self.started_mono = time.monotonic()
         self.recovered = storage.meta("recovered")
         # A run that did not end cleanly leaves its marker: the next start reports a crash.
         self._previous_run = storage.meta("daemon_running")
         self._mark_running()
-        self.started_mono = time.monotonic()
-        self._dirty = False
-        self._flush_soon = False
-        self._write_failures = 0
-        self._retry_at = 0.0
+        self._rebuild_after = 0  # rowid the dedup rebuild has read up to
         self._logged: set[str] = set()
         self._signals: list[int] = []
         self._stop = False
-        self.timers = [
-            Timer(settings.flush_interval_secs, self.flush, settings.flush_interval_secs),
-            Timer(SPOOL_SCAN_SECS, self.ingest_spool),
-            Timer(MAINTENANCE_SECS, self.maintain_step, 1.0),
-            Timer(SESSION_CHECK_SECS, self.end_idle_session, SESSION_CHECK_SECS),
-        ]
+        self.timers = {
+            t.name: t
+            for t in (
+                Timer(
+                    "flush", settings.flush_interval_secs, self.flush, settings.flush_interval_secs
+                ),
+                Timer("spool", SPOOL_SCAN_SECS, self.spool_step),
+                Timer("maintenance", MAINTENANCE_SECS, self.maintain_step, 1.0),
+                Timer("sessions", SESSION_CHECK_SECS, self.end_idle_session, SESSION_CHECK_SECS),
+                Timer("dedup", SEEN_CHECK_SECS, self.seen_step, SEEN_CHECK_SECS),
+            )
+        }
 
-    # -- sockets and the loop ----------------------------------------------------------
+    def _stages(self) -> tuple[Any, ...]:
+        return build_stages(self.settings, self.firewall, self.seen, self.writer.pending,
+                            self.synthesis.stamp, self._error_seen)  # fmt: skip
+
+    def _error_seen(self) -> None:
+        self.writer.flush_soon = True
+
+    def _on_report(self, drops: dict[str, int], token: int) -> None:
+        for reason, n in drops.items():
+            self.counters[f"client_drop.{reason}"] += n
+        if token:
+            self._synced.add(token)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def guarded(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn``; an unexpected exception is logged once (with its traceback),
+        counted as ``internal_error.<where>``, and the loop goes on."""
+        try:
+            return fn(*args)
+        except Exception:
+            self.counters[f"internal_error.{where}"] += 1
+            if where not in self._logged:
+                self._logged.add(where)
+                log.exception("internal_error", where=where,
+                              note="further occurrences are only counted")  # fmt: skip
+            return None
 
     def _open_sockets(self) -> None:
         events_path, control_path = socket_paths(self.settings.runtime_dir)
@@ -174,42 +198,40 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
         poller.register(self.rep, zmq.POLLIN)
         poller.register(wake.fileno(), zmq.POLLIN)
         log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
-                 events_stored=self.events_stored, enabled=self.settings.enabled)  # fmt: skip
-        self.ingest_spool()
-        self.end_idle_session()  # a session that went stale while no daemon ran
+                 events_stored=self.writer.events_stored, enabled=self.settings.enabled)  # fmt: skip
+        self.guarded("sessions", self.end_idle_session)  # one that went stale while down
         if self._previous_run is not None:
-            self._report_crash(self._previous_run)
+            self.guarded("crash_report", self._report_crash, self._previous_run)
         settle_collector()
         sd_notify(f"READY=1\nSTATUS=storing to {self.storage.path}\nMAINPID={os.getpid()}")
         try:
             while not self._stop:
                 ready = dict(poller.poll(self._next_timeout_ms()))
                 if self.pull in ready:
-                    self.drain()
+                    self.guarded("socket", self.drain)
                 if self.rep in ready:
-                    self.serve_control()
+                    self.guarded("control", self.control.serve, self.rep)
                 if wake.fileno() in ready:
-                    self._on_signals(wake)
+                    self.guarded("signals", self._on_signals, wake)
                 now = time.monotonic()
-                for timer in self.timers:
-                    timer.run_if_due(now)
-                if self._write_failures and now >= self._retry_at:
-                    self.flush()  # the retry the backoff scheduled
+                for timer in self.timers.values():
+                    if now >= timer.due:
+                        self.guarded(timer.name, timer.run, now)
+                if self.writer.failing and now >= self.writer.retry_at:
+                    self.guarded("flush", self.flush)  # the retry the backoff scheduled
         finally:
             self._shutdown(wake)
 
     def _next_timeout_ms(self) -> int:
-        due = min(t.due for t in self.timers)
-        if self._write_failures:
-            due = min(due, self._retry_at)
+        due = min(t.due for t in self.timers.values())
+        if self.writer.failing:
+            due = min(due, self.writer.retry_at)
         return max(0, int((due - time.monotonic()) * 1000) + 1)
 
     def _on_signals(self, wake: socket.socket) -> None:
-        try:
+        with contextlib.suppress(BlockingIOError):
             while wake.recv(512):
                 pass
-        except BlockingIOError:
-            pass
         signals, self._signals = self._signals, []
         for signum in signals:
             if signum == signal.SIGHUP:
@@ -224,170 +246,162 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
         sd_notify("STOPPING=1\nSTATUS=writing pending events")
         remove_sockets(self.settings.runtime_dir)  # new clients spool from here on
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
-        while time.monotonic() < deadline and self.drain(flush=False):
+        while time.monotonic() < deadline and self.guarded("socket", self.drain, False):
             pass
-        if self.flush(force=True):
-            self.storage.set_meta("daemon_running", None)  # a clean exit: no crash to report
+        if self.writer.flush(force=True):
+            with contextlib.suppress(apsw.Error):
+                self.storage.set_meta("daemon_running", None)  # a clean exit: no crash report
         self.pull.close(linger=0)
         self.rep.close(linger=0)
         self.ctx.term()
         signal.set_wakeup_fd(-1)
         wake.close()
         self._wake_w.close()
-        log.info("daemon_stopped", events_stored=self.events_stored, pending=len(self.pending))
+        log.info("daemon_stopped", events_stored=self.writer.events_stored,
+                 pending=len(self.writer.pending))  # fmt: skip
 
-    # -- ingestion -----------------------------------------------------------------------
+    # -- ingestion and writing ----------------------------------------------------------------
 
     def drain(self, flush: bool = True) -> int:
-        """Take every queued frame (up to DRAIN_LIMIT) through the pipeline; return count."""
+        """Take queued frames through the intake, up to DRAIN_LIMIT of them or TURN_SECS;
+        return how many were taken."""
         now = utc_now()
+        deadline = time.monotonic() + TURN_SECS
+        recv, intake = self.pull.recv, self.intake
         n = 0
-        recv = self.pull.recv
-        for n in range(1, DRAIN_LIMIT + 1):
+        while n < DRAIN_LIMIT:
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
-                n -= 1
                 break
-            item = self.ingest(frame, now)
-            if item is not None:
-                self._accept(*item)
-        if flush and (self._flush_soon or len(self.pending) >= self.settings.batch_size):
+            n += 1
+            intake(frame, "socket", now)
+            if n % 64 == 0 and time.monotonic() >= deadline:
+                break
+        w = self.writer
+        if flush and (w.flush_soon or len(w.pending) >= self.settings.batch_size):
             self.flush()
         return n
 
-    def ingest(self, frame: bytes, now: dt.datetime) -> tuple[Envelope, int] | None:
-        """One frame through decode, gates, validate and the firewall: the filtered envelope
-        and its time in ms, or None (a client report, or a rejection, counted here)."""
-        try:
-            if is_report(frame):
-                drops, token = decode_report(frame)
-                for reason, n in drops.items():
-                    self.counters[f"client_drop.{reason}"] += n
-                    self._dirty = True
-                if token:
-                    self._synced.add(token)
-                return None
-            if not self.settings.enabled:
-                raise Rejected("disabled")
-            envelope = decode(frame)
-            payload: Any = envelope.payload  # type: ignore[attr-defined]
-            if payload.category not in self.settings.categories:
-                raise Rejected("category_off")  # the user has not consented to it
-            if payload.event_type in SESSION_TYPES:  # only the daemon starts and ends them
-                raise Rejected("daemon_owned")
-            ts_ms = validate(envelope, now)
-            envelope = self.firewall(envelope)
-        except Rejected as r:
-            self.counters[f"rejected.{r.reason}"] += 1
-            self._dirty = True
-            self._log_once(f"rejected.{r.reason}", "frame_rejected", reason=r.reason)
-            return None
-        return envelope, ts_ms
+    def flush(self) -> bool:
+        return self.writer.flush()
 
-    def _accept(self, envelope: Envelope, ts_ms: int) -> None:
-        """Into the pending buffer, stamped, with what the daemon derives from it."""
-        if len(self.pending) >= MAX_PENDING:
-            self.counters["dropped.buffer_full"] += 1
-            self._log_once("buffer_full", "buffer_full", limit=MAX_PENDING)
-            return
-        key = envelope.event_id.int & _LOW64
-        if key in self._spooled:  # its spooled copy came first
-            self.counters["socket.duplicates"] += 1
-            self._dirty = True
-            return
-        self.counters["accepted"] += 1
-        self._stamp(envelope, ts_ms, self.pending)
-        self._recent.add(key)
-        if envelope.payload.family == "error":  # type: ignore[attr-defined]
-            self._flush_soon = True  # spec §4.2: errors are written at once
+    def spool_step(self) -> bool:
+        """Ingest spool files for one turn's budget; True while more is left."""
+        if self.writer.failing:
+            return False  # read on once the database can be written
+        more = self.spool.step(time.monotonic() + TURN_SECS)
+        if self.writer.flush_soon:
+            self.flush()
+        return more
+
+    def end_idle_session(self) -> None:
+        if self.synthesis.end_idle_session(self.writer.pending):
+            self.writer.flush_soon = True
+
+    def _report_crash(self, marker: str) -> None:
+        own = self.synthesis.crash_report(marker, self.writer.last_flush_ms)
+        if own is not None:
+            self.seen.add(own.event_id.int & ((1 << 64) - 1))
+            self.synthesis.stamp(own, now_ms(), self.writer.pending)
+            self.counters["accepted"] += 1
+            self.writer.flush(force=True)
+
+    def _mark_running(self) -> None:
+        marker = {"pid": os.getpid(), "started_ms": self.started_ms}
+        self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
+
+    def seen_step(self) -> bool:
+        """Rebuild the dedup table from the database a step at a time once it is half
+        full (pruned ids leave it). True while the rebuild goes on."""
+        seen = self.seen
+        if not seen.rebuilding:
+            if not seen.needs_rebuild(self.writer.events_stored):
+                return False
+            held = [key_of(r.envelope.event_id.bytes) for r in self.writer.pending]
+            seen.begin_rebuild(self.writer.events_stored + len(held), held)
+            self._rebuild_after = 0
+        rowid, keys = self.storage.event_keys_after(self._rebuild_after, SEEN_REBUILD_BATCH)
+        seen.rebuild_step(keys)
+        if rowid is None:
+            seen.end_rebuild()
+            return False
+        self._rebuild_after = rowid
+        return True
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    def maintain_step(self) -> bool:
+        """The hourly job, one bounded step at a time: True while there is more to prune
+        (the next step runs on the next turn, after the sockets were served)."""
+        if not self.flush():
+            return False
+        self.spool.sweep()
+        s = self.settings
+        try:
+            removed = self.storage.prune_step(s.retention_days, s.max_db_size_mb)
+            # Then, one month per step, aggregates over a year old become monthly.
+            more = removed > 0 or rollup_step(self.storage.db, now_ms() // DAY_MS)
+            if removed:
+                self.writer.pruned(removed)
+            elif not more:
+                self.storage.checkpoint()  # pruned pages leave the WAL too
+        except apsw.Error as e:
+            self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
+            return False
+        return more
 
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
             self._logged.add(key)
             log.warning(event, **fields, note="further occurrences are only counted")
 
-    # -- writing ------------------------------------------------------------------------
+    # -- what control requests may ask (rkd.daemon.control.Operations) -----------------------
 
-    def flush(self, force: bool = False) -> bool:
-        """Write the pending buffer and counters; on failure keep them and back off."""
-        self._flush_soon = False
-        if not self.pending and not self._dirty:
-            return True
-        if not force and self._write_failures and time.monotonic() < self._retry_at:
-            return False
-        return self._write(self.pending, None)
+    def synced(self, token: int) -> tuple[bool, int]:
+        self.drain(flush=False)  # frames queued before the question count too
+        return token in self._synced, os.getpid()
 
-    def _write(self, records: list[Record], ledger: tuple[str, int] | None) -> bool:
-        t = now_ms()
-        try:
-            n = self.storage.write(
-                records, self.counters, t, ledger, self._touched, self.features.changed
-            )
-        except apsw.Error as e:
-            self._write_failures += 1
-            # Retry soon, then every few seconds: a full disk or a held lock costs one
-            # cheap attempt per interval, and recovery is noticed within RETRY_MAX_SECS.
-            self._retry_at = time.monotonic() + min(RETRY_MAX_SECS, 0.25 * 2**self._write_failures)
-            self.counters["write_errors"] += 1
-            if self._write_failures == 1:
-                log.error("write_failed", error=str(e)[:200], pending=len(self.pending))
-            return False
-        if self._write_failures:
-            log.info("write_recovered", after_failures=self._write_failures)
-            self._write_failures = 0
-        if records is self.pending:
-            records.clear()
-        self._touched.clear()
-        self.features.changed.clear()
-        if self.features.untracked:
-            self.counters["features.untracked"] += self.features.untracked
-            self.features.untracked = 0
-            self._dirty = True
-        self.events_stored += n
-        self.last_flush_ms = t
-        self._dirty = False
-        return True
+    def flush_all(self) -> int | None:
+        self.drain(flush=False)
+        self.spool.step(time.monotonic() + FLUSH_REQUEST_SPOOL_SECS)
+        n = len(self.writer.pending)
+        return n if self.writer.flush(force=True) else None
 
-    def maintain_step(self) -> None:
-        """The hourly job, one bounded step at a time: while there is more to prune, the
-        next step runs on the next loop turn, after the sockets were served."""
-        if not self.flush():
-            return
-        try:
-            removed = self.storage.prune_step(
-                self.settings.retention_days, self.settings.max_db_size_mb
-            )
-            # Then, one month per step, aggregates over a year old become monthly.
-            more = removed > 0 or rollup_step(self.storage.db, now_ms() // DAY_MS)
-        except apsw.Error as e:
-            self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
-            return
-        if removed:
-            self._pruned(removed)
-        if more:
-            self.timers[2].due = time.monotonic()  # more may be left: come back soon
-
-    def _pruned(self, removed: int) -> None:
-        self.events_stored = max(0, self.events_stored - removed)  # no COUNT(*) per step
-        self.counters["pruned"] += removed
-        self._dirty = True
-        log.info("pruned", events=removed)
-
-    def maintain(self) -> int | None:
-        """Retention and size cap (the hourly job, and `rkd prune`): events removed, or
-        None when the database could not be pruned now."""
-        if not self.flush(force=True):
+    def prune_now(self) -> int | None:
+        """Retention and size cap to completion (`rkd prune`): events removed, or None
+        when the database could not be pruned now."""
+        if not self.writer.flush(force=True):
             return None
+        s = self.settings
         try:
-            removed = self.storage.prune(self.settings.retention_days, self.settings.max_db_size_mb)
+            removed = self.storage.prune(s.retention_days, s.max_db_size_mb)
             rollup_all(self.storage.db, now_ms() // DAY_MS)
+            self.storage.checkpoint()
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return None
         if removed:
-            self._pruned(removed)
+            self.writer.pruned(removed)
         return removed
+
+    def delete_all(self) -> int:
+        """Erase everything: events held and stored, the spool, counters; a new salt."""
+        self.drain(flush=False)
+        held = len(self.writer.pending)
+        try:
+            n = self.storage.delete_all() + held
+        except apsw.Error as e:
+            raise ControlError(f"delete failed: {str(e)[:200]}") from None
+        self.spool.erase()
+        remove_corrupt_copies(self.storage.path)
+        self.writer.forget()
+        self.seen.clear()
+        self.synthesis.forget()
+        self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
+        self._mark_running()  # delete_all erased the marker with everything else
+        log.info("deleted", events=n)
+        return n
 
     def reload(self) -> str | None:
         """SIGHUP or `rkd enable/disable`: re-read config and consent; None or the error.
@@ -403,12 +417,43 @@ class Daemon(ControlMixin, SynthesisMixin, SpoolMixin):
             return str(e)
         if self.settings.enabled and not new.enabled:
             self.drain(flush=False)
-            self.flush(force=True)
+            self.writer.flush(force=True)
         self.settings = msgspec.structs.replace(
-            new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir
-        )
-        self.timers[0].interval = new.flush_interval_secs
-        self.stamper.markers = self._markers_on()
+            new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir,
+            spool_dir=self.settings.spool_dir, data_dir=self.settings.data_dir,
+        )  # fmt: skip
+        self.timers["flush"].interval = new.flush_interval_secs
+        self.spool.batch_size = new.batch_size
+        self.synthesis.configure(self.settings)
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
+        self.intake.stages = self._stages()
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
         return None
+
+    def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """Pending events as the spec's envelopes, already filtered, oldest first."""
+        out = []
+        for r in self.writer.pending[:limit]:
+            data = msgspec.to_builtins(r.envelope)
+            data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
+                               "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
+            out.append(data)
+        return len(self.writer.pending), out
+
+    def status(self) -> DaemonStatus:
+        s = self.synthesis.stamper.current
+        w = self.writer
+        return DaemonStatus(
+            pid=os.getpid(),
+            started_at=iso_ms(self.started_ms),
+            uptime_secs=round(time.monotonic() - self.started_mono, 3),
+            enabled=self.settings.enabled,
+            db_path=str(self.storage.path),
+            events_stored=w.events_stored,
+            pending=len(w.pending),
+            last_flush=iso_ms(w.last_flush_ms) if w.last_flush_ms else None,
+            session_id=s.uuid if s is not None else None,
+            counters=dict(self.counters),
+            recovered=self.recovered,
+            spool_quarantined=self.spool.quarantined(),
+        )

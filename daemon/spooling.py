@@ -1,106 +1,233 @@
 """Ingesting the spool: what applications wrote to disk while no daemon took frames.
 
-A mixin of :class:`~rkd.daemon.service.Daemon` (state declared in
-:class:`~rkd.daemon.state.DaemonState`). Each complete spool file is stored exactly
-once: its events and its ledger row go in one transaction, and copies of events already
-received over the socket are dropped by id first.
+Every frame of a spool file takes the same path as a frame from the socket (the
+daemon's intake: decode, gates, firewall, dedup, stamp, pending) and is written by the
+same write. A file is read a slice at a time between socket turns (:meth:`SpoolIngest.step`
+has a deadline), its ledger row goes in the write that stores its last events, and the
+file is removed once that write succeeded. Copies of events the daemon holds already
+are dropped by the dedup stage, so a file read again after a crash stores nothing twice.
+
+A file that cannot be ingested (not ours, not a regular file, damaged, too big, or
+anything unexpected while reading it) is quarantined: renamed ``*.quarantined``,
+counted, shown in `rkd status`, never retried and never in the way of the files behind
+it. Quarantined files hold raw frames, so they are erased by `rkd delete` and removed
+after :data:`QUARANTINE_DAYS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import struct
 import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
+import structlog
 from rkd.client.clock import utc_now
-from rkd.client.schema import Envelope
-from rkd.client.spool import read_spool, spool_files
-from rkd.daemon.derived import SESSION_TYPES
-from rkd.daemon.state import DaemonState
-from rkd.daemon.storage import Record
+from rkd.client.spool import MAGIC, MAX_SPOOL_BYTES, spool_files
+from rkd.daemon.storage import Storage
+from rkd.daemon.writer import Writer
+
+log = structlog.get_logger("rkd.daemon")
 
 STALE_TMP_SECS: Final = 3600.0
-_LOW64: Final = (1 << 64) - 1
+QUARANTINE_SUFFIX: Final = ".quarantined"
+QUARANTINE_DAYS: Final = 7
+CHECK_EVERY: Final = 64  # frames between looks at the clock
+_LEN: Final = struct.Struct("<I")
+
+Intake = Callable[..., bool]
 
 
-class SpoolMixin(DaemonState):
-    """Stores spool files once each and removes them."""
+class Refused(Exception):
+    """A spool file that will not be read; the message is the reason (one word)."""
 
-    def ingest_spool(self) -> int:
-        """Store every complete spool file exactly once (events and ledger row together)."""
-        if not self.settings.enabled:
-            return 0
-        total = 0
-        self._remove_stale_tmp()
-        for path in spool_files(self.settings.spool_dir):
-            if self.storage.ledger_has(path.name):
-                path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a spool file that is a regular file of ours, never through a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: a symlink
+            raise Refused("symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("not_regular")
+        if st.st_uid != os.getuid():
+            raise Refused("not_owned")
+        if st.st_size > MAX_SPOOL_BYTES:
+            raise Refused("too_big")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(MAX_SPOOL_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+class _File:
+    """A spool file being ingested: where the next frame starts."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        self.path, self.data = path, data
+        self.pos = len(MAGIC)
+        self.accepted = 0
+        self.damaged = not data.startswith(MAGIC)
+
+
+class SpoolIngest:
+    """Feeds spool files through the daemon's intake, a deadline at a time."""
+
+    def __init__(self, spool_dir: Path, storage: Storage, writer: Writer,
+                 counters: Counter[str], intake: Intake) -> None:  # fmt: skip
+        self.spool_dir = spool_dir
+        self.storage, self.writer, self.counters, self.intake = storage, writer, counters, intake
+        self.batch_size = 100  # the daemon sets its own
+        self._file: _File | None = None
+        self._queue: list[Path] = []
+        self._inflight: set[str] = set()  # read whole, waiting for their write
+
+    @property
+    def busy(self) -> bool:
+        """A file is half read, or more are queued."""
+        return self._file is not None or bool(self._queue)
+
+    def step(self, deadline: float) -> bool:
+        """Ingest until ``deadline`` (monotonic); True while more is left to do."""
+        if not self._queue and self._file is None:
+            self._queue = [p for p in spool_files(self.spool_dir) if p.name not in self._inflight]
+        while time.monotonic() < deadline:
+            if self.writer.failing:
+                return True  # the database cannot be written now: read on when it can
+            if self._file is None:
+                if not self._queue:
+                    return False
+                self._file = self._open(self._queue.pop(0))
+                continue
+            f = self._file
+            try:
+                if self._feed(f, deadline):
+                    self._finish(f)
+                    self._file = None
+            except Exception:  # a file must never stop the ones behind it, nor the daemon
+                log.exception("spool_file_failed")
+                self.counters["internal_error.spool"] += 1
+                self._quarantine(f.path, "internal_error")
+                self._file = None
+        return True
+
+    def _open(self, path: Path) -> _File | None:
+        if self.storage.ledger_has(path.name):
+            path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
+            return None
+        try:
+            return _File(path, read_private(path))
+        except FileNotFoundError:
+            return None  # gone meanwhile (`rkd delete`)
+        except Refused as e:
+            self._quarantine(path, str(e))
+        except OSError as e:
+            self._quarantine(path, f"unreadable ({e.strerror})")
+        return None
+
+    def _feed(self, f: _File, deadline: float) -> bool:
+        """Frames through the intake until the file ends (True) or the deadline passes."""
+        data, end, intake = f.data, len(f.data), self.intake
+        now = utc_now()
+        n = 0
+        while not f.damaged and f.pos < end:
+            if f.pos + _LEN.size > end:
+                f.damaged = True
+                break
+            (size,) = _LEN.unpack_from(data, f.pos)
+            start = f.pos + _LEN.size
+            if start + size > end:
+                f.damaged = True
+                break
+            f.pos = start + size
+            if intake(data[start : f.pos], "spool", now):
+                f.accepted += 1
+            n += 1
+            if n % CHECK_EVERY == 0:
+                if len(self.writer.pending) >= self.batch_size and not self.writer.flush():
+                    return False
+                if time.monotonic() >= deadline:
+                    return False
+        return True
+
+    def _finish(self, f: _File) -> None:
+        name = f.path.name
+        self.counters["spool.events"] += f.accepted
+        if f.damaged:
+            self.counters["spool.damaged_files"] += 1
+        self._inflight.add(name)
+
+        def stored() -> None:
+            self._inflight.discard(name)
+            if f.damaged:  # what could be read is stored; the file is kept for inspection
+                self._quarantine(f.path, "damaged")
+            else:
+                f.path.unlink(missing_ok=True)
+
+        self.writer.ledger.append((name, f.accepted, stored))
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        self.counters["spool.quarantined"] += 1
+        log.warning("spool_file_quarantined", file=path.name, reason=reason)
+        with contextlib.suppress(OSError):
+            os.rename(path, path.with_name(path.name + QUARANTINE_SUFFIX))
+
+    def sweep(self) -> None:
+        """Remove temporary files a crashed writer left (over an hour old) and quarantined
+        files past :data:`QUARANTINE_DAYS`. Only regular files of ours, never a link."""
+        try:
+            entries = list(os.scandir(self.spool_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        now = time.time()
+        for e in entries:
+            if e.name.endswith(".tmp"):
+                limit = now - STALE_TMP_SECS
+            elif e.name.endswith(QUARANTINE_SUFFIX):
+                limit = now - QUARANTINE_DAYS * 86_400
+            else:
                 continue
             try:
-                frames, damaged = read_spool(path.read_bytes())
-            except OSError:
+                st = e.stat(follow_symlinks=False)  # renamed or removed meanwhile: skip it
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_mtime < limit:
+                    os.unlink(e.path)
+            except FileNotFoundError:
                 continue
-            if damaged:
-                self.counters["spool.damaged_files"] += 1
-                self._log_once("spool_damaged", "spool_file_damaged")
-            now = utc_now()
-            items, duplicates = self._fresh(
-                [i for f in frames if (i := self.ingest(f, now)) is not None]
-            )
-            del frames  # a file holds up to ~24,000 frames: not kept while they are written
-            if not self.flush():
-                return total  # the file stays; retried on the next scan
-            before = self.features.snapshot()
-            records: list[Record] = []
-            for envelope, ts_ms in items:
-                self._stamp(envelope, ts_ms, records)
-            if not self._write(records, (path.name, len(items))):
-                # The file stays and is read again: its uses are counted again then, and
-                # the session boundaries stamped into this batch wait in the buffer.
-                self.features.restore(before)
-                self.pending += [r for r in records if _event_type(r) in SESSION_TYPES]
-                return total
-            self._remember(items)
-            self.counters["spool.events"] += len(items)
-            self.counters["spool.duplicates"] += duplicates
-            self._dirty = True
-            total += len(items)
-            path.unlink(missing_ok=True)
-        return total
 
-    def _fresh(self, items: list[tuple[Envelope, int]]) -> tuple[list[tuple[Envelope, int]], int]:
-        """Spooled copies of events already received over the socket are dropped here:
-        a client spools what the daemon did not confirm in time, which it may have got.
-        (An original that arrives after its copy is dropped in ``_accept``.) Returns the
-        fresh items and how many were dropped; nothing is remembered until the file is
-        written (:meth:`_remember`): a file that failed to write must not look like a
-        copy of itself when it is read again."""
-        fresh = []
-        seen = self._recent.among({item[0].event_id.int & _LOW64 for item in items})
-        for item in items:
-            key = item[0].event_id.int & _LOW64
-            if key not in seen:
-                seen.add(key)  # (and a second copy within the file is a duplicate too)
-                fresh.append(item)
-        return fresh, len(items) - len(fresh)
-
-    def _remember(self, items: list[tuple[Envelope, int]]) -> None:
-        """Ids of events just stored from the spool: later copies and late originals go."""
-        for envelope, _ in items:
-            key = envelope.event_id.int & _LOW64
-            self._recent.add(key)
-            self._spooled.add(key)  # in case the original is still on its way
-
-    def _remove_stale_tmp(self) -> None:
+    def quarantined(self) -> int:
+        """How many quarantined files are kept."""
         try:
-            entries = list(os.scandir(self.settings.spool_dir))
-        except FileNotFoundError:
-            return
-        limit = time.time() - STALE_TMP_SECS
+            return sum(1 for n in os.listdir(self.spool_dir) if n.endswith(QUARANTINE_SUFFIX))
+        except OSError:
+            return 0
+
+    def erase(self) -> int:
+        """Remove every file in the spool folder: complete, temporary and quarantined
+        (`rkd delete`). Returns how many went."""
+        n = 0
+        try:
+            entries = list(os.scandir(self.spool_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            entries = []
         for e in entries:
-            if e.name.endswith(".tmp") and e.stat().st_mtime < limit:
-                os.unlink(e.path)
+            with contextlib.suppress(FileNotFoundError):
+                if not e.is_dir(follow_symlinks=False):
+                    os.unlink(e.path)
+                    n += 1
+        self.forget()
+        return n
 
-
-def _event_type(record: Record) -> str:
-    return record.envelope.payload.event_type  # type: ignore[attr-defined, no-any-return]
+    def forget(self) -> None:
+        """After `rkd delete` (which removed the files): nothing half read, nothing queued."""
+        self._file = None
+        self._queue.clear()
+        self._inflight.clear()

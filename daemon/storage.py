@@ -9,6 +9,7 @@ write is one ``with db:`` transaction with bound parameters.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import time
 import uuid
@@ -60,6 +61,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
+MAX_COUNT: Final = (1 << 63) - 1  # SQLite's largest integer: a counter saturates there
 PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
 
 
@@ -112,6 +114,18 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+def remove_corrupt_copies(path: Path) -> int:
+    """Remove the damaged databases moved aside beside ``path`` (``<name>.corrupt-*`` and
+    their WAL/SHM); return how many files went. For `rkd delete`: they hold data too."""
+    n = 0
+    for p in path.parent.glob(f"{glob.escape(path.name)}.corrupt-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_symlink() or p.is_file():
+                p.unlink()
+                n += 1
+    return n
+
+
 def create_private_file(path: Path) -> None:
     """Make sure ``path`` exists with mode 0600 (WAL and SHM files inherit the mode)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -134,7 +148,11 @@ class Storage:
             # Another writer (an offline `rkd` command, a test) may hold the lock briefly:
             # wait a little rather than fail at once; longer waits fail and are retried.
             self.db.setbusytimeout(1000)
-            self.db.execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL")
+            # secure_delete: deleted rows are overwritten, not left readable in free pages
+            # (after `rkd delete` and retention, the data must be gone from the file).
+            self.db.execute(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON"
+            )
             self._migrate()
         except (apsw.NotADBError, apsw.CorruptError) as e:
             with contextlib.suppress(Exception):
@@ -199,21 +217,24 @@ class Storage:
     def feature_uses(self) -> dict[derived.FeatureKey, int]:
         return derived.load_uses(self.db)
 
-    def recent_event_ids(self, n: int) -> list[uuid.UUID]:
-        """Ids of the ``n`` most recently stored events, oldest first."""
-        rows = self.db.execute("SELECT event_id FROM events ORDER BY id DESC LIMIT ?", (n,))
-        return [uuid.UUID(bytes=b) for (b,) in rows][::-1]
+    def event_ids(self) -> Iterator[bytes]:
+        """Every stored event's id (16 bytes), streamed in storage order."""
+        for (b,) in self.db.execute("SELECT event_id FROM events"):
+            yield b
 
-    def recent_id_keys(self, n: int) -> Iterator[int]:
-        """The low 64 bits of the ids of the ``n`` most recently stored events, oldest
-        first, streamed (``uuid.int & (2**64 - 1)``, without building UUID objects)."""
-        rows = self.db.execute(
-            "SELECT event_id FROM events WHERE id >= coalesce("
-            "(SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?), 0) ORDER BY id",
-            (max(0, n - 1),),
-        )
-        for (b,) in rows:
-            yield int.from_bytes(b[8:16], "big")
+    def event_keys_after(self, rowid: int, limit: int) -> tuple[int | None, list[int]]:
+        """Dedup keys of up to ``limit`` events stored after ``rowid``, and the rowid to
+        go on from (None: there are no more)."""
+        rows: list[tuple[int, bytes]] = self.db.execute(  # type: ignore[assignment]
+            "SELECT id, event_id FROM events WHERE id > ? ORDER BY id LIMIT ?", (rowid, limit)
+        ).fetchall()
+        keys = [int.from_bytes(b[8:16], "big") for _, b in rows]
+        return (rows[-1][0] if len(rows) == limit else None), keys
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it: what was deleted is gone from
+        both files (with ``secure_delete`` the freed pages were overwritten)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def ledger_has(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM spool_ledger WHERE name = ?", (name,)).get is not None
@@ -243,14 +264,15 @@ class Storage:
         records: Iterable[Record],
         counters: Mapping[str, int],
         flushed_ms: int,
-        ledger: tuple[str, int] | None = None,
+        ledger: Iterable[tuple[str, int]] = (),
         touched: Iterable[SessionRow] = (),
         features: Mapping[derived.FeatureKey, tuple[int, int]] | None = None,
     ) -> int:
         """Write ``records`` and the daemon's bookkeeping in one transaction; return count.
 
         ``touched`` are sessions that changed without a record in this batch (one that
-        ended quietly); ``features`` the feature use counts that moved.
+        ended quietly); ``features`` the feature use counts that moved; ``ledger`` the
+        spool files (name, events) whose events are stored with this batch.
         """
         encode = msgspec.json.encode
         n = 0
@@ -297,17 +319,17 @@ class Storage:
                 self.db.executemany(
                     "INSERT INTO counters(reason, n) VALUES (?, ?)"
                     " ON CONFLICT(reason) DO UPDATE SET n = excluded.n",
-                    list(counters.items()),
+                    [(k, min(v, MAX_COUNT)) for k, v in counters.items()],
                 )
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_flush_ms', ?)",
                     (flushed_ms,),
                 )
-                if ledger is not None:
-                    self.db.execute(
-                        "INSERT INTO spool_ledger(name, events, ingested_ms) VALUES (?, ?, ?)",
-                        (ledger[0], ledger[1], flushed_ms),
-                    )
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO spool_ledger(name, events, ingested_ms)"
+                    " VALUES (?, ?, ?)",
+                    [(name, k, flushed_ms) for name, k in ledger],
+                )
         except apsw.Error:
             # Ids handed out inside the rolled-back transaction are gone with it.
             self._sources.clear()
@@ -371,13 +393,16 @@ class Storage:
     def delete_all(self) -> int:
         """Erase every event, session, counter, ledger and aggregate row, vacuum; return count."""
         n = self.count_events()
+        stats = [name for (name,) in self.db.execute(
+            "SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'")]  # fmt: skip
         with self.db:
             for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger",
-                          *aggregates.TABLES, *derived.TABLES):  # fmt: skip
-                self.db.execute(f"DELETE FROM {table}")
+                          *aggregates.TABLES, *derived.TABLES, *stats):  # fmt: skip
+                self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
         self._sources.clear()
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.checkpoint()
         self.db.execute("VACUUM")
+        self.checkpoint()  # VACUUM wrote the new file through the WAL
         return n
 
 

@@ -72,7 +72,7 @@ CASES = [
 def test_bad_frame_is_rejected_and_counted(sandbox: Sandbox, daemon: Daemon, raw_push: RawPush,
                                            name: str, make: Callable[[], bytes], reason: str) -> None:  # fmt: skip
     """Each kind of bad frame is counted under its reason; valid neighbours are stored."""
-    raw_push([VALID, make(), make(), VALID])
+    raw_push([VALID, make(), make(), frame(s.HelpViewed(topic="think"))])  # two distinct events
     wait_for(lambda: daemon.counter(f"rejected.{reason}") == 2, what=f"2 x rejected.{reason}")
     daemon.flush()
     assert 2 == sandbox.count()
@@ -163,9 +163,12 @@ def test_control_socket_garbage_gets_an_error_reply(sandbox: Sandbox, daemon: Da
 
 
 def test_client_report_counts_are_sanitised() -> None:
-    """Report reasons must look like reasons (else "other"); negative counts become 0."""
-    frame_ = msgspec.msgpack.encode(["client_report", {"r" * 100: 5, "neg": -7, "spool_full": 2}])
-    assert ({"other": 5, "neg": 0, "spool_full": 2}, 0) == decode_report(frame_)
+    """Report reasons come from a closed set (anything else is "other"); negative counts
+    become 0 and huge ones are clamped, so no report can overflow a counter."""
+    frame_ = msgspec.msgpack.encode(
+        ["client_report", {"r" * 100: 5, "neg": -7, "spool_full": 2, "oversized": 2**64 - 1}]
+    )
+    assert ({"other": 5, "spool_full": 2, "oversized": 2**32}, 0) == decode_report(frame_)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,177 @@
+"""The one path every event takes, from the socket or from a spool file.
+
+room -> decode -> consent gate -> daemon-owned gate -> validate -> firewall -> dedup
+-> stamp into the pending buffer. The stages are a tuple of small callables run by
+:class:`Intake`'s short loop (structlog's processor chain is the model); each takes the
+:class:`Item` in flight and fills it in, or rejects it by raising
+:class:`~rkd.daemon.pipeline.Rejected`, which is caught and counted in exactly one
+place (:meth:`Intake.__call__`). The daemon builds the tuple (:func:`build_stages`) and
+builds it again when its settings change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import structlog
+from rkd.client.config import Settings
+from rkd.client.schema import Envelope
+from rkd.client.wire import is_report
+from rkd.daemon.derived import SESSION_TYPES
+from rkd.daemon.firewall import Firewall
+from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
+from rkd.daemon.seen import LOW64, SeenIds
+
+log = structlog.get_logger("rkd.daemon")
+
+MAX_PENDING: Final = 100_000  # events held while the database cannot be written
+RKD_PRODUCT: Final = "rkd"  # the daemon's own events; no application may send them
+
+
+class Item:
+    """One frame on its way in: what the stages learnt about it so far."""
+
+    __slots__ = ("envelope", "frame", "key", "now", "origin", "ts_ms")
+
+    def __init__(self, frame: bytes, origin: str, now: dt.datetime) -> None:
+        self.frame = frame
+        self.origin = origin  # "socket" or "spool": the counters say where duplicates came from
+        self.now = now
+        self.envelope: Any = None  # an Envelope once decoded
+        self.ts_ms = 0
+        self.key = 0
+
+
+Stage = Callable[[Item], None]
+
+
+class Room:
+    """Refuse a frame while the pending buffer is full (the database cannot be written)."""
+
+    def __init__(self, pending: list[Any], limit: int = MAX_PENDING) -> None:
+        self.pending, self.limit = pending, limit
+
+    def __call__(self, item: Item) -> None:
+        if len(self.pending) >= self.limit:
+            raise Rejected("buffer_full", counter="dropped.buffer_full")
+
+
+def decode_stage(item: Item) -> None:
+    item.envelope = decode(item.frame)
+
+
+class ConsentGate:
+    """Only what the user consented to: telemetry on, and the event's category."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.enabled = settings.enabled
+        self.categories = frozenset(settings.categories)
+
+    def __call__(self, item: Item) -> None:
+        if not self.enabled:
+            raise Rejected("disabled")
+        if item.envelope.payload.category not in self.categories:
+            raise Rejected("category_off")
+
+
+def daemon_owned(item: Item) -> None:
+    """Session boundaries and anything in rkd's own name come only from the daemon."""
+    env = item.envelope
+    payload = env.payload
+    if payload.event_type in SESSION_TYPES or env.source.product == RKD_PRODUCT:
+        raise Rejected("daemon_owned")
+    if payload.event_type == "crash_detected" and payload.component == "daemon":
+        raise Rejected("daemon_owned")
+
+
+def validate_stage(item: Item) -> None:
+    item.ts_ms = validate(item.envelope, item.now)
+
+
+class FirewallStage:
+    def __init__(self, firewall: Firewall) -> None:
+        self.firewall = firewall
+
+    def __call__(self, item: Item) -> None:
+        item.envelope = self.firewall(item.envelope)
+
+
+class Dedup:
+    """Drop an event whose id the daemon holds already (stored or pending)."""
+
+    def __init__(self, seen: SeenIds) -> None:
+        self.seen = seen
+
+    def __call__(self, item: Item) -> None:
+        item.key = item.envelope.event_id.int & LOW64
+        if not self.seen.add(item.key):
+            raise Rejected("duplicate", counter=f"{item.origin}.duplicates")
+
+
+class Stamp:
+    """Into the pending buffer, in its session, with what the daemon derives from it."""
+
+    def __init__(self, stamp: Callable[[Envelope, int, list[Any]], None], pending: list[Any],
+                 on_error: Callable[[], None]) -> None:  # fmt: skip
+        self.stamp, self.pending, self.on_error = stamp, pending, on_error
+
+    def __call__(self, item: Item) -> None:
+        self.stamp(item.envelope, item.ts_ms, self.pending)
+        if item.envelope.payload.family == "error":
+            self.on_error()  # spec §4.2: errors are written at once
+
+
+def build_stages(
+    settings: Settings,
+    firewall: Firewall,
+    seen: SeenIds,
+    pending: list[Any],
+    stamp: Callable[[Envelope, int, list[Any]], None],
+    on_error: Callable[[], None],
+) -> tuple[Stage, ...]:
+    """The daemon's stages, in order."""
+    return (
+        Room(pending),
+        decode_stage,
+        ConsentGate(settings),
+        daemon_owned,
+        validate_stage,
+        FirewallStage(firewall),
+        Dedup(seen),
+        Stamp(stamp, pending, on_error),
+    )
+
+
+class Intake:
+    """Runs each frame through the stages; counts every rejection, by reason, here."""
+
+    def __init__(self, stages: Sequence[Stage], counters: Counter[str],
+                 on_report: Callable[[dict[str, int], int], None]) -> None:  # fmt: skip
+        self.stages = tuple(stages)
+        self.counters = counters
+        self.on_report = on_report
+        self.dirty = False  # counters changed since the owner last wrote them
+        self._logged: set[str] = set()
+
+    def __call__(self, frame: bytes, origin: str, now: dt.datetime) -> bool:
+        """True when the frame's event joined the pending buffer."""
+        try:
+            if is_report(frame):
+                self.on_report(*decode_report(frame))
+                return False
+            item = Item(frame, origin, now)
+            for stage in self.stages:
+                stage(item)
+        except Rejected as r:
+            self.counters[r.counter] += 1
+            self.dirty = True
+            if r.counter not in self._logged:
+                self._logged.add(r.counter)
+                log.warning("frame_rejected", reason=r.reason, origin=origin,
+                            note="further occurrences are only counted")  # fmt: skip
+            return False
+        self.counters["accepted"] += 1
+        return True
