@@ -10,6 +10,7 @@ variable and the key, never the value (a value might be a secret pasted by mista
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from rkd.client.consent import ConsentRecord
 
 DB_FILENAME: Final = ".rk_telemetry.db"
+MAX_CONFIG_BYTES: Final = 1 << 20  # a config file is a few hundred bytes; refuse a huge one
 
 
 class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -160,14 +162,44 @@ def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message[0].lower()}{message[1:]}")
 
 
-def read_config_file(path: Path) -> TelemetryConfigFile:
-    """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults."""
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``; at most ``limit`` bytes, read without blocking.
+
+    The files rkd reads (config.toml, consent.json) belong to the user, but a mistake or a
+    hostile hand must not hang or swamp the program reading them: a FIFO would block a
+    plain read forever and ``/dev/zero`` never ends. Raises FileNotFoundError or OSError
+    as ``open`` does, and ValueError with a one-line reason (no path) for anything else.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
     try:
-        raw = path.read_bytes()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit and (part := os.read(fd, limit + 1 - size)):
+            parts.append(part)
+            size += len(part)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"too large (more than {limit} bytes)")
+    return b"".join(parts)
+
+
+def read_config_file(path: Path) -> TelemetryConfigFile:
+    """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults.
+
+    Every problem is one ConfigError naming the file, a hostile file included (huge,
+    not a regular file, not UTF-8, nested deeper than the parser can recurse).
+    """
+    try:
+        raw = read_small_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return TelemetryConfigFile()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     import tomllib  # ~3 ms: only when there is a file to parse
 
     try:
@@ -176,6 +208,8 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     section = doc.get("telemetry", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: telemetry: expected a table, got a value")
@@ -183,6 +217,8 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
         return msgspec.convert(section, TelemetryConfigFile)
     except msgspec.ValidationError as e:
         raise _explain(e, path) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: telemetry: nested too deeply") from None
 
 
 def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:

@@ -108,22 +108,30 @@ class Telemetry:
         self.enabled = False
         self.disabled_reason: str | None = None
         self._transport: Any = None
-        environ = os.environ if env is None else env
-        switch = kill_switch(environ)  # reads only the environment
+        # The instance's own switches, read again by every recheck (os.environ stays live).
+        self._env = os.environ if env is None else env
+        switch = kill_switch(self._env)  # reads only the environment
         if switch is not None:  # wins over everything, even explicit settings
             self.disabled_reason = f"disabled by {switch} in the environment"
             return
         from rkd.client.config import load_settings  # only past the kill switch
 
         try:
-            settings = settings or load_settings(environ)
+            settings = settings or load_settings(self._env)
         except ConfigError as e:
             self.disabled_reason = str(e)
+            return
+        except Exception as e:  # e.g. no home folder to resolve paths against: stay off
+            self.disabled_reason = f"cannot resolve the settings: {type(e).__name__}"
             return
         if not settings.enabled:
             self.disabled_reason = f"disabled ({settings.decided_by})"
             return
-        self._start(product, version, tier, settings)
+        try:
+            self._start(product, version, tier, settings)
+        except Exception as e:  # a bug here must not reach the application
+            self._transport = None
+            self.disabled_reason = f"cannot start: {type(e).__name__}"
 
     def _start(self, product: str, version: str, tier: str, settings: Settings) -> None:
         import datetime as dt
