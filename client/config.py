@@ -238,32 +238,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     cfg = config_path(env)
     file = read_config_file(cfg)
-    killed = kill_switch(env)
     for var in ("RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "DO_NOT_TRACK"):
         if env.get(var, "").strip():
             parse_bool(env[var], var)  # a malformed switch is an error to report
-    if killed:
-        enabled, decided_by = False, f"env:{killed}"
-    elif (enabler := _env_enabled(env)) is not None:
-        enabled, decided_by = True, f"env:{enabler}"
-    elif file.enabled is not msgspec.UNSET:
-        enabled, decided_by = file.enabled, "config"
-    else:
-        enabled, decided_by = False, "default"
-    from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
-
-    categories = frozenset(CATEGORIES)
-    if decided_by == "default" or enabled:  # the consent record decides, or narrows
-        consent = _consent(env)
-        if consent is not None and decided_by == "default":
-            enabled, decided_by = consent.choice == "granted", "consent"
-        if consent is not None and consent.choice == "granted":
-            categories = frozenset(consent.categories)
+    dd = data_dir(env)
+    enabled, decided_by, categories = _decide(env, file, dd)
 
     def env_bool(var: str, default: bool) -> bool:
         return parse_bool(env[var], var) if env.get(var, "").strip() else default
 
-    dd = data_dir(env)
     return Settings(
         enabled=enabled,
         decided_by=decided_by,
@@ -284,10 +267,48 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _consent(env: Mapping[str, str]) -> ConsentRecord | None:
+def _decide(
+    env: Mapping[str, str], file: TelemetryConfigFile, data: Path
+) -> tuple[bool, str, frozenset[str]]:
+    """(enabled, what decided it, consented categories) from ``env``, the file, the record."""
+    from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
+
+    categories = frozenset(CATEGORIES)
+    if killed := kill_switch(env):
+        return False, f"env:{killed}", categories
+    if (enabler := _env_enabled(env)) is not None:
+        enabled, decided_by = True, f"env:{enabler}"
+    elif file.enabled is not msgspec.UNSET:
+        enabled, decided_by = file.enabled, "config"
+    else:
+        enabled, decided_by = False, "default"
+    if decided_by == "default" or enabled:  # the consent record decides, or narrows
+        consent = _consent(data)
+        if consent is not None and decided_by == "default":
+            enabled, decided_by = consent.choice == "granted", "consent"
+        if consent is not None and consent.choice == "granted":
+            categories = frozenset(consent.categories)
+    return enabled, decided_by, categories
+
+
+def categories_now(settings: Settings, env: Mapping[str, str]) -> frozenset[str]:
+    """The categories an application holding ``settings`` may send now; empty when off.
+
+    Decided again from the switches in ``env`` and from the files ``settings`` names (its
+    config file, the consent record in its data folder), so an application built with
+    its own ``env`` or ``settings`` keeps to them. Raises ConfigError like load_settings.
+    """
+    if kill_switch(env) is not None:
+        return frozenset()
+    file = read_config_file(settings.config_path)
+    enabled, _, categories = _decide(env, file, settings.data_dir)
+    return categories if enabled else frozenset()
+
+
+def _consent(data: Path) -> ConsentRecord | None:
     from rkd.client.consent import ConsentError, read_consent
 
     try:
-        return read_consent(data_dir(env)).current
+        return read_consent(data).current
     except ConsentError as e:
         raise ConfigError(str(e)) from None

@@ -200,24 +200,22 @@ class Telemetry:
     def _recheck(self) -> None:
         """Notice `rkd disable`/`enable` within RECHECK_SECS: two stats, no file read.
 
-        Only when the config or consent file changed are settings read again; the
-        kill switches are looked up in this process's environment.
+        Only when the config or consent file changed, or a kill switch appeared, is the
+        decision made again, from this instance's own env (or os.environ) and the files
+        its own settings name: an instance built with ``env=`` or ``settings=`` keeps to
+        them. Any error turns it off until the next change.
         """
         self._next_check = _monotonic() + RECHECK_SECS
         stamp = _stamp(self._watched)
-        if stamp == self._stamp and kill_switch(os.environ) is None:
+        if stamp == self._stamp and kill_switch(self._env) is None:
             return
         self._stamp = stamp
-        from rkd.client.config import load_settings
+        from rkd.client.config import categories_now
 
         try:
-            settings = load_settings()
-        except ConfigError:
-            settings = None
-        if settings is None or not settings.enabled or kill_switch(os.environ):
+            self._categories = categories_now(self._settings, self._env)
+        except Exception:  # a config error, a hostile file: collect nothing, never raise
             self._categories = frozenset()
-        else:
-            self._categories = settings.categories
 
     def flush(self, timeout_secs: float = 0.2) -> None:
         """Push what this process still holds to the daemon (or the spool)."""
