@@ -41,7 +41,7 @@ class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     allowed_domains: tuple[
         Annotated[
             str,
-            Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})+$"),
+            Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})+\Z"),
         ],
         ...,
     ] = ()
@@ -54,7 +54,8 @@ class ModelPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     output: Annotated[float, Meta(ge=0.0, le=100_000.0)]
 
 
-PriceKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$", max_length=64)]
+# \Z, not $: msgspec matches with re.search, where $ also matches before a final newline.
+PriceKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*\Z", max_length=64)]
 
 
 class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
