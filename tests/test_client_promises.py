@@ -19,8 +19,16 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rkd.client import schema as s
-from rkd.client.config import ConfigError, load_settings, read_config_file
+from rkd.client.config import (
+    ConfigError,
+    PrivacyConfig,
+    TelemetryConfigFile,
+    load_settings,
+    read_config_file,
+)
 from rkd.client.consent import ConsentError, read_consent
 from rkd.client.spool import read_spool, spool_files
 
@@ -125,6 +133,69 @@ def test_client_never_raises_on_a_hostile_file(sandbox: Sandbox, which: str) -> 
         print(config.enabled, c.enabled, c.get_status(), c.export(), c.delete_all())
     """).stdout
     assert f"False {reason}\nFalse False {{'enabled': False}} [] 0\n" == out
+
+
+KEYS = (*TelemetryConfigFile.__struct_fields__, *PrivacyConfig.__struct_fields__, "x")
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner),
+    max_leaves=8,
+)
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML inline value (None, which TOML lacks, as an empty table)."""
+    if value is None or isinstance(value, dict):
+        items = (value or {}).items()
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml, value)) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return json.dumps(value)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(table=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4),
+       privacy=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=3))  # fmt: skip
+def test_any_types_at_any_key_give_a_config_error(
+    tmp_path: Path, table: dict[str, Any], privacy: dict[str, Any]
+) -> None:
+    """Whatever types sit at whatever keys of config.toml: defaults, or one ConfigError line."""
+    path = tmp_path / "config.toml"
+    lines = ["[telemetry]", *(f"{json.dumps(k)} = {_toml(v)}" for k, v in table.items())]
+    if "privacy" not in table:
+        lines += ["[telemetry.privacy]", *(f"{k} = {_toml(v)}" for k, v in privacy.items())]
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        read_config_file(path)
+    except ConfigError as e:
+        assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    doc=st.dictionaries(
+        st.sampled_from(("current", "history", "choice", "at", "categories")), VALUES, max_size=3
+    )
+    | VALUES
+    | st.binary(max_size=64).map(lambda b: b)
+)
+def test_any_consent_file_gives_a_record_or_a_consent_error(tmp_path: Path, doc: Any) -> None:
+    """Whatever consent.json holds (any JSON, any bytes): a record, or one ConsentError line."""
+    raw = doc if isinstance(doc, bytes) else msgspec.json.encode(doc)
+    (tmp_path / "consent.json").write_bytes(raw)
+    try:
+        read_consent(tmp_path)
+    except ConsentError as e:
+        assert str(e).startswith(f"{tmp_path / 'consent.json'}: ") and "\n" not in str(e)
 
 
 def _cli_error(proc: Any) -> str:
