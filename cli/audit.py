@@ -62,6 +62,10 @@ def audit(settings: Settings) -> dict[str, Any]:
         pass  # a database the daemon has not initialised yet
     except (apsw.Error, msgspec.DecodeError) as e:
         raise StorageError(f"{settings.db_path}: cannot read the database: {e}") from None
+    except RecursionError:  # a damaged payload: msgspec recurses once per nesting level
+        raise StorageError(
+            f"{settings.db_path}: cannot read the database: nested too deeply"
+        ) from None
     finally:
         db.close()
     report["findings"] = dict(sorted(found.items()))

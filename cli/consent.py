@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-from rkd.client.config import Settings, kill_switch
+from rkd.client.config import MAX_CONFIG_BYTES, Settings, kill_switch, read_small_file
 from rkd.client.consent import ConsentError, ConsentRecord, now_iso, record_decision
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.files import write_atomic
@@ -69,10 +69,16 @@ def set_config_enabled(path: Path, value: bool) -> bool:
     Only that one line is rewritten (its trailing comment kept); the file keeps its mode.
     A file that does not mention ``enabled`` under ``[telemetry]`` is left alone.
     """
-    try:
-        text = path.read_text("utf-8")
+    try:  # load_settings read this file already; it may have changed since
+        text = read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8")
     except FileNotFoundError:
         return False
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{path}: not UTF-8 text") from None
+    except ValueError as e:  # not a regular file, too large
+        raise click.ClickException(f"{path}: {e}") from None
     lines = text.splitlines(keepends=True)
     table = None
     for i, line in enumerate(lines):

@@ -39,7 +39,7 @@ def type_name(t: mi.Type) -> str:
     match t:
         case mi.Metadata(type=inner):
             return type_name(inner)
-        case mi.StrType(pattern=p) if p == "^[0-9a-f]{64}$":
+        case mi.StrType(pattern=p) if p == r"^[0-9a-f]{64}\Z":
             return "sha256"
         case mi.StrType(pattern=p) if p and "v?[0-9]" in p:
             return "version"

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import click
 from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.consent import ConsentError
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.wire import FlushRequest
 from rkd.daemon.storage import StorageError
@@ -108,7 +109,7 @@ def status(as_json: bool) -> None:
 
     try:
         info = gather(settings())
-    except StorageError as e:
+    except (StorageError, ConsentError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else render(info))
 

@@ -79,9 +79,18 @@ def gather(settings: Settings) -> dict[str, Any]:
             counters=st.counters, session_id=st.session_id, recovered=st.recovered,
         )  # fmt: skip
     info["daemon"] = daemon
-    rec = info.get("recovered")
-    info["recovered"] = json.loads(rec) if isinstance(rec, str) else None
+    info["recovered"] = _recovered(info.get("recovered"))
     return info
+
+
+def _recovered(text: Any) -> dict[str, str] | None:
+    """The database's note about a damaged file moved aside, if it is a well-formed one."""
+    try:
+        rec = json.loads(text) if isinstance(text, str) and len(text) < 65_536 else None
+    except (ValueError, RecursionError):
+        return None
+    ok = isinstance(rec, dict) and all(isinstance(rec.get(k), str) for k in ("at", "kept_as"))
+    return rec if ok else None
 
 
 def _tilde(path: str) -> str:

@@ -10,6 +10,7 @@ variable and the key, never the value (a value might be a secret pasted by mista
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from rkd.client.consent import ConsentRecord
 
 DB_FILENAME: Final = ".rk_telemetry.db"
+MAX_CONFIG_BYTES: Final = 1 << 20  # a config file is a few hundred bytes; refuse a huge one
 
 
 class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,7 +41,7 @@ class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     allowed_domains: tuple[
         Annotated[
             str,
-            Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})+$"),
+            Meta(pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9-]{1,63})+\Z"),
         ],
         ...,
     ] = ()
@@ -52,7 +54,8 @@ class ModelPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     output: Annotated[float, Meta(ge=0.0, le=100_000.0)]
 
 
-PriceKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$", max_length=64)]
+# \Z, not $: msgspec matches with re.search, where $ also matches before a final newline.
+PriceKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*\Z", max_length=64)]
 
 
 class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -160,14 +163,44 @@ def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message[0].lower()}{message[1:]}")
 
 
-def read_config_file(path: Path) -> TelemetryConfigFile:
-    """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults."""
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``; at most ``limit`` bytes, read without blocking.
+
+    The files rkd reads (config.toml, consent.json) belong to the user, but a mistake or a
+    hostile hand must not hang or swamp the program reading them: a FIFO would block a
+    plain read forever and ``/dev/zero`` never ends. Raises FileNotFoundError or OSError
+    as ``open`` does, and ValueError with a one-line reason (no path) for anything else.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO opens at once
     try:
-        raw = path.read_bytes()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit and (part := os.read(fd, limit + 1 - size)):
+            parts.append(part)
+            size += len(part)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ValueError(f"too large (more than {limit} bytes)")
+    return b"".join(parts)
+
+
+def read_config_file(path: Path) -> TelemetryConfigFile:
+    """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults.
+
+    Every problem is one ConfigError naming the file, a hostile file included (huge,
+    not a regular file, not UTF-8, nested deeper than the parser can recurse).
+    """
+    try:
+        raw = read_small_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return TelemetryConfigFile()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
     import tomllib  # ~3 ms: only when there is a file to parse
 
     try:
@@ -176,6 +209,8 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     section = doc.get("telemetry", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: telemetry: expected a table, got a value")
@@ -183,6 +218,8 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
         return msgspec.convert(section, TelemetryConfigFile)
     except msgspec.ValidationError as e:
         raise _explain(e, path) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: telemetry: nested too deeply") from None
 
 
 def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:
@@ -202,32 +239,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     cfg = config_path(env)
     file = read_config_file(cfg)
-    killed = kill_switch(env)
     for var in ("RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "DO_NOT_TRACK"):
         if env.get(var, "").strip():
             parse_bool(env[var], var)  # a malformed switch is an error to report
-    if killed:
-        enabled, decided_by = False, f"env:{killed}"
-    elif (enabler := _env_enabled(env)) is not None:
-        enabled, decided_by = True, f"env:{enabler}"
-    elif file.enabled is not msgspec.UNSET:
-        enabled, decided_by = file.enabled, "config"
-    else:
-        enabled, decided_by = False, "default"
-    from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
-
-    categories = frozenset(CATEGORIES)
-    if decided_by == "default" or enabled:  # the consent record decides, or narrows
-        consent = _consent(env)
-        if consent is not None and decided_by == "default":
-            enabled, decided_by = consent.choice == "granted", "consent"
-        if consent is not None and consent.choice == "granted":
-            categories = frozenset(consent.categories)
+    dd = data_dir(env)
+    enabled, decided_by, categories = _decide(env, file, dd)
 
     def env_bool(var: str, default: bool) -> bool:
         return parse_bool(env[var], var) if env.get(var, "").strip() else default
 
-    dd = data_dir(env)
     return Settings(
         enabled=enabled,
         decided_by=decided_by,
@@ -248,10 +268,48 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def _consent(env: Mapping[str, str]) -> ConsentRecord | None:
+def _decide(
+    env: Mapping[str, str], file: TelemetryConfigFile, data: Path
+) -> tuple[bool, str, frozenset[str]]:
+    """(enabled, what decided it, consented categories) from ``env``, the file, the record."""
+    from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
+
+    categories = frozenset(CATEGORIES)
+    if killed := kill_switch(env):
+        return False, f"env:{killed}", categories
+    if (enabler := _env_enabled(env)) is not None:
+        enabled, decided_by = True, f"env:{enabler}"
+    elif file.enabled is not msgspec.UNSET:
+        enabled, decided_by = file.enabled, "config"
+    else:
+        enabled, decided_by = False, "default"
+    if decided_by == "default" or enabled:  # the consent record decides, or narrows
+        consent = _consent(data)
+        if consent is not None and decided_by == "default":
+            enabled, decided_by = consent.choice == "granted", "consent"
+        if consent is not None and consent.choice == "granted":
+            categories = frozenset(consent.categories)
+    return enabled, decided_by, categories
+
+
+def categories_now(settings: Settings, env: Mapping[str, str]) -> frozenset[str]:
+    """The categories an application holding ``settings`` may send now; empty when off.
+
+    Decided again from the switches in ``env`` and from the files ``settings`` names (its
+    config file, the consent record in its data folder), so an application built with
+    its own ``env`` or ``settings`` keeps to them. Raises ConfigError like load_settings.
+    """
+    if kill_switch(env) is not None:
+        return frozenset()
+    file = read_config_file(settings.config_path)
+    enabled, _, categories = _decide(env, file, settings.data_dir)
+    return categories if enabled else frozenset()
+
+
+def _consent(data: Path) -> ConsentRecord | None:
     from rkd.client.consent import ConsentError, read_consent
 
     try:
-        return read_consent(data_dir(env)).current
+        return read_consent(data).current
     except ConsentError as e:
         raise ConfigError(str(e)) from None

@@ -20,6 +20,7 @@ from rkd.client.schema import CATEGORIES, SCHEMA_VERSION
 CONSENT_FILE: Final = "consent.json"
 CONSENT_TEXT_VERSION: Final = "1"
 MAX_HISTORY: Final = 1000
+MAX_CONSENT_BYTES: Final = 2 << 20  # MAX_HISTORY records take ~300 KB; refuse a huge file
 
 
 class ConsentError(Exception):
@@ -53,18 +54,28 @@ def now_iso() -> str:
 
 
 def read_consent(data_dir: Path) -> ConsentFile:
-    """The consent file; an empty one when the user has never decided."""
+    """The consent file; an empty one when the user has never decided.
+
+    Every problem is one ConsentError naming the file, a hostile file included (huge,
+    not a regular file, not UTF-8, nested deeper than the decoder can recurse).
+    """
+    from rkd.client.config import read_small_file
+
     path = consent_path(data_dir)
     try:
-        raw = path.read_bytes()
+        raw = read_small_file(path, MAX_CONSENT_BYTES)
     except FileNotFoundError:
         return ConsentFile()
     except OSError as e:
         raise ConsentError(f"{path}: cannot read: {e.strerror}") from None
+    except ValueError as e:
+        raise ConsentError(f"{path}: {e}") from None
     try:
         record = msgspec.json.decode(raw, type=ConsentFile)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise ConsentError(f"{path}: not a valid consent record ({e})") from None
+    except RecursionError:  # msgspec recurses once per nested array or object
+        raise ConsentError(f"{path}: not a valid consent record (nested too deeply)") from None
     unknown = {c for r in (record.current, *record.history) if r for c in r.categories} - set(
         CATEGORIES
     )

@@ -35,11 +35,14 @@ SCHEMA_VERSION: Final = "1.0.0"
 
 # -- constrained scalar types -------------------------------------------------------------
 
+# Patterns end in \Z, never $: msgspec matches with re.search, where $ also matches just
+# before a final newline, so "think\n" would pass for an identifier.
+
 Ident = Annotated[
     str,
     Meta(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*\Z",
         extra={"max_length": 64},  # longer values are cut (and counted) by the firewall
         extra_json_schema={"maxLength": 64},
         description="An identifier: letters, digits and _ . : + - (no spaces, no slashes).",
@@ -51,17 +54,17 @@ Version = Annotated[
         min_length=1,
         extra={"max_length": 48},
         extra_json_schema={"maxLength": 48},
-        pattern=r"^v?[0-9]+(\.[0-9]+){0,3}([-+][A-Za-z0-9.\-+]*)?$",
+        pattern=r"^v?[0-9]+(\.[0-9]+){0,3}([-+][A-Za-z0-9.\-+]*)?\Z",
         description="A version number such as 1.0.0 or 0.12.3-beta.1.",
     ),
 ]
 SchemaVersion = Annotated[
     str,
-    Meta(pattern=r"^1\.[0-9]+\.[0-9]+$", description="Schema version; major 1 is accepted."),
+    Meta(pattern=r"^1\.[0-9]+\.[0-9]+\Z", description="Schema version; major 1 is accepted."),
 ]
 Sha256Hex = Annotated[
     str,
-    Meta(pattern="^[0-9a-f]{64}$", extra={"salted": True}, description="A SHA-256, hex."),
+    Meta(pattern=r"^[0-9a-f]{64}\Z", extra={"salted": True}, description="A SHA-256, hex."),
 ]
 Millis = Annotated[int, Meta(ge=0, le=2**53, description="A duration in milliseconds.")]
 Count = Annotated[int, Meta(ge=0, le=2**32 - 1)]

@@ -6,9 +6,12 @@ Code written against the spec runs unchanged::
     collector.record_command(CommandEvent(command="think", profile="balanced", duration_ms=2500))
     collector.flush()
 
-Unlike the spec's sketch, nothing here opens the database for writing: events go to
-the daemon like any other client's. ``export`` and ``delete_all`` are management calls;
-they ask the daemon, or read/erase the database directly when no daemon runs.
+Unlike the spec's sketch, nothing here opens the database: events go to the daemon like
+any other client's, and the database, its batching and its privacy settings are the
+user's (config.toml), the same for every application. ``export``, ``delete_all`` and
+the stored count without a daemon are management calls: they ask the daemon, or run the
+`rkd` command line's offline readers in a child process (client/ never imports the
+daemon's or the CLI's code; DESIGN.md).
 """
 
 from __future__ import annotations
@@ -17,36 +20,71 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import msgspec
-from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.config import Settings, load_settings
 from rkd.client.telemetry import Telemetry
+
+# The daemon's settings the spec lets TelemetryConfig carry: the spec's default, and
+# where the user sets them.
+_DAEMON_FIELDS: Final = {
+    "db_path": (None, "RK_TELEMETRY_PATH or telemetry.db_path"),
+    "batch_size": (100, "telemetry.batch_size"),
+    "flush_interval_secs": (60, "telemetry.flush_interval_secs"),
+    "strip_pii": (True, "telemetry.privacy.strip_pii"),
+}
+MANAGEMENT_TIMEOUT_SECS: Final = 300.0  # an export of a million events takes ~10 s
 
 
 @dataclass
 class TelemetryConfig:
-    """Telemetry configuration, as in the spec. ``from_env`` applies every rkd rule."""
+    """Telemetry configuration, as in the spec. ``from_env`` applies every rkd rule.
+
+    ``db_path``, ``batch_size``, ``flush_interval_secs`` and ``strip_pii`` describe the
+    user's daemon, which serves every application alike: ``from_env`` fills them in
+    from the user's settings. An application cannot change them: any other value than
+    the spec's default (or, for ``db_path``, :meth:`default_db_path`) raises ValueError.
+    """
 
     enabled: bool = False
     db_path: Path | None = None
     batch_size: int = 100
-    flush_interval_secs: int = 60
+    flush_interval_secs: float = 60
     strip_pii: bool = True
     settings: Settings | None = None
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError for a daemon setting the user's settings do not have."""
+        for name, (default, where) in _DAEMON_FIELDS.items():
+            value = getattr(self, name)
+            ok = {default, getattr(self.settings, name, default)}
+            if name == "db_path":
+                ok.add(self.default_db_path())
+            elif name == "strip_pii":
+                ok.add(getattr(getattr(self.settings, "privacy", None), name, default))
+            if value not in ok:
+                raise ValueError(
+                    f"TelemetryConfig.{name}: the rkd daemon applies the user's setting "
+                    f"({where} in config.toml) to every application; leave it unset or "
+                    "use TelemetryConfig.from_env()"
+                )
 
     @classmethod
     def from_env(cls) -> TelemetryConfig:
         """Resolve from kill switches, env vars, config.toml and defaults (never raises)."""
         try:
             s = load_settings()
-        except ConfigError:
+        except Exception:  # a ConfigError, or no home folder at all: telemetry stays off
             return cls(enabled=False)
         return cls(
             enabled=s.enabled,
             db_path=s.db_path,
             batch_size=s.batch_size,
-            flush_interval_secs=int(s.flush_interval_secs),
+            flush_interval_secs=s.flush_interval_secs,
             strip_pii=s.privacy.strip_pii,
             settings=s,
         )
@@ -112,11 +150,12 @@ class TelemetryCollector:
         version: str = "0.0.0",
     ) -> None:
         self.config = config or TelemetryConfig.from_env()
+        self.config.check()  # fields may have been set after construction
         settings = self.config.settings
         if settings is None and self.config.enabled:
             try:
                 settings = load_settings()
-            except ConfigError:
+            except Exception:  # a ConfigError, or no home folder: telemetry stays off
                 settings = None
         if settings is not None and self.config.enabled != settings.enabled:
             settings = msgspec.structs.replace(
@@ -213,26 +252,31 @@ class TelemetryCollector:
         return out
 
     def _stored_offline(self) -> int:
-        # Management path, not the hot path: the reader lives with the storage code.
-        from rkd.daemon.storage import read_only_count
-
-        assert self._settings is not None
-        return read_only_count(self._settings.db_path)
+        """Events stored, read by `rkd status` (the daemon is down); 0 if that fails."""
+        info = self._rkd("status", "--json")
+        n = info.get("events_stored") if isinstance(info, dict) else None
+        return n if isinstance(n, int) else 0
 
     def export(self) -> str:
-        """Every stored event as a JSON array of spec envelopes ("[]" when disabled)."""
+        """Every stored event as a JSON array of spec envelopes ("[]" when disabled).
+
+        Read by `rkd export` (read-only, daemon or not). When that fails, "[]" and one
+        warning on the ``rkd.client`` logger: this never raises into the application.
+        """
         if not self.enabled or self._settings is None:
             return "[]"
         import json
 
-        from rkd.daemon.storage import iter_envelopes
-
-        return json.dumps(list(iter_envelopes(self._settings.db_path)), indent=2)
+        doc = self._rkd("export", "--format", "json", "--output", "-")
+        events = doc.get("events") if isinstance(doc, dict) else None
+        return json.dumps(events if isinstance(events, list) else [], indent=2)
 
     def delete_all(self) -> int:
         """Erase all telemetry data; return how many events were deleted (0 when disabled).
 
         As in the spec, a disabled collector deletes nothing; `rkd delete` always can.
+        Asks the daemon, or runs `rkd delete` when none runs; 0 and one warning on the
+        ``rkd.client`` logger when that fails.
         """
         if not self.enabled or self._settings is None:
             return 0
@@ -240,8 +284,65 @@ class TelemetryCollector:
         from rkd.client.wire import DeleteRequest
 
         try:
-            return request(self._settings.runtime_dir, DeleteRequest(), timeout_ms=10_000).deleted
+            reply = request(self._settings.runtime_dir, DeleteRequest(), timeout_ms=10_000)
         except DaemonUnavailable:
-            from rkd.daemon.storage import delete_offline
+            pass
+        else:
+            if not reply.ok:
+                _warn(f"rkd delete: {reply.error or 'the daemon could not delete'}")
+            return reply.deleted
+        import re
 
-            return delete_offline(self._settings)
+        text = self._rkd("delete", "--confirm", parse=False) or ""
+        m = re.search(r"^Deleted ([0-9,]+) events?\.$", text, re.M)
+        return int(m.group(1).replace(",", "")) if m else 0
+
+    def _rkd(self, *args: str, parse: bool = True) -> Any:
+        """Run ``python -m rkd.cli ARGS`` on this collector's files; its JSON (or text).
+
+        A child process keeps client/ free of the daemon's and the CLI's code, which a
+        management call needs (DESIGN.md). None, and one warning, when it fails.
+        """
+        import subprocess
+        import sys
+
+        assert self._settings is not None
+        if getattr(sys, "frozen", False):  # sys.executable is the application itself
+            return _warn(f"rkd {args[0]}: cannot run the rkd command from a frozen application")
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "rkd.cli", *args], env=_cli_env(self._settings),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                timeout=MANAGEMENT_TIMEOUT_SECS,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as e:
+            return _warn(f"rkd {args[0]}: {type(e).__name__}: {e}")
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            return _warn(f"rkd {args[0]}: {lines[-1][:500]}")
+        if not parse:
+            return proc.stdout
+        import json
+
+        try:
+            return json.loads(proc.stdout)
+        except (ValueError, RecursionError):
+            return _warn(f"rkd {args[0]}: unexpected output")
+
+
+def _warn(message: str) -> None:
+    """Log a failed management call once on the ``rkd.client`` logger (never raises)."""
+    import logging
+
+    logging.getLogger("rkd.client").warning("%s", message)
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    """An environment in which `rkd` resolves the same files as ``settings``."""
+    env = dict(os.environ)
+    env.update(RK_CONFIG=str(settings.config_path), RK_TELEMETRY_PATH=str(settings.db_path))
+    if settings.data_dir.name == "reasonkit":
+        env["XDG_DATA_HOME"] = str(settings.data_dir.parent)
+    if settings.runtime_dir.name == "rkd":
+        env["XDG_RUNTIME_DIR"] = str(settings.runtime_dir.parent)
+    return env

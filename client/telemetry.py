@@ -108,22 +108,30 @@ class Telemetry:
         self.enabled = False
         self.disabled_reason: str | None = None
         self._transport: Any = None
-        environ = os.environ if env is None else env
-        switch = kill_switch(environ)  # reads only the environment
+        # The instance's own switches, read again by every recheck (os.environ stays live).
+        self._env = os.environ if env is None else env
+        switch = kill_switch(self._env)  # reads only the environment
         if switch is not None:  # wins over everything, even explicit settings
             self.disabled_reason = f"disabled by {switch} in the environment"
             return
         from rkd.client.config import load_settings  # only past the kill switch
 
         try:
-            settings = settings or load_settings(environ)
+            settings = settings or load_settings(self._env)
         except ConfigError as e:
             self.disabled_reason = str(e)
+            return
+        except Exception as e:  # e.g. no home folder to resolve paths against: stay off
+            self.disabled_reason = f"cannot resolve the settings: {type(e).__name__}"
             return
         if not settings.enabled:
             self.disabled_reason = f"disabled ({settings.decided_by})"
             return
-        self._start(product, version, tier, settings)
+        try:
+            self._start(product, version, tier, settings)
+        except Exception as e:  # a bug here must not reach the application
+            self._transport = None
+            self.disabled_reason = f"cannot start: {type(e).__name__}"
 
     def _start(self, product: str, version: str, tier: str, settings: Settings) -> None:
         import datetime as dt
@@ -192,24 +200,22 @@ class Telemetry:
     def _recheck(self) -> None:
         """Notice `rkd disable`/`enable` within RECHECK_SECS: two stats, no file read.
 
-        Only when the config or consent file changed are settings read again; the
-        kill switches are looked up in this process's environment.
+        Only when the config or consent file changed, or a kill switch appeared, is the
+        decision made again, from this instance's own env (or os.environ) and the files
+        its own settings name: an instance built with ``env=`` or ``settings=`` keeps to
+        them. Any error turns it off until the next change.
         """
         self._next_check = _monotonic() + RECHECK_SECS
         stamp = _stamp(self._watched)
-        if stamp == self._stamp and kill_switch(os.environ) is None:
+        if stamp == self._stamp and kill_switch(self._env) is None:
             return
         self._stamp = stamp
-        from rkd.client.config import load_settings
+        from rkd.client.config import categories_now
 
         try:
-            settings = load_settings()
-        except ConfigError:
-            settings = None
-        if settings is None or not settings.enabled or kill_switch(os.environ):
+            self._categories = categories_now(self._settings, self._env)
+        except Exception:  # a config error, a hostile file: collect nothing, never raise
             self._categories = frozenset()
-        else:
-            self._categories = settings.categories
 
     def flush(self, timeout_secs: float = 0.2) -> None:
         """Push what this process still holds to the daemon (or the spool)."""
