@@ -14,6 +14,7 @@ from typing import Any
 import apsw
 import msgspec
 from rkd.client.config import Settings
+from rkd.client.spool import MAX_SPOOL_BYTES, SUFFIX, read_spool
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.redact import Scanner
 from rkd.daemon.storage import StorageError, open_read_only
@@ -69,7 +70,41 @@ def audit(settings: Settings) -> dict[str, Any]:
     finally:
         db.close()
     report["findings"] = dict(sorted(found.items()))
+    report["spool"] = audit_spool(settings, scanner)
     return report
+
+
+def audit_spool(settings: Settings, scanner: Scanner) -> dict[str, Any]:
+    """What waits in the spool, raw (the firewall runs when the daemon stores it): files
+    by kind, frames, and what the scanner finds in them (counts only)."""
+    out: dict[str, Any] = {"folder": str(settings.spool_dir), "files": 0, "quarantined": 0,
+                           "temporary": 0, "frames": 0, "findings": {}}  # fmt: skip
+    found: Counter[str] = Counter()
+    try:
+        entries = sorted(settings.spool_dir.iterdir())
+    except OSError:
+        return out
+    for path in entries:
+        name = path.name
+        kind = ("quarantined" if name.endswith(".quarantined") else "temporary"
+                if name.endswith(".tmp") else "files" if name.endswith(SUFFIX) else None)  # fmt: skip
+        if kind is None or path.is_symlink() or not path.is_file():
+            continue
+        out[kind] += 1
+        try:
+            frames, _ = read_spool(path.read_bytes()[:MAX_SPOOL_BYTES])
+        except OSError:
+            continue
+        for frame in frames:
+            out["frames"] += 1
+            try:
+                value = msgspec.msgpack.decode(frame)
+            except (msgspec.DecodeError, RecursionError):
+                continue
+            for text in _strings(value):
+                found.update(scanner.redact(text[:4096])[1])
+    out["findings"] = dict(sorted(found.items()))
+    return out
 
 
 def render(report: dict[str, Any]) -> str:
@@ -83,4 +118,12 @@ def render(report: dict[str, Any]) -> str:
         lines.append("Result:          FOUND possible private data")
     else:
         lines.append("Result:          clean")
+    sp = report.get("spool")
+    if sp and (sp["files"] or sp["quarantined"] or sp["temporary"]):
+        lines.append(
+            f"Spool:           {sp['frames']:,} raw frames waiting in {sp['files']:,} files"
+            f" ({sp['quarantined']:,} quarantined, {sp['temporary']:,} temporary);"
+            " the daemon filters them when it stores them"
+        )
+        lines += [f"  {k:<18} {v:,}" for k, v in sp["findings"].items()]
     return "\n".join(lines)
