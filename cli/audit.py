@@ -36,7 +36,8 @@ def audit(settings: Settings) -> dict[str, Any]:
     """Scan the database read-only; return events scanned, flagged, and counts by category."""
     scanner = Scanner(allowed_domains=(*DEFAULT_ALLOWED_DOMAINS, *settings.privacy.allowed_domains))
     report: dict[str, Any] = {"database": str(settings.db_path), "events_scanned": 0,
-                              "events_flagged": 0, "findings": {}}  # fmt: skip
+                              "events_flagged": 0, "findings": {},
+                              "spool": audit_spool(settings, scanner)}  # fmt: skip
     db = open_read_only(settings.db_path)
     if db is None:
         return report
@@ -70,7 +71,6 @@ def audit(settings: Settings) -> dict[str, Any]:
     finally:
         db.close()
     report["findings"] = dict(sorted(found.items()))
-    report["spool"] = audit_spool(settings, scanner)
     return report
 
 

@@ -1,0 +1,35 @@
+"""`rkd audit` covers the spool too: raw frames waiting there are counted and scanned."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+from rkd.client import schema as s
+from rkd.client.spool import write_spool
+
+from tests.conftest import Sandbox
+from tests.samples import frame
+
+
+def test_audit_reports_what_waits_in_the_spool(sandbox: Sandbox) -> None:
+    """Two spooled frames, one holding an e-mail address (the spool holds raw frames: the
+    firewall runs when the daemon stores them): audit counts files and frames and names
+    the finding, never the value."""
+    spool = sandbox.settings.spool_dir
+    data = msgspec.msgpack.decode(frame(s.HelpViewed(topic="think")))
+    data["payload"]["topic"] = "a.b@c.de"  # raw bytes: no schema check on the way in
+    raw = msgspec.msgpack.encode(data)
+    assert 2 == write_spool(spool, [frame(s.HelpViewed(topic="think")), raw])
+    (spool / "x.spool.quarantined").write_bytes(b"RKS1")
+    proc = sandbox.rkd("audit", "--json")
+    report = json.loads(proc.stdout)["spool"]
+    assert (1, 1, 0, 2) == (
+        report["files"],
+        report["quarantined"],
+        report["temporary"],
+        report["frames"],
+    )
+    assert {"email": 1} == report["findings"]
+    text = sandbox.rkd("audit").stdout
+    assert "Spool:           2 raw frames waiting in 1 files (1 quarantined, 0 temporary)" in text
