@@ -65,7 +65,7 @@ MAX_COUNT: Final = (1 << 63) - 1  # SQLite's largest integer: a counter saturate
 MAX_SOURCES: Final = 1000  # distinct sources kept; more are stored as version "other"
 # The size cap never prunes the newest events: when the database stays over the cap
 # with only these left, what fills it is not events (logged; `rkd delete` empties it).
-MIN_KEEP_EVENTS: Final = 1000
+MIN_KEEP_EVENTS: Final = 100
 PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
 
 
