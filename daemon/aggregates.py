@@ -161,21 +161,32 @@ def increments(records: Iterable[Record]) -> Increments:
     return inc
 
 
+# Sums saturate at SQLite's largest integer: schema-valid durations (up to 2^53 ms) add up
+# past 2^63 within a few thousand events, and SQLite would then bind nothing (Python
+# raises OverflowError) or silently turn the column into REAL.
+MAX_SUM: Final = (1 << 63) - 1
+
+
+def _plus(col: str) -> str:
+    """SQL for ``col + excluded.col``, saturating at :data:`MAX_SUM` (never overflowing)."""
+    return f"CASE WHEN {col} > {MAX_SUM} - excluded.{col} THEN {MAX_SUM} ELSE {col} + excluded.{col} END"
+
+
 def upsert(db: apsw.Connection, inc: Increments) -> None:
     """Add ``inc`` to the stored rows (inside the caller's transaction); zeros are skipped."""
     db.executemany(
         "INSERT INTO agg_daily(day, dim, key, n) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(day, dim, key) DO UPDATE SET n = n + excluded.n",
-        [(*k, n) for k, n in inc.daily().items() if n],
+        f" ON CONFLICT(day, dim, key) DO UPDATE SET n = {_plus('n')}",
+        [(*k, min(n, MAX_SUM)) for k, n in inc.daily().items() if n],
     )
     db.executemany(
         "INSERT INTO agg_latency(day, ms, n) VALUES (?, ?, ?)"
-        " ON CONFLICT(day, ms) DO UPDATE SET n = n + excluded.n",
-        [(*k, n) for k, n in inc.latency.items()],
+        f" ON CONFLICT(day, ms) DO UPDATE SET n = {_plus('n')}",
+        [(*k, min(n, MAX_SUM)) for k, n in inc.latency.items()],
     )
     db.executemany(
         "INSERT INTO agg_sessions(day, session_id, events) VALUES (?, ?, ?)"
-        " ON CONFLICT(day, session_id) DO UPDATE SET events = events + excluded.events",
+        f" ON CONFLICT(day, session_id) DO UPDATE SET events = {_plus('events')}",
         [(*k, n) for k, n in inc.sessions().items()],
     )
 

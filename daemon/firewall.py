@@ -99,6 +99,9 @@ def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
     return salt
 
 
+SCAN_MARGIN: Final = 256  # characters scanned past a field's declared maximum length
+
+
 class Firewall:
     """The stage: ``firewall(envelope)`` returns the filtered envelope or raises Rejected.
 
@@ -170,6 +173,11 @@ class Firewall:
     def _string(self, value: str, max_len: int) -> str:
         if value in self._clean:
             return value
+        if len(value) > max_len + SCAN_MARGIN:
+            # Only the first max_len characters are kept; the margin lets a secret that
+            # starts inside them still be recognised whole. The scan stays bounded: a
+            # 60 KB string cost ~57 ms to scan and stalled the loop.
+            value = value[: max_len + SCAN_MARGIN]
         new, hits = self.scanner.redact(value)
         if hits:
             self._found = (self._found or Counter()) + hits

@@ -29,7 +29,7 @@ from typing import Final
 import structlog
 from rkd.client.clock import utc_now
 from rkd.client.spool import MAGIC, MAX_SPOOL_BYTES, spool_files
-from rkd.daemon.storage import Storage
+from rkd.daemon.storage import Storage, erase_folder_files
 from rkd.daemon.writer import Writer
 
 log = structlog.get_logger("rkd.daemon")
@@ -213,16 +213,7 @@ class SpoolIngest:
     def erase(self) -> int:
         """Remove every file in the spool folder: complete, temporary and quarantined
         (`rkd delete`). Returns how many went."""
-        n = 0
-        try:
-            entries = list(os.scandir(self.spool_dir))
-        except (FileNotFoundError, NotADirectoryError):
-            entries = []
-        for e in entries:
-            with contextlib.suppress(FileNotFoundError):
-                if not e.is_dir(follow_symlinks=False):
-                    os.unlink(e.path)
-                    n += 1
+        n = erase_folder_files(self.spool_dir)
         self.forget()
         return n
 

@@ -62,6 +62,10 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 MAX_COUNT: Final = (1 << 63) - 1  # SQLite's largest integer: a counter saturates there
+MAX_SOURCES: Final = 1000  # distinct sources kept; more are stored as version "other"
+# The size cap never prunes the newest events: when the database stays over the cap
+# with only these left, what fills it is not events (logged; `rkd delete` empties it).
+MIN_KEEP_EVENTS: Final = 100
 PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
 
 
@@ -163,6 +167,8 @@ class Storage:
         except OSError as e:
             raise StorageError(f"{path}: {e.strerror}") from None
         self._sources: dict[Source, int] = {}
+        self._n_sources: int | None = None
+        self.capped_sources = 0  # new sources stored as version "other" (the cap was reached)
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").get
@@ -243,20 +249,34 @@ class Storage:
 
     def _source_id(self, src: Source) -> int:
         sid = self._sources.get(src)
+        if sid is not None:
+            return sid
+        if self._n_sources is None:
+            n = self.db.execute("SELECT count(*) FROM sources").get
+            self._n_sources = n if isinstance(n, int) else 0
+        if len(self._sources) >= MAX_SOURCES * 2:
+            self._sources.clear()
+        values = (src.product, src.version, src.tier, src.os, src.arch, src.python_version)
+        find = ("SELECT id FROM sources WHERE product=? AND version=? AND tier=? AND os=?"
+                " AND arch=? AND python_version=?")  # fmt: skip
+        sid = self.db.execute(find, values).get
+        if sid is None and self._n_sources >= MAX_SOURCES:
+            # Every distinct (product, version, platform) is a row: a process inventing
+            # versions would grow the table without end. Past the cap, new ones are
+            # stored under the version "other" (counted as sources.capped).
+            self.capped_sources += 1
+            values = (src.product, "other", *values[2:])
+            sid = self.db.execute(find, values).get
         if sid is None:
-            values = (src.product, src.version, src.tier, src.os, src.arch, src.python_version)
             self.db.execute(
-                "INSERT OR IGNORE INTO sources(product, version, tier, os, arch, python_version)"
+                "INSERT INTO sources(product, version, tier, os, arch, python_version)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 values,
             )
-            sid = self.db.execute(
-                "SELECT id FROM sources WHERE product=? AND version=? AND tier=? AND os=?"
-                " AND arch=? AND python_version=?",
-                values,
-            ).get
-            assert isinstance(sid, int)
-            self._sources[src] = sid
+            sid = self.db.last_insert_rowid()
+            self._n_sources += 1
+        assert isinstance(sid, int)
+        self._sources[src] = sid
         return sid
 
     def write(
@@ -333,6 +353,7 @@ class Storage:
         except apsw.Error:
             # Ids handed out inside the rolled-back transaction are gone with it.
             self._sources.clear()
+            self._n_sources = None
             for s in fresh.values():
                 s.rowid = None
             raise
@@ -361,11 +382,13 @@ class Storage:
             hi = self.db.execute("SELECT max(id) FROM events").get
             if removed < limit and over > 0 and isinstance(lo, int) and isinstance(hi, int):
                 # About as many of the oldest rows as the excess is of the whole (ids are
-                # dense enough to count rows without a COUNT(*) over millions).
+                # dense enough to count rows without a COUNT(*) over millions), never the
+                # newest MIN_KEEP_EVENTS.
                 share = -(-(hi - lo + 1) * over // size)
                 self.db.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
-                    (max(1, min(limit - removed, share)),),
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ?"
+                    " ORDER BY id LIMIT ?)",
+                    (hi - MIN_KEEP_EVENTS, max(1, min(limit - removed, share))),
                 )
                 removed += self.db.changes()
             self.db.execute(
@@ -400,6 +423,7 @@ class Storage:
                           *aggregates.TABLES, *derived.TABLES, *stats):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
         self._sources.clear()
+        self._n_sources = None
         self.checkpoint()
         self.db.execute("VACUUM")
         self.checkpoint()  # VACUUM wrote the new file through the WAL
@@ -479,7 +503,6 @@ def iter_envelopes(path: Path) -> Iterator[dict[str, Any]]:
 
 def delete_offline(settings: Any) -> int:
     """Erase everything while no daemon runs, holding the daemon's lock meanwhile."""
-    from rkd.client.spool import spool_files
     from rkd.daemon.firewall import SALT_FILE
     from rkd.daemon.runtime import DaemonLock
 
@@ -491,7 +514,22 @@ def delete_offline(settings: Any) -> int:
                 n = storage.delete_all()
             finally:
                 storage.close()
-        for f in spool_files(settings.spool_dir):
-            f.unlink(missing_ok=True)
+        erase_folder_files(settings.spool_dir)  # complete, temporary and quarantined files
+        remove_corrupt_copies(settings.db_path)
         (settings.data_dir / SALT_FILE).unlink(missing_ok=True)  # the next daemon makes a new one
         return n
+
+
+def erase_folder_files(folder: Path) -> int:
+    """Remove every file (not folders) directly in ``folder``; return how many went."""
+    n = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for e in entries:
+        with contextlib.suppress(FileNotFoundError):
+            if not e.is_dir(follow_symlinks=False):
+                os.unlink(e.path)
+                n += 1
+    return n

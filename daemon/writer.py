@@ -85,6 +85,9 @@ class Writer:
         if s.features.untracked:
             self.counters["features.untracked"] += s.features.untracked
             s.features.untracked = 0
+        if self.storage.capped_sources:
+            self.counters["sources.capped"] += self.storage.capped_sources
+            self.storage.capped_sources = 0
         self._written = dict(self.counters)
         self.events_stored += n
         self.last_flush_ms = t
