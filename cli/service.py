@@ -432,10 +432,20 @@ def start() -> None:
     import subprocess
 
     from rkd.cli.main import settings
-    from rkd.client.control import DaemonUnavailable, daemon_pid, request
+    from rkd.client.control import (
+        DaemonUnavailable,
+        UnsafeRuntimeDir,
+        check_runtime_dir,
+        daemon_pid,
+        request,
+    )
     from rkd.client.wire import StatusRequest
 
     runtime = settings().runtime_dir
+    try:
+        check_runtime_dir(runtime)
+    except UnsafeRuntimeDir as e:
+        raise click.ClickException(str(e)) from None
     pid = daemon_pid(runtime)
     if pid is not None:
         click.echo(f"rkd daemon is already running (pid {pid})")
@@ -487,14 +497,10 @@ def stop() -> None:
     from rkd.client.control import daemon_pid
 
     runtime = settings().runtime_dir
-    pid = daemon_pid(runtime)
+    pid = _verified_pid(runtime)
     if pid is None:
         click.echo("no rkd daemon is running")
         return
-    if pid < 0:
-        raise click.ClickException(
-            f"an rkd daemon holds {runtime}/daemon.lock; its pid is unreadable"
-        )
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -509,3 +515,23 @@ def stop() -> None:
             )
         time.sleep(0.05)
     click.echo(f"rkd daemon stopped (pid {pid}); everything pending was written.")
+
+
+def _verified_pid(runtime: Path) -> int | None:
+    """Our daemon's pid, proven (see ``verified_daemon_pid``) before it is signalled.
+
+    A daemon still starting holds the lock before it serves its control socket: wait
+    for the proof up to START_DEADLINE_SECS. A failed proof is one line, and no signal.
+    """
+    from rkd.client.control import DaemonUnavailable, UnsafeRuntimeDir, verified_daemon_pid
+
+    deadline = time.monotonic() + START_DEADLINE_SECS
+    while True:
+        try:
+            return verified_daemon_pid(runtime)
+        except UnsafeRuntimeDir as e:
+            raise click.ClickException(str(e)) from None
+        except DaemonUnavailable as e:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{e}; not signalling the lock's holder") from None
+        time.sleep(0.05)

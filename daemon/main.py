@@ -12,7 +12,7 @@ import structlog
 from rkd.client.clock import iso_ms, now_ms
 from rkd.client.config import Settings, kill_switch
 from rkd.daemon import logs
-from rkd.daemon.runtime import AlreadyRunning, DaemonLock, RuntimeDirError, remove_sockets
+from rkd.daemon.runtime import DaemonLock, RuntimeDirError, remove_sockets
 from rkd.daemon.service import Daemon
 from rkd.daemon.storage import (
     CorruptDatabase,
@@ -75,7 +75,7 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
     try:
         lock.acquire()
     except RuntimeDirError as e:
-        raise StartError(str(e), isinstance(e, AlreadyRunning)) from None
+        raise StartError(str(e), permanent=True) from None
     try:
         stale = remove_sockets(settings.runtime_dir)
         if stale:

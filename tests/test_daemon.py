@@ -71,10 +71,10 @@ def test_loose_runtime_dir_is_tightened(
 
 
 def test_too_long_runtime_path_is_a_clear_error(sandbox: Sandbox) -> None:
-    """A socket path longer than the OS allows is refused with a hint."""
+    """A socket path longer than the OS allows is refused with a hint, exit 78 (permanent)."""
     long = sandbox.root / ("x" * 120)
     proc = sandbox.rkd("run", XDG_RUNTIME_DIR=str(long))
-    assert 1 == proc.returncode
+    assert 78 == proc.returncode
     assert "path too long for a socket" in proc.stderr and "XDG_RUNTIME_DIR" in proc.stderr
 
 
