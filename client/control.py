@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import stat
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +82,9 @@ def listener(path: Path, timeout_secs: float = 1.0) -> tuple[int, int] | None:
     when it called ``listen()``; zmq sees a peer that connects and leaves, harmlessly.
     None where the platform has no ``SO_PEERCRED``. Raises OSError when nobody listens.
     """
+    import socket  # ~2 ms: only `rkd stop` needs it, never an application
+    import struct
+
     if not hasattr(socket, "SO_PEERCRED"):
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
