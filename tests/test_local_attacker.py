@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import msgspec
 import pytest
 import zmq
@@ -317,7 +318,7 @@ def test_export_replaces_a_file_in_one_step_and_a_failed_one_keeps_it(sandbox: S
     assert 0 == sandbox.rkd("export", "-o", str(out)).returncode
     assert (0o600, True) == (mode(out), out.stat().st_ino != old_inode)
     good = out.read_text()
-    db = __import__("apsw").Connection(str(sandbox.settings.db_path))
+    db = apsw.Connection(str(sandbox.settings.db_path))
     db.execute("UPDATE events SET payload = 'not json'")
     db.close()
     failed = sandbox.rkd("export", "-o", str(out), "-f", "csv")
