@@ -11,8 +11,9 @@ events:
   share it), then one event per row with nested payload fields as dotted columns. The
   consent record does not fit in rows: beside ``FILE`` it goes to ``FILE.consent.json``.
 
-This module is the command and where its output goes: files created 0600, removed again
-if the export fails, a progress bar on a terminal. The stages live beside it, each named
+This module is the command and where its output goes: new 0600 files renamed over the
+target only when complete (:class:`~rkd.cli.export_write.OutputFile`), removed if the
+export fails, a progress bar on a terminal. The stages live beside it, each named
 for its concern: :mod:`~rkd.cli.export_read` (one read-only snapshot of the database, in
 chunks; no database means an empty export, nothing is created),
 :mod:`~rkd.cli.export_render` (envelopes as JSON or CSV text, a column at a time),
@@ -35,7 +36,6 @@ import functools
 import gc
 import json
 import os
-import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +45,7 @@ import apsw
 import click
 from rkd.cli.export_csv import csv_pool
 from rkd.cli.export_read import ExportError, count_events, read_consent, snapshot
-from rkd.cli.export_write import write_export
+from rkd.cli.export_write import OutputFile, write_export
 from rkd.client.consent import consent_path, now_iso
 from rkd.client.spool import spool_files
 
@@ -56,64 +56,34 @@ PROGRESS_MIN_EVENTS: Final = 10_000
 # -- output ---------------------------------------------------------------------------------
 
 
-def open_private(path: Path) -> TextIO:
-    """``path`` opened for writing as an owner-only (0600) file, truncated if it exists.
-
-    An existing regular file with a looser mode is tightened to 0600 before anything is
-    written; devices and pipes (``/dev/null``, a FIFO) are written as they are.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    except IsADirectoryError:
-        raise ExportError(f"{path}: is a directory; give a file name") from None
-    except FileNotFoundError:
-        raise ExportError(f"{path.parent}: no such directory") from None
-    except OSError as e:
-        raise ExportError(f"{path}: cannot write: {e.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) and mode & 0o077:
-            os.fchmod(fd, 0o600)
-    except OSError as e:
-        os.close(fd)
-        raise ExportError(f"{path}: cannot make it private (0600): {e.strerror}") from None
-    return open(fd, "w", encoding="utf-8", newline="", buffering=1 << 20)
-
-
 class Target:
-    """Where the export goes: stdout, or files that are removed again if the export fails."""
+    """Where the export goes: stdout, or files put in place only once complete."""
 
     def __init__(self, output: str) -> None:
         self.path = None if output == "-" else Path(output)
-        self.files: list[tuple[Path, TextIO]] = []
+        self.files: list[OutputFile] = []
 
     @property
     def is_file(self) -> bool:
         """Whether the output is a regular file (not stdout, a device or a pipe)."""
-        return self.path is not None and self.path.is_file()
+        return bool(self.files) and self.files[0].regular
 
     def open(self, path: Path) -> TextIO:
-        f = open_private(path)
-        self.files.append((path, f))
-        return f
+        f = OutputFile(path)
+        self.files.append(f)
+        return f.file
 
     def close(self) -> list[Path]:
-        """Close every file (a full disk shows up here too); return their paths."""
-        for _, f in self.files:
-            f.close()
-        paths = [p for p, _ in self.files]
+        """Complete every file (a full disk shows up here too); return their paths."""
+        for f in self.files:
+            f.commit()
+        paths = [f.path for f in self.files]
         self.files.clear()
         return paths
 
     def discard(self) -> list[Path]:
-        """Close and remove what was written (regular files only); return what was removed."""
-        removed = []
-        for path, f in self.files:
-            with contextlib.suppress(OSError, ValueError):
-                f.close()
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        """Remove what was written (regular files only); return the paths it was for."""
+        removed = [f.path for f in self.files if f.discard()]
         self.files.clear()
         return removed
 

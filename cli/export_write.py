@@ -5,24 +5,127 @@ being written by a background thread (:class:`Writer`), so the disk works while 
 renders; at most QUEUE_CHUNKS rendered chunks wait, so memory stays flat. Each format
 frames its events with a :class:`Shape`: a head (an object, or the CSV header row), the
 events joined by a separator, and an end that depends on whether there was any event.
+:class:`OutputFile` is where a file export goes: a new private file beside the target,
+renamed over it only once complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TextIO
 
 import apsw
 from rkd.cli.export_csv import csv_header, payload_cells, pooled_csv
-from rkd.cli.export_read import chunks, load_sources
+from rkd.cli.export_read import ExportError, chunks, load_sources
 from rkd.cli.export_render import Envelopes, csv_quote
 
 QUEUE_CHUNKS: Final = 2  # rendered chunks waiting for the writer thread, at most
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class OutputFile:
+    """An export file: written to a new 0600 file beside ``path``, renamed over it by
+    :meth:`commit`; :meth:`discard` removes it and leaves ``path`` as it was.
+
+    The new file is created with ``O_EXCL | O_NOFOLLOW``, so it can be neither a file nor
+    a symlink someone prepared. An existing ``path`` that is a folder, another user's
+    file, or a symlink to a file is refused, never written through or replaced. A pipe
+    or device of ours or root's (``/dev/null``, ``/dev/stdout``, the ``/dev/fd/63`` of
+    a shell's ``>(...)``) is written in place (``regular`` is then False), checked again
+    on the open descriptor so a symlink swapped meanwhile cannot redirect the export.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp: Path | None = None
+        try:
+            st: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            st = self._through_link()
+        if st is not None:
+            self._check(st)
+        self.regular = st is None or stat.S_ISREG(st.st_mode)
+        fd = self._create() if self.regular else self._open_stream()
+        # Closed by commit or discard, whichever comes.
+        self.file: TextIO = open(fd, "w", encoding="utf-8", newline="", buffering=1 << 20)  # noqa: SIM115
+
+    def _through_link(self) -> os.stat_result:
+        """What a symlink ``path`` leads to, if it is a pipe or device; else refused."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            st = None
+        if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+            raise ExportError(f"{self.path}: is a symbolic link; refusing to write through it")
+        return st
+
+    def _check(self, st: os.stat_result) -> None:
+        """Refuse an existing target rkd must not write through or replace."""
+        if stat.S_ISDIR(st.st_mode):
+            raise ExportError(f"{self.path}: is a directory; give a file name")
+        owners = (os.getuid(),) if stat.S_ISREG(st.st_mode) else (os.getuid(), 0)
+        if st.st_uid not in owners:
+            raise ExportError(
+                f"{self.path}: belongs to another user (uid {st.st_uid}); refusing to replace it"
+            )
+
+    def _create(self) -> int:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        except FileNotFoundError:
+            raise ExportError(f"{self.path.parent}: no such directory") from None
+        except OSError as e:
+            raise ExportError(f"{self.path}: cannot write: {e.strerror}") from None
+        self.tmp = tmp
+        return fd
+
+    def _open_stream(self) -> int:
+        """Open a pipe or device for writing (never created, never truncated)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise ExportError(f"{self.path}: cannot write: {e.strerror}") from None
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):  # swapped since lstat
+            os.close(fd)
+            raise ExportError(f"{self.path}: changed while being opened; refusing to write")
+        try:
+            self._check(st)
+        except ExportError:
+            os.close(fd)
+            raise
+        return fd
+
+    def commit(self) -> None:
+        """Flush, fsync and close; then put the new file in place of ``path``."""
+        self.file.flush()
+        if self.tmp is not None:
+            os.fsync(self.file.fileno())
+        self.file.close()
+        if self.tmp is not None:
+            os.replace(self.tmp, self.path)  # replaces a name, never follows a symlink
+            self.tmp = None
+
+    def discard(self) -> bool:
+        """Close and remove the new file; whether there was one (``path`` is untouched)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.file.close()
+        if self.tmp is None:
+            return False
+        self.tmp.unlink(missing_ok=True)
+        self.tmp = None
+        return True
 
 
 @dataclass(frozen=True)

@@ -330,9 +330,14 @@ def install(dry_run: bool) -> None:
 def _refuse_if_daemon_running() -> None:
     """A daemon started by hand holds the lock: the service's would fail and restart."""
     from rkd.cli.main import settings
-    from rkd.client.control import daemon_pid
+    from rkd.client.control import UnsafeRuntimeDir, check_runtime_dir, daemon_pid
 
-    pid = daemon_pid(settings().runtime_dir)
+    runtime = settings().runtime_dir
+    try:  # the service's daemon would refuse that folder (exit 78): say so now
+        check_runtime_dir(runtime)
+    except UnsafeRuntimeDir as e:
+        raise click.ClickException(str(e)) from None
+    pid = daemon_pid(runtime)
     if pid is not None:
         raise click.ClickException(
             f"an rkd daemon (pid {pid}) is already running; stop it with 'rkd stop' first"
@@ -400,15 +405,13 @@ LOG_KEEP_BYTES: Final = 1024 * 1024  # at start, a bigger log becomes rkd.log.1 
 
 def _open_log(path: Path) -> int:
     """The log, opened for appending (0600); one over 1 MiB is first moved to ``.1``."""
-    from rkd.client.spool import ensure_private_dir
+    from rkd.client.files import ensure_private_dir, open_private_file
 
     ensure_private_dir(path.parent)
     with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size > LOG_KEEP_BYTES:
+        if os.lstat(path).st_size > LOG_KEEP_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
+    return open_private_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
 
 def _last_line(path: Path) -> str:
@@ -432,10 +435,20 @@ def start() -> None:
     import subprocess
 
     from rkd.cli.main import settings
-    from rkd.client.control import DaemonUnavailable, daemon_pid, request
+    from rkd.client.control import (
+        DaemonUnavailable,
+        UnsafeRuntimeDir,
+        check_runtime_dir,
+        daemon_pid,
+        request,
+    )
     from rkd.client.wire import StatusRequest
 
     runtime = settings().runtime_dir
+    try:
+        check_runtime_dir(runtime)
+    except UnsafeRuntimeDir as e:
+        raise click.ClickException(str(e)) from None
     pid = daemon_pid(runtime)
     if pid is not None:
         click.echo(f"rkd daemon is already running (pid {pid})")
@@ -487,16 +500,12 @@ def stop() -> None:
     from rkd.client.control import daemon_pid
 
     runtime = settings().runtime_dir
-    pid = daemon_pid(runtime)
+    pid = _verified_pid(runtime)
     if pid is None:
         click.echo("no rkd daemon is running")
         return
-    if pid < 0:
-        raise click.ClickException(
-            f"an rkd daemon holds {runtime}/daemon.lock; its pid is unreadable"
-        )
     try:
-        os.kill(pid, signal.SIGTERM)
+        _signal_verified(runtime, pid, signal.SIGTERM)
     except ProcessLookupError:
         pass  # it exited between the check and the signal
     except PermissionError:
@@ -509,3 +518,46 @@ def stop() -> None:
             )
         time.sleep(0.05)
     click.echo(f"rkd daemon stopped (pid {pid}); everything pending was written.")
+
+
+def _verified_pid(runtime: Path) -> int | None:
+    """Our daemon's pid, proven (see ``verified_daemon_pid``) before it is signalled.
+
+    A daemon still starting holds the lock before it serves its control socket: wait
+    for the proof up to START_DEADLINE_SECS. A failed proof is one line, and no signal.
+    """
+    from rkd.client.control import DaemonUnavailable, UnsafeRuntimeDir, verified_daemon_pid
+
+    deadline = time.monotonic() + START_DEADLINE_SECS
+    while True:
+        try:
+            return verified_daemon_pid(runtime)
+        except UnsafeRuntimeDir as e:
+            raise click.ClickException(str(e)) from None
+        except DaemonUnavailable as e:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{e}; not signalling the lock's holder") from None
+        time.sleep(0.05)
+
+
+def _signal_verified(runtime: Path, pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid``, proven to be our daemon, and to nothing else.
+
+    Where the kernel has pidfds (Linux 5.3+), the process is pinned first and proven
+    again: a pid freed and reused between the proof and the signal cannot be hit.
+    """
+    import signal
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise
+    except (AttributeError, OSError):  # no pidfds (macOS, an old kernel): the proof stands
+        os.kill(pid, sig)
+        return
+    try:
+        if _verified_pid(runtime) != pid:
+            raise ProcessLookupError(pid)  # it exited; whatever has that pid now is not it
+        signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        os.close(pidfd)

@@ -1,13 +1,22 @@
-"""Talking to a running daemon: is one up, and a request/reply with a deadline."""
+"""Talking to a running daemon: is one up, and a request/reply with a deadline.
+
+Nothing is trusted before it is checked: the runtime folder must be a real folder of
+ours (not a symlink, not another user's, 0700), the lock a regular file of ours and each
+socket a socket of ours. Without ``XDG_RUNTIME_DIR`` the folder is ``<tmp>/rkd-<uid>``,
+where another local user could create it first and receive our events or answer our
+requests; such a folder is refused (:class:`UnsafeRuntimeDir`), never used.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
 from rkd.client.wire import CONTROL_SOCKET, LOCK_FILE, ControlRequest, Reply
 
 
@@ -15,15 +24,44 @@ class DaemonUnavailable(Exception):
     """No daemon answered in time. The message is one line for the user."""
 
 
-def daemon_pid(runtime_dir: Path) -> int | None:
-    """Pid of the daemon holding the lock in ``runtime_dir``, or None if none runs.
+class UnsafeRuntimeDir(DaemonUnavailable):
+    """The runtime folder, its lock or a socket in it is not safely ours: refused."""
 
-    The daemon holds an exclusive ``flock`` for its whole life, so a stale lock file or
-    socket left by a killed daemon does not look alive.
+
+def check_runtime_dir(runtime_dir: Path, sock: str | None = None) -> bool:
+    """Verify ``runtime_dir`` before any use; False when it does not exist (no daemon).
+
+    It must be a real folder of ours (a loose mode is tightened to 0700), its lock, if
+    any, a regular file of ours, and the socket ``sock``, if there, a socket of ours.
+    Raises UnsafeRuntimeDir, whose one-line message names the path and what is wrong.
     """
     try:
-        fd = os.open(runtime_dir / LOCK_FILE, os.O_RDONLY)
-    except OSError:
+        ensure_private_dir(runtime_dir, create=False)
+        check_private_path(runtime_dir / LOCK_FILE, stat.S_IFREG)
+        if sock is not None:
+            check_private_path(runtime_dir / sock, stat.S_IFSOCK)
+    except UnsafePath as e:
+        raise UnsafeRuntimeDir(f"refusing an unsafe rkd runtime folder: {e}") from None
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise UnsafeRuntimeDir(f"{runtime_dir}: cannot check it: {e.strerror}") from None
+    return True
+
+
+def daemon_pid(runtime_dir: Path) -> int | None:
+    """Pid of our daemon holding the lock in ``runtime_dir``, or None if none runs.
+
+    The daemon holds an exclusive ``flock`` for its whole life, so a stale lock file or
+    socket left by a killed daemon does not look alive. An unsafe folder (see
+    :func:`check_runtime_dir`, which says why) holds no daemon of ours: None. -1 when the
+    lock is held but names no pid.
+    """
+    try:
+        if not check_runtime_dir(runtime_dir):
+            return None
+        fd = open_private_file(runtime_dir / LOCK_FILE, os.O_RDONLY, tighten=False)
+    except (DaemonUnavailable, OSError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -37,11 +75,60 @@ def daemon_pid(runtime_dir: Path) -> int | None:
     return None
 
 
+def listener(path: Path, timeout_secs: float = 1.0) -> tuple[int, int] | None:
+    """(pid, uid) of the process listening on the unix socket ``path``, from the kernel.
+
+    Linux's ``SO_PEERCRED`` on a plain connection gives the credentials the listener had
+    when it called ``listen()``; zmq sees a peer that connects and leaves, harmlessly.
+    None where the platform has no ``SO_PEERCRED``. Raises OSError when nobody listens.
+    """
+    import socket  # ~2 ms: only `rkd stop` needs it, never an application
+    import struct
+
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_secs)
+        s.connect(str(path))
+        pid, uid, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid
+
+
+def verified_daemon_pid(runtime_dir: Path) -> int | None:
+    """Pid of our daemon, proven before anyone signals it; None when none runs.
+
+    Proof: the folder, lock and control socket pass :func:`check_runtime_dir`, the lock
+    is held and names pid P, and (on Linux) the kernel says the control socket's listener
+    is P, running as this user. Where the kernel cannot say, the lock alone is the proof:
+    a file of ours in a 0700 folder of ours. Raises UnsafeRuntimeDir when the proof fails
+    and DaemonUnavailable when it cannot be had yet (a daemon still starting).
+    """
+    if not check_runtime_dir(runtime_dir, CONTROL_SOCKET):
+        return None
+    pid = daemon_pid(runtime_dir)
+    if pid is None:
+        return None
+    lock, sock = runtime_dir / LOCK_FILE, runtime_dir / CONTROL_SOCKET
+    if pid <= 0:
+        raise UnsafeRuntimeDir(f"{lock}: held, but it names no pid; not signalling anyone")
+    try:
+        peer = listener(sock)
+    except OSError as e:
+        raise DaemonUnavailable(f"{sock}: cannot check who serves it: {e.strerror}") from None
+    if peer is not None and peer != (pid, os.getuid()):
+        raise UnsafeRuntimeDir(
+            f"{sock}: served by pid {peer[0]} (uid {peer[1]}) while {lock} names pid {pid};"
+            " not signalling either"
+        )
+    return pid
+
+
 def request(
     runtime_dir: Path, req: ControlRequest, timeout_ms: int = 5000, ctx: Any = None
 ) -> Reply:
-    """Send one control request; raise DaemonUnavailable when nobody answers in time."""
-    if daemon_pid(runtime_dir) is None:
+    """Send one control request; raise DaemonUnavailable when nobody answers in time,
+    UnsafeRuntimeDir (a DaemonUnavailable) when the runtime folder is not safely ours."""
+    if not check_runtime_dir(runtime_dir, CONTROL_SOCKET) or daemon_pid(runtime_dir) is None:
         raise DaemonUnavailable("the rkd daemon is not running (start it with 'rkd run')")
     import zmq
 

@@ -1,7 +1,7 @@
 """The on-disk spool: where events go when no daemon is running.
 
 A spool file is written whole under a temporary name, then renamed, so the daemon only
-ever sees complete files. Format: the magic ``RKS1`` then records of a 4-byte
+ever sees complete files (written whole, fsynced, then renamed). Format: the magic ``RKS1`` then records of a 4-byte
 little-endian length and a frame. Files are 0600 in a 0700 folder; the folder's total
 size is capped, and frames over the cap are counted as dropped by the caller.
 """
@@ -14,6 +14,13 @@ import time
 from pathlib import Path
 from typing import Final
 
+from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_all
+
+__all__ = [  # ensure_private_dir lives in rkd.client.files; importable from here too
+    "MAGIC", "MAX_SPOOL_BYTES", "SUFFIX", "SpoolFileRefused", "ensure_private_dir",
+    "read_spool", "read_spool_file", "spool_files", "spool_size", "write_spool",
+]  # fmt: skip
+
 MAGIC: Final = b"RKS1"
 SUFFIX: Final = ".spool"
 # Room for several processes leaving at once with their unconfirmed copies (a few MB
@@ -22,14 +29,15 @@ MAX_SPOOL_BYTES: Final = 128 * 1024 * 1024
 _LEN: Final = struct.Struct("<I")
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700; refuse a folder another user owns."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"{path} belongs to another user")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
+class SpoolFileRefused(Exception):
+    """A spool file that is not a regular file of ours: it is never read.
+
+    ``reason`` is one snake_case word: ``symlink``, ``not_regular`` or ``not_owned``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def spool_size(spool_dir: Path) -> int:
@@ -56,13 +64,32 @@ def write_spool(spool_dir: Path, frames: list[bytes], cap: int = MAX_SPOOL_BYTES
     ensure_private_dir(spool_dir)
     name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"  # secrets costs ~5 ms
     tmp = spool_dir / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, b"".join(parts))
-    finally:
+        write_all(fd, b"".join(parts))
+        os.fsync(fd)  # a power cut must not leave a renamed, empty or partial file
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.rename(tmp, spool_dir / f"{name}{SUFFIX}")
     return n
+
+
+def read_spool_file(path: Path) -> bytes:
+    """The bytes of the spool file ``path``, if it is a regular file of ours.
+
+    Opened without following a symlink and without blocking on a FIFO; anything else,
+    or a file another user put there, raises SpoolFileRefused (the file is not read).
+    A file that vanished raises FileNotFoundError.
+    """
+    try:
+        fd = open_private_file(path, os.O_RDONLY, tighten=False)
+    except UnsafePath as e:
+        raise SpoolFileRefused(e.reason) from None
+    with open(fd, "rb") as f:
+        return f.read()
 
 
 def spool_files(spool_dir: Path) -> list[Path]:

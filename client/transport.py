@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from rkd.client.confirm import RollingConfirm, sync_report
-from rkd.client.control import daemon_pid
+from rkd.client.control import UnsafeRuntimeDir, check_runtime_dir, daemon_pid
 from rkd.client.wire import EVENTS_SOCKET, ClientReport, SyncRequest
 
 if TYPE_CHECKING:
@@ -175,6 +175,11 @@ class Transport:
         if now < self._next_probe:
             return False
         self._next_probe = now + PROBE_INTERVAL_SECS
+        try:  # another user's folder or socket is never connected to: frames are spooled
+            if not check_runtime_dir(self._runtime_dir, EVENTS_SOCKET):
+                return False
+        except UnsafeRuntimeDir:
+            return False
         pid = daemon_pid(self._runtime_dir)
         if pid is None:
             return False

@@ -15,6 +15,7 @@ before any byte leaves the machine. Layers, in order:
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from collections import Counter
 from hashlib import sha256
@@ -24,7 +25,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 from rkd.client.config import PrivacyConfig
-from rkd.client.files import write_atomic
+from rkd.client.files import ensure_private_dir, open_private_file, write_atomic
 from rkd.client.schema import Envelope, Payload, Source
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.pipeline import Rejected
@@ -84,16 +85,25 @@ def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
 
 
 def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
-    """The per-install salt (32 random bytes, file 0600), created or rotated on demand."""
+    """The per-install salt (32 random bytes, file 0600), created or rotated on demand.
+
+    The data folder is made private first (a loose one of ours tightened to 0700) and a
+    loose salt file tightened to 0600. A symlink, or a folder or file of another user,
+    raises UnsafePath (a PermissionError): the salt is never read from, nor written
+    through, a path someone else controls.
+    """
     path = data_dir / SALT_FILE
+    ensure_private_dir(data_dir)
     if not rotate:
         try:
-            salt = path.read_bytes()
-            if len(salt) == 32:
-                return salt
+            fd = open_private_file(path, os.O_RDONLY)
         except FileNotFoundError:
             pass
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            with open(fd, "rb") as f:
+                salt = f.read(33)
+            if len(salt) == 32:
+                return salt
     salt = secrets.token_bytes(32)
     write_atomic(path, salt)
     return salt

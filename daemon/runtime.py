@@ -1,14 +1,21 @@
-"""The per-user runtime folder: its permissions, the single-daemon lock, the sockets."""
+"""The per-user runtime folder: its permissions, the single-daemon lock, the sockets.
+
+Every check refuses rather than repairs what is not ours (see :mod:`rkd.client.files`):
+a symlink as the folder (never followed, its target never chmodded), another user's
+folder, a lock that is a FIFO, a symlink or another user's file, a socket path that is
+not a socket of ours. Each refusal is a RuntimeDirError, which restarting cannot fix.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from rkd.client.spool import ensure_private_dir
+from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
 from rkd.client.wire import CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
 
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
@@ -16,7 +23,10 @@ MAX_SOCKET_PATH: Final = 103
 
 
 class RuntimeDirError(Exception):
-    """The runtime folder cannot be used safely. The message is one line."""
+    """The runtime folder cannot be used safely. The message is one line.
+
+    Permanent: the daemon exits 78 (restarting cannot fix another user's folder).
+    """
 
 
 class AlreadyRunning(RuntimeDirError):
@@ -36,8 +46,17 @@ class DaemonLock:
         self._fd = -1
 
     def acquire(self) -> None:
+        """Take the lock, or raise RuntimeDirError (AlreadyRunning if a daemon holds it).
+
+        Once held, the socket paths are checked: only then may stale ones be removed.
+        """
         prepare_runtime_dir(self.runtime_dir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = open_private_file(self.path, os.O_RDWR | os.O_CREAT)
+        except UnsafePath as e:
+            raise RuntimeDirError(f"unsafe lock file: {e}") from None
+        except OSError as e:
+            raise RuntimeDirError(f"{self.path}: cannot open the lock: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -47,6 +66,11 @@ class DaemonLock:
             raise AlreadyRunning(
                 f"another rkd daemon{who} is already running for this user"
             ) from None
+        try:
+            check_sockets(self.runtime_dir)
+        except RuntimeDirError:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -67,11 +91,12 @@ class DaemonLock:
 
 
 def prepare_runtime_dir(path: Path) -> None:
-    """Create the folder 0700 and refuse one that another user owns or can enter."""
+    """Create the folder 0700 (a loose one of ours is tightened); refuse a symlink, a
+    non-folder or another user's folder."""
     try:
         ensure_private_dir(path)
-    except PermissionError as e:
-        raise RuntimeDirError(f"{path}: unsafe runtime folder: {e}") from None
+    except UnsafePath as e:
+        raise RuntimeDirError(f"unsafe runtime folder: {e}") from None
     except OSError as e:
         raise RuntimeDirError(f"{path}: cannot create the runtime folder: {e.strerror}") from None
     longest = path / max(EVENTS_SOCKET, CONTROL_SOCKET, key=len)
@@ -86,8 +111,20 @@ def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:
     return runtime_dir / EVENTS_SOCKET, runtime_dir / CONTROL_SOCKET
 
 
+def check_sockets(runtime_dir: Path) -> None:
+    """Each socket path must be absent or a socket of ours, else RuntimeDirError."""
+    for p in socket_paths(runtime_dir):
+        try:
+            check_private_path(p, stat.S_IFSOCK)
+        except UnsafePath as e:
+            raise RuntimeDirError(f"unsafe socket path: {e}") from None
+
+
 def remove_sockets(runtime_dir: Path) -> list[Path]:
-    """Remove socket files (stale ones of a dead daemon, or ours at exit); return them."""
+    """Remove socket files (stale ones of a dead daemon, or ours at exit); return them.
+
+    Call with the lock held, after :func:`check_sockets` (``DaemonLock.acquire`` does).
+    """
     removed = []
     for p in socket_paths(runtime_dir):
         try:

@@ -20,6 +20,8 @@ from typing import Any, Final
 import apsw
 import msgspec
 from rkd.client.clock import DAY_MS, iso_ms, now_ms
+from rkd.client.config import DB_FILENAME
+from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
 from rkd.client.schema import Envelope, Source
 from rkd.daemon import aggregates, derived
 
@@ -66,6 +68,7 @@ MAX_SOURCES: Final = 1000  # distinct sources kept; more are stored as version "
 # The size cap never prunes the newest events: when the database stays over the cap
 # with only these left, what fills it is not events (logged; `rkd delete` empties it).
 MIN_KEEP_EVENTS: Final = 100
+SQLITE_HEADER: Final = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
 PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
 
 
@@ -79,6 +82,18 @@ class SchemaTooNew(StorageError):
 
 class CorruptDatabase(StorageError):
     """The file is not a usable SQLite database. It is moved aside, never deleted."""
+
+
+class NotOurDatabase(StorageError):
+    """A configured database path holds some other file: refused, never touched.
+
+    Permanent, like SchemaTooNew: restarting cannot help, the configuration must change.
+    """
+
+
+class UnsafeDatabasePath(NotOurDatabase):
+    """The database path (or its WAL or SHM) is a symlink, not a regular file, or
+    another user's file: refused, never followed."""
 
 
 class SessionRow(msgspec.Struct, kw_only=True, gc=False):
@@ -108,10 +123,15 @@ class Record(msgspec.Struct, frozen=True, array_like=True, gc=False):
 def move_aside(path: Path) -> Path:
     """Rename a damaged database (and its WAL and SHM) out of the way; return the new name.
 
-    Nothing is deleted: the user (or a recovery tool) may still get data out of it.
+    Nothing is deleted: the user (or a recovery tool) may still get data out of it, and
+    a name already taken (two recoveries in one second) is never replaced.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while any(os.path.lexists(f"{target}{suffix}") for suffix in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.rename(f"{path}{suffix}", f"{target}{suffix}")
@@ -131,14 +151,31 @@ def remove_corrupt_copies(path: Path) -> int:
 
 
 def create_private_file(path: Path) -> None:
-    """Make sure ``path`` exists with mode 0600 (WAL and SHM files inherit the mode)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Make sure ``path`` is a database file rkd may use: 0600, ours, SQLite's or empty.
+
+    A missing folder is created 0700 (an existing one is the user's choice when the path
+    came from ``RK_TELEMETRY_PATH``, so it is left as it is). The file and any WAL or
+    SHM beside it must be regular files of ours, never symlinks (UnsafePath otherwise);
+    a loose mode is tightened (WAL and SHM files inherit the database's). A non-empty
+    file without SQLite's header, at a name other than rkd's own, raises NotOurDatabase:
+    it is someone's data, not a damaged database to move aside.
+    """
+    if not os.path.lexists(path.parent):
+        ensure_private_dir(path.parent)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if os.path.lexists(side):
+            os.close(open_private_file(side))
+    fd = open_private_file(path, os.O_RDWR | os.O_CREAT)
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+        head = os.pread(fd, len(SQLITE_HEADER), 0)
     finally:
         os.close(fd)
+    if head and head != SQLITE_HEADER[: len(head)] and path.name != DB_FILENAME:
+        raise NotOurDatabase(
+            f"{path}: exists and is not an SQLite database; refusing to replace it"
+            " (point RK_TELEMETRY_PATH or telemetry.db_path elsewhere)"
+        )
 
 
 class Storage:
@@ -164,6 +201,8 @@ class Storage:
             raise CorruptDatabase(f"{path}: the database is damaged: {e}") from None
         except apsw.Error as e:
             raise StorageError(f"{path}: cannot use the database: {e}") from None
+        except UnsafePath as e:
+            raise UnsafeDatabasePath(f"unsafe database path: {e}") from None
         except OSError as e:
             raise StorageError(f"{path}: {e.strerror}") from None
         self._sources: dict[Source, int] = {}
