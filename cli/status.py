@@ -11,7 +11,7 @@ import apsw
 from rkd.client.clock import iso_ms
 from rkd.client.config import Settings
 from rkd.client.consent import consent_dict
-from rkd.client.control import DaemonUnavailable, daemon_pid, request
+from rkd.client.control import DaemonUnavailable, UnsafeRuntimeDir, daemon_pid, request
 from rkd.client.schema import CATEGORIES
 from rkd.client.spool import spool_files, spool_size
 from rkd.client.wire import StatusRequest
@@ -64,6 +64,9 @@ def gather(settings: Settings) -> dict[str, Any]:
     daemon: dict[str, Any] = {"running": False, "pid": None}
     try:
         reply = request(settings.runtime_dir, StatusRequest(), timeout_ms=2000)
+    except UnsafeRuntimeDir as e:
+        daemon.update(error=str(e))  # refused: say why, never talk to it
+        info.update(_offline(settings.db_path))
     except DaemonUnavailable as e:
         pid = daemon_pid(settings.runtime_dir)
         if pid is not None:  # alive but not answering
@@ -144,6 +147,8 @@ def render(info: dict[str, Any]) -> str:
         daemon = f"running (pid {d['pid']}, up {d['uptime_secs']:.0f}s)"
     elif d["pid"] is not None:
         daemon = f"not answering (pid {d['pid']})"
+    elif d.get("error"):
+        daemon = f"not used: {d['error']}"
     else:
         daemon = "not running"
     c = info["counters"]

@@ -79,7 +79,7 @@ class RollingConfirm:
         self.token = 0
         try:
             reply = msgspec.msgpack.decode(parts[-1], type=Reply)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return
         if reply.synced:
             t.confirmed(reply.pid, self.mark)

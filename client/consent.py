@@ -8,13 +8,15 @@ only from the moment of consent, and only in the categories consented to.
 
 from __future__ import annotations
 
+import os
+
 import datetime as dt
 from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
 from msgspec import Struct
-from rkd.client.files import write_atomic
+from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_atomic
 from rkd.client.schema import CATEGORIES, SCHEMA_VERSION
 
 CONSENT_FILE: Final = "consent.json"
@@ -63,9 +65,13 @@ def read_consent(data_dir: Path) -> ConsentFile:
 
     path = consent_path(data_dir)
     try:
+        # A regular file of ours, never through a symlink; a loose 0644 one is set to 0600.
+        os.close(open_private_file(path))
         raw = read_small_file(path, MAX_CONSENT_BYTES)
     except FileNotFoundError:
         return ConsentFile()
+    except UnsafePath as e:
+        raise ConsentError(str(e)) from None
     except OSError as e:
         raise ConsentError(f"{path}: cannot read: {e.strerror}") from None
     except ValueError as e:
@@ -92,7 +98,7 @@ def record_decision(data_dir: Path, record: ConsentRecord) -> ConsentFile:
     current.history = current.history[-MAX_HISTORY:]
     current.current = record
     path = consent_path(data_dir)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(data_dir)
     write_atomic(path, msgspec.json.format(msgspec.json.encode(current)) + b"\n")
     return current
 

@@ -146,5 +146,7 @@ def request(
         raise DaemonUnavailable(f"the rkd daemon did not answer within {timeout_ms} ms") from None
     except (zmq.ZMQError, msgspec.DecodeError) as e:
         raise DaemonUnavailable(f"cannot talk to the rkd daemon: {e}") from None
+    except RecursionError:  # a reply nested deeper than msgspec recurses: not our daemon
+        raise DaemonUnavailable("cannot talk to the rkd daemon: a malformed reply") from None
     finally:
         sock.close(linger=0)

@@ -32,7 +32,8 @@ _LEN: Final = struct.Struct("<I")
 class SpoolFileRefused(Exception):
     """A spool file that is not a regular file of ours: it is never read.
 
-    ``reason`` is one snake_case word: ``symlink``, ``not_regular`` or ``not_owned``.
+    ``reason`` is one snake_case word: ``symlink``, ``not_regular``, ``not_owned`` or
+    ``too_big``.
     """
 
     def __init__(self, reason: str) -> None:
@@ -89,7 +90,10 @@ def read_spool_file(path: Path) -> bytes:
     except UnsafePath as e:
         raise SpoolFileRefused(e.reason) from None
     with open(fd, "rb") as f:
-        return f.read()
+        data = f.read(MAX_SPOOL_BYTES + 1)
+    if len(data) > MAX_SPOOL_BYTES:
+        raise SpoolFileRefused("too_big")  # no client writes one: the spool's cap is this
+    return data
 
 
 def spool_files(spool_dir: Path) -> list[Path]:

@@ -11,11 +11,13 @@ import msgspec
 import structlog
 from rkd.client.clock import iso_ms, now_ms
 from rkd.client.config import Settings, kill_switch
+from rkd.client.files import UnsafePath, ensure_private_dir
 from rkd.daemon import logs
 from rkd.daemon.runtime import DaemonLock, RuntimeDirError, remove_sockets
 from rkd.daemon.service import Daemon
 from rkd.daemon.storage import (
     CorruptDatabase,
+    NotOurDatabase,
     SchemaTooNew,
     Storage,
     StorageError,
@@ -46,12 +48,17 @@ def open_storage(settings: Settings, log: Any) -> Storage:
         try:
             storage = Storage(settings.db_path)
         except StorageError as again:
-            raise StartError(str(again), isinstance(again, SchemaTooNew)) from None
+            raise StartError(str(again), _permanent(again)) from None
         note = {"at": iso_ms(now_ms()), "kept_as": str(aside)}
         storage.set_meta("recovered", msgspec.json.encode(note).decode())
         return storage
     except StorageError as e:
-        raise StartError(str(e), isinstance(e, SchemaTooNew)) from None
+        raise StartError(str(e), _permanent(e)) from None
+
+
+def _permanent(e: StorageError) -> bool:
+    """A newer schema, or a path that is not ours to use: a restart cannot help."""
+    return isinstance(e, (SchemaTooNew, NotOurDatabase))
 
 
 def run(settings: Settings, log_level: str = "info", json_logs: bool | None = None) -> None:
@@ -82,7 +89,12 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
             log.info("removed_stale_sockets", count=len(stale))
         storage = open_storage(settings, log)
         try:
-            Daemon(settings, storage).run()
+            try:
+                ensure_private_dir(settings.spool_dir)
+                daemon = Daemon(settings, storage)
+            except UnsafePath as e:  # a symlinked salt, another user's spool folder...
+                raise StartError(str(e), permanent=True) from None
+            daemon.run()
         finally:
             storage.close()
     finally:

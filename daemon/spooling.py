@@ -28,7 +28,7 @@ from typing import Final
 
 import structlog
 from rkd.client.clock import utc_now
-from rkd.client.spool import MAGIC, MAX_SPOOL_BYTES, spool_files
+from rkd.client.spool import MAGIC, SpoolFileRefused, read_spool_file, spool_files
 from rkd.daemon.storage import Storage, erase_folder_files
 from rkd.daemon.writer import Writer
 
@@ -41,32 +41,6 @@ CHECK_EVERY: Final = 64  # frames between looks at the clock
 _LEN: Final = struct.Struct("<I")
 
 Intake = Callable[..., bool]
-
-
-class Refused(Exception):
-    """A spool file that will not be read; the message is the reason (one word)."""
-
-
-def read_private(path: Path) -> bytes:
-    """The bytes of a spool file that is a regular file of ours, never through a link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == 40:  # ELOOP: a symlink
-            raise Refused("symlink") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Refused("not_regular")
-        if st.st_uid != os.getuid():
-            raise Refused("not_owned")
-        if st.st_size > MAX_SPOOL_BYTES:
-            raise Refused("too_big")
-        with open(fd, "rb", closefd=False) as f:
-            return f.read(MAX_SPOOL_BYTES + 1)
-    finally:
-        os.close(fd)
 
 
 class _File:
@@ -125,11 +99,11 @@ class SpoolIngest:
             path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
             return None
         try:
-            return _File(path, read_private(path))
+            return _File(path, read_spool_file(path))
         except FileNotFoundError:
             return None  # gone meanwhile (`rkd delete`)
-        except Refused as e:
-            self._quarantine(path, str(e))
+        except SpoolFileRefused as e:
+            self._quarantine(path, e.reason)
         except OSError as e:
             self._quarantine(path, f"unreadable ({e.strerror})")
         return None

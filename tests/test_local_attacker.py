@@ -29,7 +29,6 @@ from rkd.client.wire import CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
 from rkd.daemon.firewall import SALT_FILE
 
 from tests.conftest import Daemon, Sandbox
-from tests.samples import frame
 from tests.test_export import THINK, store
 
 NOBODY = 65534
@@ -359,7 +358,6 @@ def test_a_database_path_at_someone_elses_file_is_refused_untouched(sandbox: San
     assert "my notes\n" * 100 == notes.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="lead: daemon/main.open_storage maps NotOurDatabase to 78")
 def test_a_database_path_at_someone_elses_file_exits_78(sandbox: Sandbox) -> None:
     """That refusal is permanent: exit 78, so a service manager does not restart it."""
     notes = sandbox.root / "home" / "notes.txt"
@@ -405,19 +403,7 @@ def test_spool_files_that_are_not_ours_are_refused_unread(tmp_path: Path) -> Non
     assert ("not_owned", "symlink", "not_regular") == (reason(theirs), reason(link), reason(fifo))
 
 
-@needs_root
-@pytest.mark.xfail(strict=True, reason="lead: daemon/spooling.py reads through read_spool_file")
-def test_the_daemon_ignores_another_users_spool_file(
-    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
-) -> None:
-    """A spool file another user placed is not ingested (and not deleted)."""
-    spool = sandbox.settings.spool_dir
-    write_spool(spool, [frame(THINK)])
-    (planted,) = spool_files(spool)
-    give_to_nobody(planted)
-    d = start_daemon()
-    d.flush()
-    assert (0, [planted]) == (sandbox.count(), spool_files(spool))
+# The daemon's side (quarantine, not ingest) is in test_hardening.py.
 
 
 def test_atomic_and_spool_writes_survive_short_writes_and_fsync_first(
@@ -473,3 +459,40 @@ def test_one_private_dir_helper_refuses_and_tightens(tmp_path: Path) -> None:
         with pytest.raises(files.UnsafePath) as e:
             files.ensure_private_dir(path)
         assert (reason, f"{path}: {what}") == (e.value.reason, str(e.value))
+
+
+def test_a_symlinked_salt_stops_the_daemon_in_one_line(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A salt file that is a symlink: the daemon refuses it with one line (no traceback)
+    and exit 78, and the link's target is untouched."""
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"x" * 32)
+    data = sandbox.settings.data_dir
+    data.mkdir(parents=True, mode=0o700)
+    (data / SALT_FILE).symlink_to(target)
+    proc = sandbox.rkd("run", timeout=HANGS)
+    assert EXIT_PERMANENT == proc.returncode
+    assert ["Error"] == [line.split(":")[0] for line in proc.stderr.strip().splitlines()
+                         if not line.startswith("{")], proc.stderr  # fmt: skip
+    assert "Traceback" not in proc.stderr and b"x" * 32 == target.read_bytes()
+
+
+def test_a_loose_consent_file_is_tightened_when_read(sandbox: Sandbox) -> None:
+    """A consent.json left 0644 (by hand, by a restore) is 0600 after rkd reads it."""
+    sandbox.env.pop("RK_TELEMETRY_ENABLED")
+    assert 0 == sandbox.rkd("enable", "--yes").returncode
+    path = sandbox.settings.data_dir / "consent.json"
+    path.chmod(0o644)
+    assert 0 == sandbox.rkd("status").returncode
+    assert 0o600 == stat.S_IMODE(path.stat().st_mode)
+
+
+@needs_root
+def test_status_says_why_an_unsafe_runtime_folder_is_not_used(sandbox: Sandbox) -> None:
+    """`rkd status` with a runtime folder another user owns: it says so, in one line."""
+    run = sandbox.settings.runtime_dir
+    run.mkdir(parents=True, mode=0o700)
+    give_to_nobody(run)
+    proc = sandbox.rkd("status")
+    assert 0 == proc.returncode, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "not used:" in x]
+    assert "refusing an unsafe rkd runtime folder" in line and "another user" in line
