@@ -8,9 +8,8 @@ only from the moment of consent, and only in the categories consented to.
 
 from __future__ import annotations
 
-import os
-
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Final, Literal
 

@@ -148,6 +148,7 @@ class SpoolIngest:
                 f.path.unlink(missing_ok=True)
 
         self.writer.ledger.append((name, f.accepted, stored))
+        self.writer.flush_soon = True  # write it now: the file goes once its events are stored
 
     def _quarantine(self, path: Path, reason: str) -> None:
         self.counters["spool.quarantined"] += 1

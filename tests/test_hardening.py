@@ -315,15 +315,13 @@ def test_big_string_frames_do_not_silence_the_control_socket(
     )
 
 
-def test_a_big_spool_does_not_stall_the_control_socket(
-    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
-) -> None:
-    """120,000 spooled events are ingested a slice at a time: status answers within 0.5 s
-    throughout (ingesting 240k stalled it 6.5 s)."""
+def test_a_big_spool_does_not_stall_the_control_socket(sandbox: Sandbox, daemon: Daemon) -> None:
+    """120,000 events spooled while the daemon runs are ingested a slice at a time: status
+    answers within 0.5 s throughout (the next scan took them in one go, stalling 6.5 s
+    for 240k)."""
     for _ in range(6):
         write_spool(sandbox.settings.spool_dir, [think(i) for i in range(20_000)])
-    d = start_daemon()
-    assert control_latency(d.runtime, 2.0) < 0.5
+    assert control_latency(daemon.runtime, 8.0) < 0.5  # the spool is scanned every 5 s
     wait_for(lambda: not any(sandbox.settings.spool_dir.glob("*.spool")), timeout=90,
              what="the spool ingested")  # fmt: skip
 
