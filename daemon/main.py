@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Final
 
@@ -90,7 +91,8 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
         storage = open_storage(settings, log)
         try:
             try:
-                ensure_private_dir(settings.spool_dir)
+                with contextlib.suppress(FileNotFoundError):  # made by the first spool file
+                    ensure_private_dir(settings.spool_dir, create=False)
                 daemon = Daemon(settings, storage)
             except UnsafePath as e:  # a symlinked salt, another user's spool folder...
                 raise StartError(str(e), permanent=True) from None

@@ -158,7 +158,11 @@ def test_a_squatter_gets_no_event_no_request_and_no_kill(
     ) == flush.stderr
     status = sandbox.rkd("status", "--json", timeout=HANGS)
     assert 0 == status.returncode, status.stderr
-    assert {"running": False, "pid": None} == msgspec.json.decode(status.stdout)["daemon"]
+    assert {
+        "running": False,
+        "pid": None,
+        "error": f"refusing an unsafe rkd runtime folder: {why}",
+    } == (msgspec.json.decode(status.stdout)["daemon"])
 
     stop = sandbox.rkd("stop", timeout=HANGS)
     assert (1, f"Error: refusing an unsafe rkd runtime folder: {why}\n") == (
