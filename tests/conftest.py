@@ -229,9 +229,11 @@ _root_only_outcomes: dict[str, str] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Keep each root-only test's outcome: its call's, or the phase that did not pass."""
-    if report.nodeid in ROOT_ONLY and (report.when == "call" or not report.passed):
-        why = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+    """Keep each root-only test's outcome: its call's, or the phase that did not pass; and
+    any other test skipped because it "needs root" (every such skip says so)."""
+    why = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+    listed = report.nodeid in ROOT_ONLY and (report.when == "call" or not report.passed)
+    if listed or "needs root" in why:
         outcome = f"{report.outcome} ({why.removeprefix('Skipped: ')})" if why else report.outcome
         _root_only_outcomes.setdefault(report.nodeid, outcome)
 
@@ -243,6 +245,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     modules = {item.nodeid.split("::")[0] for item in getattr(session, "items", [])}
     outcomes = {t: _root_only_outcomes.get(t, "not run") for t in ROOT_ONLY}
+    outcomes |= {t: o for t, o in _root_only_outcomes.items() if t not in outcomes}
     bad = {t: o for t, o in outcomes.items() if t.split("::")[0] in modules and o != "passed"}
     if not bad:
         return
