@@ -172,12 +172,53 @@ def _plus(col: str) -> str:
     return f"CASE WHEN {col} > {MAX_SUM} - excluded.{col} THEN {MAX_SUM} ELSE {col} + excluded.{col} END"
 
 
+# Distinct keys (command names, models, ...) kept per day and dimension: applications
+# choose them, and one inventing names would otherwise add a row per name. Past the cap
+# a day's new keys are counted under OTHER_KEY.
+MAX_KEYS_PER_DAY: Final = 1000
+OTHER_KEY: Final = "other"
+
+
+def _capped(
+    db: apsw.Connection, daily: Counter[tuple[int, str, str]]
+) -> Counter[tuple[int, str, str]]:
+    """``daily`` with the keys past a day's :data:`MAX_KEYS_PER_DAY` moved to OTHER_KEY."""
+    groups: dict[tuple[int, str], set[str]] = {}
+    for day, dim, key in daily:
+        groups.setdefault((day, dim), set()).add(key)
+    moved: dict[tuple[int, str, str], tuple[int, str, str]] = {}
+    for (day, dim), keys in groups.items():
+        stored = db.execute(
+            "SELECT count(*) FROM agg_daily WHERE day = ? AND dim = ?", (day, dim)
+        ).get
+        assert isinstance(stored, int)
+        if stored + len(keys) <= MAX_KEYS_PER_DAY:
+            continue  # room for all of them (the common case: one query)
+        marks = ",".join("?" * len(keys))
+        known = {k for (k,) in db.execute(
+            f"SELECT key FROM agg_daily WHERE day = ? AND dim = ? AND key IN ({marks})",
+            (day, dim, *keys),
+        )}  # fmt: skip
+        room = MAX_KEYS_PER_DAY - stored - (OTHER_KEY not in known)
+        for key in sorted(keys - known - {OTHER_KEY}):
+            if room > 0:
+                room -= 1
+            else:
+                moved[day, dim, key] = (day, dim, OTHER_KEY)
+    if not moved:
+        return daily
+    out: Counter[tuple[int, str, str]] = Counter()
+    for k, n in daily.items():
+        out[moved.get(k, k)] += n
+    return out
+
+
 def upsert(db: apsw.Connection, inc: Increments) -> None:
     """Add ``inc`` to the stored rows (inside the caller's transaction); zeros are skipped."""
     db.executemany(
         "INSERT INTO agg_daily(day, dim, key, n) VALUES (?, ?, ?, ?)"
         f" ON CONFLICT(day, dim, key) DO UPDATE SET n = {_plus('n')}",
-        [(*k, min(n, MAX_SUM)) for k, n in inc.daily().items() if n],
+        [(*k, min(n, MAX_SUM)) for k, n in _capped(db, inc.daily()).items() if n],
     )
     db.executemany(
         "INSERT INTO agg_latency(day, ms, n) VALUES (?, ?, ?)"

@@ -435,3 +435,17 @@ def test_uuid_keys_match_the_stored_bytes() -> None:
     for _ in range(100):
         u = uuid.uuid4()
         assert u.int & LOW64 == key_of(u.bytes)
+
+
+def test_daily_aggregates_keep_at_most_a_thousand_keys_a_day(
+    sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
+) -> None:
+    """1,500 invented command names in one day: 1,000 rows of their own, the rest counted
+    under "other"; the day's total is still every command."""
+    raw_push([frame(s.CommandExecuted(command=f"cmd{i}")) for i in range(1500)])
+    wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 1500, timeout=30, what="1,500")
+    rows = sandbox.query("SELECT key, n FROM agg_daily WHERE dim = 'command'")
+    assert (1001, 1500) == (len(rows), sum(n for _, n in rows))
+    assert [(500,)] == sandbox.query(
+        "SELECT n FROM agg_daily WHERE dim = 'command' AND key = 'other'"
+    )
