@@ -78,7 +78,7 @@ def test_flush_without_daemon_is_one_line(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("flush")
     assert 1 == proc.returncode
     assert (
-        "Error: the rkd daemon is not running (start it with 'rkd run'); nothing is pending while it is down\n"
+        "Error: the rkd daemon is not running (start it with 'rkd start', or keep it running with 'rkd service install'); nothing is pending while it is down\n"
         == proc.stderr
     )
 
