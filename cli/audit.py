@@ -148,8 +148,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append("Result:          clean")
     sp = report.get("spool")
     if sp and (sp["files"] or sp["quarantined"] or sp["temporary"]):
+        from rkd.cli.main import plural
+
         lines.append(
-            f"Spool:           {sp['frames']:,} raw frames waiting in {sp['files']:,} files"
+            f"Spool:           {plural(sp['frames'], 'raw frame')} waiting in"
+            f" {plural(sp['files'], 'file')}"
             f" ({sp['quarantined']:,} quarantined, {sp['temporary']:,} temporary);"
             " the daemon filters them when it stores them"
         )
