@@ -374,8 +374,13 @@ def reload() -> None:
     if used is None:
         click.echo("Reloaded.")
         return
+    import os
+
+    where = used.config_path
+    if not os.path.exists(where):
+        where = f"(no file at {where}: the defaults)"
     click.echo(
-        f"Reloaded {used.config_path}: flush every {used.flush_interval_secs:g} s, "
+        f"Reloaded {where}: flush every {used.flush_interval_secs:g} s, "
         f"batch {used.batch_size}, retention {used.retention_days} days, "
         f"size cap {used.max_db_size_mb} MB."
     )

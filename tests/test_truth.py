@@ -292,6 +292,22 @@ def test_status_says_a_missing_rk_config_means_defaults(sandbox: Sandbox) -> Non
     assert [] == warnings_of(sandbox.rkd("status"))
 
 
+def test_a_daemon_with_a_missing_rk_config_says_it_uses_defaults(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """The daemon logs that RK_CONFIG names a missing file; `rkd reload` says so too."""
+    missing = sandbox.root / "missing.toml"
+    daemon = start_daemon(RK_CONFIG=str(missing))
+    proc = sandbox.rkd("reload", RK_CONFIG=str(missing))
+    assert (
+        f"Reloaded (no file at {missing}: the defaults): flush every 60 s, batch 100,"
+        " retention 90 days, size cap 100 MB.\n"
+    ) == proc.stdout
+    _, log = daemon.stop()
+    (line,) = [json.loads(x) for x in log.splitlines() if '"config_missing"' in x]
+    assert (str(missing), "warning") == (line["path"], line["level"])
+
+
 def test_status_shows_the_daemons_database_not_the_shells(
     sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
 ) -> None:
