@@ -144,7 +144,7 @@ def test_prune_leaves_the_database_and_wal_under_the_cap(
     a WAL as big as the database)."""
     sandbox.write_config("[telemetry]\nmax_db_size_mb = 1000\n")
     daemon = start_daemon()
-    fill(daemon, raw_push, 6000)
+    fill(daemon, raw_push, 10_000)
     db = sandbox.settings.db_path
     assert disk_bytes(db) > 1024 * 1024
     sandbox.write_config("[telemetry]\nmax_db_size_mb = 1\n")
@@ -166,10 +166,10 @@ def test_the_cap_holds_between_hourly_prunes(
     sandbox.write_config("[telemetry]\nmax_db_size_mb = 1\n")
     daemon = start_daemon()
     time.sleep(1.5)  # the start-up prune is done: only the size check can act from here
-    fill(daemon, raw_push, 6000)
+    fill(daemon, raw_push, 10_000)  # ~1.7 MB of events
     db = sandbox.settings.db_path
     wait_for(lambda: disk_bytes(db) <= 1024 * 1024, 15, "file + WAL under the 1 MB cap")
-    assert 0 < sandbox.count() < 6000
+    assert 0 < sandbox.count() < 10_000
 
 
 # -- what decides ------------------------------------------------------------------------------
