@@ -61,30 +61,32 @@ def file_differs(
     settings: Settings, used: Settings | EffectiveSettings, keys: tuple[str, ...] = RELOADED
 ) -> str:
     """A note naming what the config file says and the daemon does not use yet, or ""."""
-    diff = [f"{k} = {getattr(settings, k):g}" for k in keys
-            if getattr(settings, k) != getattr(used, k)]  # fmt: skip
+    diff = [f"{k} = {getattr(settings, k):g} (the daemon uses {getattr(used, k):g})"
+            for k in keys if getattr(settings, k) != getattr(used, k)]  # fmt: skip
     if not diff:
         return ""
     return (
-        f"\nNote: {settings.config_path} now says {', '.join(diff)}; the daemon still uses"
-        " the values above. Run 'rkd reload' to apply the file."
+        f"\nNote: {settings.config_path} now says {', '.join(diff)}; run 'rkd reload' to apply it."
     )
 
 
 def _no_effect_keys(path: Path) -> list[str]:
     """Keys set in the config file that nothing acts on yet (see NO_EFFECT)."""
-    import tomllib
+    try:
+        raw = read_small_file(path, MAX_CONFIG_BYTES)
+    except (OSError, ValueError):  # missing or unreadable: said elsewhere
+        return []
+    import tomllib  # ~3 ms: only when there is a file
 
     try:
-        doc = tomllib.loads(read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # missing or bad: said elsewhere
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad: load_settings said so already
         return []
     section = doc.get("telemetry")
     if not isinstance(section, dict):
         return []
     privacy = section.get("privacy")
-    keys = {k for k in section if k == "community_contribution"}
-    keys |= {f"privacy.{k}" for k in privacy if k != "allowed_domains"} if isinstance(privacy, dict) else set()  # fmt: skip
+    keys = set(section) | {f"privacy.{k}" for k in (privacy if isinstance(privacy, dict) else ())}
     return sorted(keys & NO_EFFECT.keys())
 
 
@@ -218,10 +220,6 @@ def _size(n: int) -> str:
     return str(n)  # pragma: no cover
 
 
-def _files(n: int) -> str:
-    return f"{n:,} file" + ("" if n == 1 else "s")
-
-
 def _counts(counters: dict[str, int], prefix: str) -> str:
     items = sorted((k[len(prefix) :], v) for k, v in counters.items() if k.startswith(prefix))
     return ", ".join(f"{k} {v:,}" for k, v in items) or "none"
@@ -229,6 +227,8 @@ def _counts(counters: dict[str, int], prefix: str) -> str:
 
 def render(info: dict[str, Any]) -> str:
     """The human status, in the spec's §5.1 layout plus daemon details."""
+    from rkd.cli.main import plural  # loaded already: it is what runs us
+
     d = info["daemon"]
     if d["running"]:
         daemon = f"running (pid {d['pid']}, up {d['uptime_secs']:.0f}s)"
@@ -254,7 +254,7 @@ def render(info: dict[str, Any]) -> str:
         ("Consent", _consent(info["consent"])),
         ("Daemon", daemon),
         ("Pending", pending),
-        ("Spool", f"{_files(info['spool']['files'])} ({_size(info['spool']['bytes'])})"),
+        ("Spool", f"{plural(info['spool']['files'], 'file')} ({_size(info['spool']['bytes'])})"),
         ("Rejected", _counts(c, "rejected.")),
         ("Client Drops", _counts(c, "client_drop.")),
         ("Firewall", _counts(c, "firewall.")),

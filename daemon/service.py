@@ -461,6 +461,7 @@ class Daemon:
         flush.due = min(flush.due, time.monotonic() + new.flush_interval_secs)
         self.spool.batch_size = new.batch_size
         self.storage.limit_wal(new.max_db_size_mb)
+        self._stuck_bytes = 0  # a new cap is looked at afresh
         self.synthesis.configure(self.settings)
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         self.intake.stages = self._stages()

@@ -91,15 +91,13 @@ def test_status_and_prune_show_the_daemons_values_and_say_the_file_differs(
     the file now says."""
     daemon = start_daemon()
     sandbox.write_config("[telemetry]\nretention_days = 30\nmax_db_size_mb = 50\n")
-    note = (
-        f"{sandbox.config_file} now says {{}}; the daemon still uses the values above."
-        " Run 'rkd reload' to apply the file."
-    )
+    note = f"{sandbox.config_file} now says {{}}; run 'rkd reload' to apply it."
+    both = "retention_days = 30 (the daemon uses 90), max_db_size_mb = 50 (the daemon uses 100)"
     proc = sandbox.rkd("status")
     assert 0 == proc.returncode, proc.stderr
     assert "Retention:      90 days" in proc.stdout.splitlines()
     warnings = [line for line in proc.stdout.splitlines() if line.startswith("Warning:")]
-    assert ["Warning: " + note.format("retention_days = 30, max_db_size_mb = 50")] == warnings
+    assert ["Warning: " + note.format(both)] == warnings
     used = json.loads(sandbox.rkd("status", "--json").stdout)["daemon"]["settings"]
     assert (90, 100, 60.0) == (
         used["retention_days"], used["max_db_size_mb"], used["flush_interval_secs"]
@@ -107,9 +105,7 @@ def test_status_and_prune_show_the_daemons_values_and_say_the_file_differs(
     proc = sandbox.rkd("prune")
     assert (0, "") == (proc.returncode, proc.stderr)
     assert (
-        "Pruned 0 events (retention 90 days, size cap 100 MB).\nNote: "
-        + note.format("retention_days = 30, max_db_size_mb = 50")
-        + "\n"
+        "Pruned 0 events (retention 90 days, size cap 100 MB).\nNote: " + note.format(both) + "\n"
     ) == proc.stdout
     assert 0 == sandbox.rkd("reload").returncode
     proc = sandbox.rkd("prune")
