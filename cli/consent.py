@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 from rkd.client.config import MAX_CONFIG_BYTES, Settings, kill_switch, read_small_file
 from rkd.client.consent import ConsentError, ConsentRecord, now_iso, record_decision
-from rkd.client.control import DaemonUnavailable, request
+from rkd.client.control import DaemonNotResponding, DaemonUnavailable, request
 from rkd.client.files import write_atomic
 from rkd.client.schema import CATEGORIES
 from rkd.client.wire import ReloadRequest
@@ -44,6 +44,11 @@ Everything stays on this machine unless you separately enable cloud sync.
 You can disable telemetry at any time with:
   {prefix} disable
 """
+
+NO_DAEMON = (
+    "\nNo rkd daemon is running, so nothing is stored yet: start one with 'rkd start',"
+    " or keep one running with 'rkd service install'."
+)
 
 _ENABLED_LINE = re.compile(r"^(\s*enabled\s*=\s*)(true|false)(\s*(#.*)?)$")
 _TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\" -]+?)\s*\]\s*(#.*)?$")
@@ -98,11 +103,15 @@ def _write_keeping_mode(path: Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"), path.stat().st_mode & 0o777)
 
 
-def _tell_daemon(settings: Settings) -> str:
+def _tell_daemon(settings: Settings, not_running: str = "") -> str:
+    """Have a running daemon reload; what to add to the message (``not_running`` when
+    none runs)."""
     try:
-        reply = request(settings.runtime_dir, ReloadRequest(), timeout_ms=5000)
+        reply = request(settings.runtime_dir, ReloadRequest(), timeout_ms=5000, probe=True)
+    except DaemonNotResponding as e:
+        return f"\nWarning: {e}: it did not get the change; run 'rkd reload' once it answers."
     except DaemonUnavailable:
-        return ""
+        return not_running
     return "" if reply.ok else f"\nWarning: the daemon kept its old settings: {reply.error}"
 
 
@@ -143,8 +152,20 @@ def enable(settings: Settings, prefix: str, yes: bool, only: str | None) -> str:
     return (
         "Telemetry enabled. Thank you for helping improve ReasonKit!"
         + note
-        + _tell_daemon(settings)
+        + _tell_daemon(settings, NO_DAEMON)
     )
+
+
+def _env_note(settings: Settings) -> str:
+    """After `disable`: what decides for programs started with this environment."""
+    if not settings.decided_by.startswith("env:"):
+        return ""
+    var = settings.decided_by[4:]
+    if kill_switch(os.environ) == var:
+        return (f"\nNote: {var} in your environment also keeps telemetry off for programs"
+                " started with it; for the others, this decision does.")  # fmt: skip
+    return (f"\nNote: {var} in your environment outranks this decision: programs started"
+            " with it still send telemetry. Unset it to stop them too.")  # fmt: skip
 
 
 def disable(settings: Settings, prefix: str, category: str | None) -> str:
@@ -161,9 +182,7 @@ def disable(settings: Settings, prefix: str, category: str | None) -> str:
     note = ""
     if set_config_enabled(settings.config_path, False):
         note = f"\n(Changed 'enabled = true' to 'enabled = false' in {settings.config_path}.)"
-    if settings.decided_by.startswith("env:"):
-        var = settings.decided_by[4:]
-        note += f"\nNote: {var} in your environment still turns telemetry on for programs started with it."
+    note += _env_note(settings)
     return (
         f"Telemetry disabled.\nExisting data retained. Use '{prefix} delete' to remove."
         + note + _tell_daemon(settings)

@@ -130,7 +130,10 @@ def summarise(db_path: Path) -> str:
     total = q("SELECT count(*) FROM events").get
     derived = q(f"SELECT count(*) FROM events WHERE event_type IN {DERIVED_TYPES!r}").get
     sessions = q("SELECT count(*) FROM sessions").get
-    by_type = q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    by_type = q(f"""SELECT event_type, count(*) FROM events WHERE event_type NOT IN
+                    {DERIVED_TYPES!r} GROUP BY 1 ORDER BY 2 DESC""").fetchall()
+    by_derived = q(f"""SELECT event_type, count(*) FROM events WHERE event_type IN
+                       {DERIVED_TYPES!r} GROUP BY 1 ORDER BY 2 DESC""").fetchall()
     cmds = q("""SELECT json_extract(payload, '$.command') c, count(*) FROM events
                 WHERE event_type LIKE 'command_%' GROUP BY 1 ORDER BY 2 DESC""").fetchall()
     profiles = q("""SELECT json_extract(payload, '$.profile') p, count(*) FROM events
@@ -145,9 +148,11 @@ def summarise(db_path: Path) -> str:
     db.close()
     assert isinstance(total, int) and isinstance(derived, int)
     lines = ["What was stored", "===============",
-             f"Events:        {total - derived:,} in {sessions} session(s)",
+             f"Events:        {total - derived:,} in {sessions:,} session{'' if sessions == 1 else 's'}",
              f"Derived:       {derived:,} by the daemon (session start, first uses, milestones)"]  # fmt: skip
+    # The by-type lines add up to the line they detail: events, then derived.
     lines += ["By type:"] + [f"  {t:<24} {n:,}" for t, n in by_type]
+    lines += ["Derived by type:"] + [f"  {t:<24} {n:,}" for t, n in by_derived]
     lines += ["Commands:"] + [f"  {c:<24} {n:,}" for c, n in cmds]
     lines += ["Profiles:"] + [f"  {p:<24} {n:,}" for p, n in profiles]
     if n_cmd:

@@ -10,11 +10,16 @@ from typing import ClassVar
 import click
 from rkd.client.config import ConfigError, Settings, load_settings
 from rkd.client.consent import ConsentError
-from rkd.client.control import DaemonUnavailable, request
-from rkd.client.wire import FlushRequest
+from rkd.client.control import DaemonNotResponding, DaemonUnavailable, request
+from rkd.client.wire import EffectiveSettings, FlushRequest, StatusRequest
 from rkd.daemon.storage import StorageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
+
+
+def plural(n: int, word: str) -> str:
+    """``1 event``, ``2,000 events``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def settings() -> Settings:
@@ -71,17 +76,24 @@ def cli() -> None:
     "--log-format", type=click.Choice(["auto", "json", "console"]), default="auto",
     show_default=True, help="auto: JSON unless stderr is a terminal.",
 )  # fmt: skip
-def run(log_level: str, log_format: str) -> None:
+@click.option(
+    # 78 is rkd.daemon.main.EXIT_PERMANENT (not imported here: `rkd status` would pay for it)
+    "--permanent-exit", type=click.IntRange(0, 255), default=78, show_default=True,
+    help="Exit status when starting again cannot help. The launchd agent passes 0: its "
+    "KeepAlive restarts only a failed exit, and has no list of statuses to spare.",
+)  # fmt: skip
+def run(log_level: str, log_format: str, permanent_exit: int) -> None:
     """Run the daemon in the foreground (what the service manager starts).
 
-    Exits 78 when starting again cannot help (a kill switch, a bad config file, another
-    daemon running, a database from a newer rkd), 1 on other start failures.
+    Exits 78 (or --permanent-exit) when starting again cannot help (a kill switch, a bad
+    config file, another daemon running, a database from a newer rkd), 1 on other start
+    failures.
 
     \b
     Example:
       rkd run --log-level debug
     """
-    from rkd.daemon.main import EXIT_PERMANENT, StartError
+    from rkd.daemon.main import StartError
     from rkd.daemon.main import run as run_daemon
 
     json_logs = None if log_format == "auto" else log_format == "json"
@@ -91,7 +103,7 @@ def run(log_level: str, log_format: str) -> None:
     except (ConfigError, StartError) as e:
         click.echo(f"Error: {e}", err=True)
         permanent = isinstance(e, ConfigError) or e.permanent
-        sys.exit(EXIT_PERMANENT if permanent else 1)
+        sys.exit(permanent_exit if permanent else 1)
 
 
 @cli.command()
@@ -128,10 +140,12 @@ def audit(as_json: bool) -> None:
       rkd audit --json
     """
     from rkd.cli.audit import audit as run_audit
-    from rkd.cli.audit import render
+    from rkd.cli.audit import progress, render
 
+    s = settings()
     try:
-        report = run_audit(settings())
+        with progress(s.db_path) as tick:
+            report = run_audit(s, tick)
     except StorageError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
@@ -189,7 +203,10 @@ def disable(ctx: click.Context, category: str | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--limit", default=1000, show_default=True, type=click.IntRange(1, 10_000),
+    help="Show at most this many pending events (oldest first).",
+)  # fmt: skip
 def show(as_json: bool, limit: int) -> None:
     """Show the events waiting in the daemon, exactly as they will be stored.
 
@@ -265,20 +282,27 @@ def prune() -> None:
     Example:
       rkd prune
     """
+    from rkd.cli.status import file_differs
     from rkd.client.wire import PruneRequest
 
     s = settings()
     try:
+        st = request(s.runtime_dir, StatusRequest(), timeout_ms=2000).status
         reply = request(s.runtime_dir, PruneRequest(), timeout_ms=120_000)
+    except DaemonNotResponding as e:
+        raise click.ClickException(f"{e}; nothing was pruned") from None
     except DaemonUnavailable:
-        removed = _prune_offline(s)
+        removed, note = _prune_offline(s), ""
+        used: Settings | EffectiveSettings = s
     else:
         if not reply.ok:
             raise click.ClickException(reply.error or "prune failed")
         removed = reply.deleted
+        used = st.settings if st is not None and st.settings is not None else s
+        note = file_differs(s, used, ("retention_days", "max_db_size_mb"))
     click.echo(
-        f"Pruned {removed:,} events (retention {s.retention_days} days, "
-        f"size cap {s.max_db_size_mb} MB)."
+        f"Pruned {plural(removed, 'event')} (retention {used.retention_days} days, "
+        f"size cap {used.max_db_size_mb} MB).{note}"
     )
 
 
@@ -313,12 +337,53 @@ def flush() -> None:
     """
     s = settings()
     try:
-        reply = request(s.runtime_dir, FlushRequest(), timeout_ms=10_000)
+        reply = request(s.runtime_dir, FlushRequest(), timeout_ms=10_000, probe=True)
+    except DaemonNotResponding as e:
+        raise click.ClickException(f"{e}; its pending events stay in its memory") from None
     except DaemonUnavailable as e:
         raise click.ClickException(f"{e}; nothing is pending while it is down") from None
     if not reply.ok:
         raise click.ClickException(reply.error or "flush failed")
-    click.echo(f"Flushed {reply.flushed:,} events.")
+    click.echo(f"Flushed {plural(reply.flushed, 'event')}.")
+
+
+@cli.command()
+def reload() -> None:
+    """Make the running daemon re-read the config file and your consent now.
+
+    `enable`, `disable` do this for you; run it after editing config.toml. A config
+    file with a mistake is refused and the daemon keeps its settings.
+
+    \b
+    Example:
+      rkd reload
+    """
+    from rkd.client.wire import ReloadRequest
+
+    s = settings()  # a file with a mistake is one line here, before the daemon sees it
+    try:
+        reply = request(s.runtime_dir, ReloadRequest(), timeout_ms=5000, probe=True)
+        st = request(s.runtime_dir, StatusRequest(), timeout_ms=2000).status
+    except DaemonNotResponding as e:
+        raise click.ClickException(str(e)) from None
+    except DaemonUnavailable as e:
+        raise click.ClickException(f"{e}; it reads the config when it starts") from None
+    if not reply.ok:
+        raise click.ClickException(f"the daemon kept its old settings: {reply.error}")
+    used = st.settings if st is not None else None
+    if used is None:
+        click.echo("Reloaded.")
+        return
+    import os
+
+    where = used.config_path
+    if not os.path.exists(where):
+        where = f"(no file at {where}: the defaults)"
+    click.echo(
+        f"Reloaded {where}: flush every {used.flush_interval_secs:g} s, "
+        f"batch {used.batch_size}, retention {used.retention_days} days, "
+        f"size cap {used.max_db_size_mb} MB."
+    )
 
 
 @cli.command()

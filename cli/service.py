@@ -78,9 +78,15 @@ LAUNCHD_PLIST: Final = """\
 		<string>run</string>
 		<string>--log-format</string>
 		<string>json</string>
+		<string>--permanent-exit</string>
+		<string>0</string>
 	</array>
 	<key>RunAtLoad</key>
 	<true/>
+	<!-- KeepAlive restarts the agent after any failed exit, and launchd has no list of
+		statuses to spare (systemd's RestartPreventExitStatus=78): with permanent-exit 0
+		a failure a restart cannot fix (a kill switch, a bad config) is a clean exit, and
+		the agent stays down, its reason in the log, until the next login or install. -->
 	<key>KeepAlive</key>
 	<dict>
 		<key>SuccessfulExit</key>
@@ -497,7 +503,7 @@ def stop() -> None:
     import signal
 
     from rkd.cli.main import settings
-    from rkd.client.control import daemon_pid
+    from rkd.client.control import daemon_pid, process_stopped
 
     runtime = settings().runtime_dir
     pid = _verified_pid(runtime)
@@ -506,6 +512,10 @@ def stop() -> None:
         return
     try:
         _signal_verified(runtime, pid, signal.SIGTERM)
+        if process_stopped(pid):  # SIGTERM waits until it runs again: resume it to exit
+            click.echo(f"the rkd daemon (pid {pid}) was stopped (SIGSTOP?); resuming it so"
+                       " that it can exit")  # fmt: skip
+            _signal_verified(runtime, pid, signal.SIGCONT)
     except ProcessLookupError:
         pass  # it exited between the check and the signal
     except PermissionError:

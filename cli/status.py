@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import msgspec
 from rkd.client.clock import iso_ms
-from rkd.client.config import Settings
+from rkd.client.config import MAX_CONFIG_BYTES, Settings, read_small_file
 from rkd.client.consent import consent_dict
 from rkd.client.control import DaemonUnavailable, UnsafeRuntimeDir, daemon_pid, request
 from rkd.client.schema import CATEGORIES
 from rkd.client.spool import spool_files, spool_size
-from rkd.client.wire import StatusRequest
+from rkd.client.wire import DaemonStatus, EffectiveSettings, StatusRequest
 from rkd.daemon.storage import StorageError, open_read_only
 
 
@@ -44,6 +45,80 @@ def _offline(db_path: Path) -> dict[str, Any]:
     return out
 
 
+# Keys the daemon reads again at `rkd reload`, as `rkd status` shows them.
+RELOADED: tuple[str, ...] = (
+    "flush_interval_secs", "batch_size", "retention_days", "max_db_size_mb"
+)  # fmt: skip
+# Accepted in config.toml (the spec names them) but nothing acts on them yet.
+NO_EFFECT: dict[str, str] = {
+    "community_contribution": "community reports are not built yet: nothing is sent",
+    "privacy.differential_privacy": "differential privacy is not built yet: no noise is added",
+    "privacy.dp_epsilon": "differential privacy is not built yet: no noise is added",
+}
+
+
+def file_differs(
+    settings: Settings, used: Settings | EffectiveSettings, keys: tuple[str, ...] = RELOADED
+) -> str:
+    """A note naming what the config file says and the daemon does not use yet, or ""."""
+    diff = [f"{k} = {getattr(settings, k):g} (the daemon uses {getattr(used, k):g})"
+            for k in keys if getattr(settings, k) != getattr(used, k)]  # fmt: skip
+    if not diff:
+        return ""
+    return (
+        f"\nNote: {settings.config_path} now says {', '.join(diff)}; run 'rkd reload' to apply it."
+    )
+
+
+def _no_effect_keys(path: Path) -> list[str]:
+    """Keys set in the config file that nothing acts on yet (see NO_EFFECT)."""
+    try:
+        raw = read_small_file(path, MAX_CONFIG_BYTES)
+    except (OSError, ValueError):  # missing or unreadable: said elsewhere
+        return []
+    import tomllib  # ~3 ms: only when there is a file
+
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # bad: load_settings said so already
+        return []
+    section = doc.get("telemetry")
+    if not isinstance(section, dict):
+        return []
+    privacy = section.get("privacy")
+    keys = set(section) | {f"privacy.{k}" for k in (privacy if isinstance(privacy, dict) else ())}
+    return sorted(keys & NO_EFFECT.keys())
+
+
+def _warnings(settings: Settings, st: DaemonStatus | None) -> list[str]:
+    """What `rkd status` must not leave unsaid: the settings it shows are not the ones
+    in use, or ask for something that does not happen."""
+    out = []
+    if os.environ.get("RK_CONFIG") and not settings.config_path.exists():
+        out.append(f"RK_CONFIG names {settings.config_path}, which does not exist:"
+                   " the defaults are used")  # fmt: skip
+    for key in _no_effect_keys(settings.config_path):
+        out.append(f"telemetry.{key} is set in {settings.config_path} but has no effect:"
+                   f" {NO_EFFECT[key]}")  # fmt: skip
+    if settings.cloud_sync:
+        out.append("RK_TELEMETRY_CLOUD_SYNC asks for cloud sync, which is not built yet:"
+                   " nothing leaves this machine")  # fmt: skip
+    used = st.settings if st is not None else None
+    if st is None or used is None:
+        return out
+    if used.db_path != str(settings.db_path):
+        out.append(f"the daemon stores to {used.db_path}, but this shell's settings name"
+                   f" {settings.db_path} (RK_TELEMETRY_PATH or db_path differ); the numbers"
+                   " above are the daemon's")  # fmt: skip
+    if st.enabled != settings.enabled:
+        out.append(f"the daemon runs with telemetry {'on' if st.enabled else 'off'}"
+                   f" ({used.decided_by}); in this shell it is"
+                   f" {'on' if settings.enabled else 'off'} ({settings.decided_by})")  # fmt: skip
+    if note := file_differs(settings, used):
+        out.append(note.removeprefix("\nNote: "))
+    return out
+
+
 def gather(settings: Settings) -> dict[str, Any]:
     """Everything `rkd status` shows, as a JSON-ready dict (the `--json` output)."""
     info: dict[str, Any] = {
@@ -52,7 +127,8 @@ def gather(settings: Settings) -> dict[str, Any]:
         "database": str(settings.db_path),
         "database_bytes": _db_size(settings.db_path),
         "config": str(settings.config_path),
-        "cloud_sync": "enabled" if settings.cloud_sync else "disabled",
+        "cloud_sync": "disabled",  # nothing is ever sent: sync is not built yet
+        "cloud_sync_requested": settings.cloud_sync,
         "retention_days": settings.retention_days,
         "categories": {c: c in settings.categories for c in CATEGORIES},
         "consent": consent_dict(settings.data_dir),
@@ -62,6 +138,7 @@ def gather(settings: Settings) -> dict[str, Any]:
         },
     }
     daemon: dict[str, Any] = {"running": False, "pid": None}
+    st = None
     try:
         reply = request(settings.runtime_dir, StatusRequest(), timeout_ms=2000)
     except UnsafeRuntimeDir as e:
@@ -81,6 +158,14 @@ def gather(settings: Settings) -> dict[str, Any]:
             events_stored=st.events_stored, pending=st.pending, last_flush=st.last_flush,
             counters=st.counters, session_id=st.session_id, recovered=st.recovered,
         )  # fmt: skip
+        if st.settings is not None:  # what the daemon uses, not what this shell would
+            used = st.settings
+            daemon["settings"] = msgspec.to_builtins(used)
+            info.update(database=used.db_path, database_bytes=st.database_bytes,
+                        retention_days=used.retention_days)  # fmt: skip
+            if used.db_path != str(settings.db_path):
+                info["shell_database"] = str(settings.db_path)
+    info["warnings"] = _warnings(settings, st)
     info["daemon"] = daemon
     info["recovered"] = _recovered(info.get("recovered"))
     return info
@@ -142,29 +227,34 @@ def _counts(counters: dict[str, int], prefix: str) -> str:
 
 def render(info: dict[str, Any]) -> str:
     """The human status, in the spec's §5.1 layout plus daemon details."""
+    from rkd.cli.main import plural  # loaded already: it is what runs us
+
     d = info["daemon"]
     if d["running"]:
         daemon = f"running (pid {d['pid']}, up {d['uptime_secs']:.0f}s)"
     elif d["pid"] is not None:
-        daemon = f"not answering (pid {d['pid']})"
+        daemon = f"not responding (pid {d['pid']}, stopped?)"
     elif d.get("error"):
         daemon = f"not used: {d['error']}"
     else:
         daemon = "not running"
     c = info["counters"]
     pending = "-" if info["pending"] is None else f"{info['pending']:,}"
+    sync = "disabled (Pro feature)"
+    if info["cloud_sync_requested"]:  # until sync exists, nothing is sent whatever it says
+        sync = "disabled (requested by RK_TELEMETRY_CLOUD_SYNC; not built yet)"
     rows = [
         ("Enabled", _enabled_text(info)),
         ("Database", f"{_tilde(info['database'])} ({_size(info['database_bytes'])})"),
         ("Events Stored", f"{info['events_stored']:,}"),
         ("Last Flush", info["last_flush"] or "never"),
-        ("Cloud Sync", "enabled" if info["cloud_sync"] == "enabled" else "disabled (Pro feature)"),
+        ("Cloud Sync", sync),
         ("Retention", f"{info['retention_days']} days"),
         ("Categories", _categories(info)),
         ("Consent", _consent(info["consent"])),
         ("Daemon", daemon),
         ("Pending", pending),
-        ("Spool", f"{info['spool']['files']} files ({_size(info['spool']['bytes'])})"),
+        ("Spool", f"{plural(info['spool']['files'], 'file')} ({_size(info['spool']['bytes'])})"),
         ("Rejected", _counts(c, "rejected.")),
         ("Client Drops", _counts(c, "client_drop.")),
         ("Firewall", _counts(c, "firewall.")),
@@ -183,4 +273,5 @@ def render(info: dict[str, Any]) -> str:
         )
     lines = ["Telemetry Status", "================"]
     lines += [f"{k + ':':<15} {v}" for k, v in rows]
+    lines += [f"Warning: {w}" for w in info["warnings"]]
     return "\n".join(lines)

@@ -13,11 +13,11 @@ import fcntl
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
-from rkd.client.wire import CONTROL_SOCKET, LOCK_FILE, ControlRequest, Reply
+from rkd.client.wire import CONTROL_SOCKET, LOCK_FILE, ControlRequest, Reply, StatusRequest
 
 
 class DaemonUnavailable(Exception):
@@ -26,6 +26,34 @@ class DaemonUnavailable(Exception):
 
 class UnsafeRuntimeDir(DaemonUnavailable):
     """The runtime folder, its lock or a socket in it is not safely ours: refused."""
+
+
+class DaemonNotResponding(DaemonUnavailable):
+    """Our daemon holds its lock (it runs) but does not answer: stopped (SIGSTOP, a
+    debugger) or stuck. Not the same as "not running": nothing may act in its place."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(f"the rkd daemon (pid {pid}) is not responding (stopped?)")
+        self.pid = pid
+
+
+NOT_RUNNING: Final = (
+    "the rkd daemon is not running (start it with 'rkd start', or keep it running with"
+    " 'rkd service install')"
+)
+PROBE_MS: Final = 1000  # a running daemon answers a status request well within this
+
+
+def process_stopped(pid: int) -> bool:
+    """True when the kernel says ``pid`` is stopped (state T or t in /proc/<pid>/stat):
+    it cannot answer until it gets SIGCONT. False where there is no /proc (macOS)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read(4096)
+    except OSError:
+        return False
+    # "pid (comm) state ...": comm may hold spaces and parentheses; the last ")" ends it.
+    return stat_line[stat_line.rfind(b")") + 2 :][:1] in (b"T", b"t")
 
 
 def check_runtime_dir(runtime_dir: Path, sock: str | None = None) -> bool:
@@ -124,16 +152,37 @@ def verified_daemon_pid(runtime_dir: Path) -> int | None:
 
 
 def request(
-    runtime_dir: Path, req: ControlRequest, timeout_ms: int = 5000, ctx: Any = None
+    runtime_dir: Path,
+    req: ControlRequest,
+    timeout_ms: int = 5000,
+    ctx: Any = None,
+    probe: bool = False,
 ) -> Reply:
     """Send one control request; raise DaemonUnavailable when nobody answers in time,
-    UnsafeRuntimeDir (a DaemonUnavailable) when the runtime folder is not safely ours."""
-    if not check_runtime_dir(runtime_dir, CONTROL_SOCKET) or daemon_pid(runtime_dir) is None:
-        raise DaemonUnavailable("the rkd daemon is not running (start it with 'rkd run')")
+    UnsafeRuntimeDir (a DaemonUnavailable) when the runtime folder is not safely ours,
+    DaemonNotResponding when our daemon runs but is stopped or does not answer.
+
+    ``probe``: before a request that may rightly take long (prune, flush), ask for the
+    status with a PROBE_MS deadline, so a daemon that cannot answer is told within a
+    second rather than after ``timeout_ms``.
+    """
+    pid = daemon_pid(runtime_dir) if check_runtime_dir(runtime_dir, CONTROL_SOCKET) else None
+    if pid is None:
+        raise DaemonUnavailable(NOT_RUNNING)
+    if pid > 0 and process_stopped(pid):
+        raise DaemonNotResponding(pid)
     import zmq
 
     if ctx is None:
         ctx = zmq.Context.instance()
+    if probe and timeout_ms > PROBE_MS:
+        _ask(runtime_dir, StatusRequest(), PROBE_MS, ctx, pid)
+    return _ask(runtime_dir, req, timeout_ms, ctx, pid)
+
+
+def _ask(runtime_dir: Path, req: ControlRequest, timeout_ms: int, ctx: Any, pid: int) -> Reply:
+    import zmq
+
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)  # LINGER defaults to forever: exit could hang
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
@@ -143,6 +192,8 @@ def request(
         sock.send(msgspec.msgpack.encode(req))
         return msgspec.msgpack.decode(sock.recv(), type=Reply)
     except zmq.Again:
+        if pid > 0 and daemon_pid(runtime_dir) == pid:  # still holds the lock: it runs
+            raise DaemonNotResponding(pid) from None
         raise DaemonUnavailable(f"the rkd daemon did not answer within {timeout_ms} ms") from None
     except (zmq.ZMQError, msgspec.DecodeError) as e:
         raise DaemonUnavailable(f"cannot talk to the rkd daemon: {e}") from None

@@ -62,6 +62,8 @@ def write_spool(spool_dir: Path, frames: list[bytes], cap: int = MAX_SPOOL_BYTES
         n += 1
     if n == 0:
         return 0
+    if not spool_dir.parent.is_dir():  # an application is first: the data folder is 0700 too
+        ensure_private_dir(spool_dir.parent)
     ensure_private_dir(spool_dir)
     name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"  # secrets costs ~5 ms
     tmp = spool_dir / f".{name}.tmp"

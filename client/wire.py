@@ -91,6 +91,20 @@ ControlRequest = (
 )
 
 
+class EffectiveSettings(Struct, frozen=True, kw_only=True):
+    """The settings a daemon is actually using (from the config it last read), so that
+    `rkd status` and `rkd prune` can show them and say when the file differs."""
+
+    config_path: str
+    db_path: str
+    decided_by: str
+    batch_size: int
+    flush_interval_secs: float
+    max_db_size_mb: int
+    retention_days: int
+    categories: list[str]
+
+
 class DaemonStatus(Struct, frozen=True, kw_only=True):
     """The daemon's view of itself, as returned to `rkd status`."""
 
@@ -106,6 +120,8 @@ class DaemonStatus(Struct, frozen=True, kw_only=True):
     counters: dict[str, int]
     recovered: str | None = None  # JSON: when a damaged database was moved aside, and where
     spool_quarantined: int = 0  # spool files kept aside because they could not be ingested
+    settings: EffectiveSettings | None = None  # None: an older daemon that does not say
+    database_bytes: int = 0  # the database file and its WAL, as the size cap counts them
 
 
 class Reply(Struct, frozen=True, kw_only=True):

@@ -71,6 +71,9 @@ def run(settings: Settings, log_level: str = "info", json_logs: bool | None = No
         )
     logs.configure(log_level, json_logs)
     log = structlog.get_logger("rkd.daemon")
+    if os.environ.get("RK_CONFIG") and not settings.config_path.exists():
+        log.warning("config_missing", path=str(settings.config_path),
+                    note="RK_CONFIG names a file that does not exist: the defaults are used")  # fmt: skip
     # Every recommended practice except forwarding SQLite's own log to stdlib logging:
     # SQLite errors reach us as exceptions, which we log once, in our own format.
     apsw.bestpractice.apply(

@@ -30,7 +30,7 @@ import structlog
 import zmq
 from rkd.client.clock import DAY_MS, iso_ms, now_ms, utc_now
 from rkd.client.config import ConfigError, Settings, load_settings
-from rkd.client.wire import DaemonStatus
+from rkd.client.wire import DaemonStatus, EffectiveSettings
 from rkd.daemon.accept import Intake, build_stages
 from rkd.daemon.control import Control, ControlError
 from rkd.daemon.derived import FeatureCounter
@@ -53,6 +53,12 @@ DRAIN_LIMIT: Final = 1000  # frames per loop turn: bounds a turn, the pending ba
 TURN_SECS: Final = 0.05
 SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
+# Between the hourly prunes, the database and its WAL are measured (two stat calls) this
+# often; near the cap a prune runs at once, down to PRUNE_TO of it, so that the file's
+# freed pages take new events for a while before it would grow past the cap again.
+SIZE_CHECK_SECS: Final = 2.0
+NEAR_CAP: Final = 0.95
+PRUNE_TO: Final = 0.85
 SESSION_CHECK_SECS: Final = 60.0  # how often an idle session is looked at to end it
 SEEN_CHECK_SECS: Final = 60.0  # how often the dedup table is looked at for a rebuild
 SEEN_REBUILD_BATCH: Final = 20_000  # stored ids read per rebuild step
@@ -123,6 +129,9 @@ class Daemon:
         self._logged: set[str] = set()
         self._signals: list[int] = []
         self._stop = False
+        self._over_cap = False  # the size check asked for a prune below the cap
+        self._stuck_bytes = 0  # on disk after such a prune that could not get under the cap
+        storage.limit_wal(settings.max_db_size_mb)
         self.timers = {
             t.name: t
             for t in (
@@ -131,6 +140,7 @@ class Daemon:
                 ),
                 Timer("spool", SPOOL_SCAN_SECS, self.spool_step),
                 Timer("maintenance", MAINTENANCE_SECS, self.maintain_step, 1.0),
+                Timer("size", SIZE_CHECK_SECS, self.size_check, SIZE_CHECK_SECS),
                 Timer("sessions", SESSION_CHECK_SECS, self.end_idle_session, SESSION_CHECK_SECS),
                 Timer("dedup", SEEN_CHECK_SECS, self.seen_step, SEEN_CHECK_SECS),
             )
@@ -331,6 +341,17 @@ class Daemon:
 
     # -- maintenance ------------------------------------------------------------------------------
 
+    def size_check(self) -> None:
+        """Between the hourly prunes: when the database and its WAL near the cap, prune
+        (below it) on the next turn instead of up to an hour later."""
+        cap = self.settings.max_db_size_mb * 1024 * 1024
+        # Over the cap with only what is never pruned (the newest events, aggregates):
+        # look again only after another (NEAR_CAP - PRUNE_TO) of the cap was written.
+        limit = max(NEAR_CAP * cap, self._stuck_bytes + (NEAR_CAP - PRUNE_TO) * cap)
+        if not self._over_cap and self.storage.disk_bytes() > limit:
+            self._over_cap = True
+            self.timers["maintenance"].due = 0.0
+
     def maintain_step(self) -> bool:
         """The hourly job, one bounded step at a time: True while there is more to prune
         (the next step runs on the next turn, after the sockets were served)."""
@@ -338,18 +359,31 @@ class Daemon:
             return False
         self.spool.sweep()
         s = self.settings
+        cap_mb = s.max_db_size_mb * (PRUNE_TO if self._over_cap else 1.0)
         try:
-            removed = self.storage.prune_step(s.retention_days, s.max_db_size_mb)
+            removed = self.storage.prune_step(s.retention_days, cap_mb)
             # Then, one month per step, aggregates over a year old become monthly.
             more = removed > 0 or rollup_step(self.storage.db, now_ms() // DAY_MS)
             if removed:
                 self.writer.pruned(removed)
             elif not more:
                 self.storage.checkpoint()  # pruned pages leave the WAL too
+                self._shrink_if_over()
         except apsw.Error as e:
             self._log_once("prune_failed", "prune_failed", error=str(e)[:200])
             return False
         return more
+
+    def _shrink_if_over(self) -> None:
+        """After a prune the size check asked for: if the file itself (its freed pages)
+        is still over the cap, give the space back once."""
+        if self._over_cap:
+            self._over_cap = False
+            cap = self.settings.max_db_size_mb * 1024 * 1024
+            if self.storage.disk_bytes() > cap:
+                self.storage.vacuum()
+            size = self.storage.disk_bytes()
+            self._stuck_bytes = size if size > cap else 0
 
     def _log_once(self, key: str, event: str, **fields: Any) -> None:
         if key not in self._logged:
@@ -422,8 +456,12 @@ class Daemon:
             new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir,
             spool_dir=self.settings.spool_dir, data_dir=self.settings.data_dir,
         )  # fmt: skip
-        self.timers["flush"].interval = new.flush_interval_secs
+        flush = self.timers["flush"]  # a shorter interval applies now, not after the old one
+        flush.interval = new.flush_interval_secs
+        flush.due = min(flush.due, time.monotonic() + new.flush_interval_secs)
         self.spool.batch_size = new.batch_size
+        self.storage.limit_wal(new.max_db_size_mb)
+        self._stuck_bytes = 0  # a new cap is looked at afresh
         self.synthesis.configure(self.settings)
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         self.intake.stages = self._stages()
@@ -435,6 +473,7 @@ class Daemon:
         out = []
         for r in self.writer.pending[:limit]:
             data = msgspec.to_builtins(r.envelope)
+            data["timestamp"] = iso_ms(r.ts_ms)  # what is stored: milliseconds, not micro
             data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
                                "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
             out.append(data)
@@ -456,4 +495,15 @@ class Daemon:
             counters=dict(self.counters),
             recovered=self.recovered,
             spool_quarantined=self.spool.quarantined(),
+            settings=self.effective_settings(),
+            database_bytes=self.storage.disk_bytes(),
         )
+
+    def effective_settings(self) -> EffectiveSettings:
+        s = self.settings
+        return EffectiveSettings(
+            config_path=str(s.config_path), db_path=str(self.storage.path),
+            decided_by=s.decided_by, batch_size=s.batch_size,
+            flush_interval_secs=s.flush_interval_secs, max_db_size_mb=s.max_db_size_mb,
+            retention_days=s.retention_days, categories=sorted(s.categories),
+        )  # fmt: skip

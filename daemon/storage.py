@@ -69,6 +69,10 @@ MAX_SOURCES: Final = 1000  # distinct sources kept; more are stored as version "
 # with only these left, what fills it is not events (logged; `rkd delete` empties it).
 MIN_KEEP_EVENTS: Final = 100
 SQLITE_HEADER: Final = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+# The WAL's share of the size cap: it is checkpointed (and, after a checkpoint, cut back
+# to this) at a tenth of the cap, at most SQLite's default of 1000 pages (4 MiB).
+WAL_SHARE: Final = 0.1
+WAL_MAX_PAGES: Final = 1000
 PRUNE_BATCH: Final = 1000  # events per prune step: one short transaction; ingestion goes on between
 
 
@@ -281,6 +285,25 @@ class Storage:
         both files (with ``secure_delete`` the freed pages were overwritten)."""
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def disk_bytes(self) -> int:
+        """Bytes the database takes on disk: the file and its WAL (what the cap bounds).
+        Two stat calls: cheap enough to check every few seconds."""
+        total = 0
+        for p in (str(self.path), f"{self.path}-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(p).st_size
+        return total
+
+    def limit_wal(self, max_db_size_mb: float) -> None:
+        """Keep the WAL to WAL_SHARE of the cap: checkpoint that often, and truncate the
+        file back to that size after each checkpoint (it otherwise keeps its peak size)."""
+        page = self.db.execute("PRAGMA page_size").get
+        assert isinstance(page, int)
+        limit = int(max_db_size_mb * 1024 * 1024 * WAL_SHARE)
+        pages = max(16, min(WAL_MAX_PAGES, limit // page))
+        self.db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        self.db.execute(f"PRAGMA journal_size_limit={pages * page}")
+
     def ledger_has(self, name: str) -> bool:
         return self.db.execute("SELECT 1 FROM spool_ledger WHERE name = ?", (name,)).get is not None
 
@@ -398,7 +421,9 @@ class Storage:
             raise
         return n
 
-    def prune_step(self, retention_days: int, max_db_size_mb: int, limit: int = PRUNE_BATCH) -> int:
+    def prune_step(
+        self, retention_days: int, max_db_size_mb: float, limit: int = PRUNE_BATCH
+    ) -> int:
         """One bounded step of pruning: at most ``limit`` events, in one short transaction.
 
         Events past retention go first (oldest first), then the oldest events while the
@@ -414,7 +439,7 @@ class Storage:
             )
             removed = self.db.changes()
             size = self.size_bytes()
-            over = size - max_db_size_mb * 1024 * 1024
+            over = size - int(max_db_size_mb * 1024 * 1024)
             # Two queries: SQLite reads min() or max() alone from the end of the b-tree,
             # but "SELECT min(id), max(id)" scans the table (28-40 ms at 200k rows).
             lo = self.db.execute("SELECT min(id) FROM events").get
@@ -435,15 +460,23 @@ class Storage:
             )
         return removed
 
-    def prune(self, retention_days: int, max_db_size_mb: int, vacuum: bool = True) -> int:
-        """Prune to completion (step after step), then give the space back with VACUUM."""
+    def prune(self, retention_days: int, max_db_size_mb: float, vacuum: bool = True) -> int:
+        """Prune to completion (step after step), then give the space back with VACUUM
+        (also when nothing went but the file and WAL are over the cap), and truncate the
+        WAL: VACUUM writes the whole database through it."""
         removed = 0
         while n := self.prune_step(retention_days, max_db_size_mb):
             removed += n
-        if removed and vacuum:
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self.db.execute("VACUUM")
+        self.checkpoint()
+        over = self.disk_bytes() > max_db_size_mb * 1024 * 1024
+        if vacuum and (removed or over):
+            self.vacuum()
         return removed
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages, then empty the WAL VACUUM filled."""
+        self.db.execute("VACUUM")
+        self.checkpoint()
 
     def size_bytes(self) -> int:
         pages = self.db.execute("PRAGMA page_count").get

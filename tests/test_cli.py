@@ -78,7 +78,7 @@ def test_flush_without_daemon_is_one_line(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("flush")
     assert 1 == proc.returncode
     assert (
-        "Error: the rkd daemon is not running (start it with 'rkd run'); nothing is pending while it is down\n"
+        "Error: the rkd daemon is not running (start it with 'rkd start', or keep it running with 'rkd service install'); nothing is pending while it is down\n"
         == proc.stderr
     )
 
@@ -89,7 +89,7 @@ def test_demo_runs_end_to_end_and_cleans_up(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("demo", "--events", "300", "--processes", "3", timeout=120)
     assert 0 == proc.returncode, proc.stderr
     out = proc.stdout
-    assert "Events:        300 in 1 session(s)\nDerived:       " in out  # exactly as asked
+    assert "Events:        300 in 1 session\nDerived:       " in out  # exactly as asked
     assert "command_executed" in out and "thinktool_completed" in out and "error_occurred" in out
     assert "daemon stopped gracefully" in out
     assert "privacy firewall: replaced aws_access_key 1 before anything was stored" in out
@@ -104,7 +104,7 @@ def test_demo_ignores_the_users_kill_switch_only_inside_its_sandbox(sandbox: San
     """The demo works under DO_NOT_TRACK (its sandbox is throwaway) and writes nothing of the user's."""
     proc = sandbox.rkd("demo", "--events", "20", "--processes", "1", DO_NOT_TRACK="1", timeout=120)
     assert 0 == proc.returncode, proc.stderr
-    assert "Events:        20 in 1 session(s)\n" in proc.stdout
+    assert "Events:        20 in 1 session\n" in proc.stdout
     assert not (sandbox.root / "data").exists()
 
 

@@ -36,7 +36,9 @@ def test_enable_with_yes_records_consent(undecided: Sandbox) -> None:
     assert "ReasonKit Telemetry Consent" in proc.stdout and "What we NEVER collect:" in proc.stdout
     assert "  rkd disable\n" in proc.stdout
     assert proc.stdout.rstrip().endswith(
-        "Telemetry enabled. Thank you for helping improve ReasonKit!"
+        "Telemetry enabled. Thank you for helping improve ReasonKit!\n"
+        "No rkd daemon is running, so nothing is stored yet: start one with 'rkd start',"
+        " or keep one running with 'rkd service install'."
     )
     st = undecided.settings
     assert (True, "consent") == (st.enabled, st.decided_by)

@@ -72,7 +72,7 @@ def test_show_needs_the_daemon(sandbox: Sandbox) -> None:
     proc = sandbox.rkd("show")
     assert 1 == proc.returncode
     assert (
-        "Error: the rkd daemon is not running (start it with 'rkd run'); pending events live in the daemon's memory\n"
+        "Error: the rkd daemon is not running (start it with 'rkd start', or keep it running with 'rkd service install'); pending events live in the daemon's memory\n"
         == proc.stderr
     )
 

@@ -32,4 +32,4 @@ def test_audit_reports_what_waits_in_the_spool(sandbox: Sandbox) -> None:
     )
     assert {"email": 1} == report["findings"]
     text = sandbox.rkd("audit").stdout
-    assert "Spool:           2 raw frames waiting in 1 files (1 quarantined, 0 temporary)" in text
+    assert "Spool:           2 raw frames waiting in 1 file (1 quarantined, 0 temporary)" in text

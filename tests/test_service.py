@@ -102,7 +102,16 @@ def test_plist_round_trips_with_expected_keys_and_types() -> None:
     doc = plistlib.loads(rendered.encode())
     assert {
         "Label": "sh.reasonkit.rkd",
-        "ProgramArguments": ["/usr/bin/python3", "-m", "rkd.cli", "run", "--log-format", "json"],
+        "ProgramArguments": [
+            "/usr/bin/python3",
+            "-m",
+            "rkd.cli",
+            "run",
+            "--log-format",
+            "json",
+            "--permanent-exit",
+            "0",
+        ],
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "StandardOutPath": "/Users/me/Library/Logs/rkd/rkd.log",
@@ -111,6 +120,48 @@ def test_plist_round_trips_with_expected_keys_and_types() -> None:
         "Umask": 0o077,
     } == doc
     assert (bool, int) == (type(doc["RunAtLoad"]), type(doc["Umask"]))
+
+
+def launchd_restarts(doc: dict[str, Any], exit_status: int) -> bool:
+    """Whether launchd starts the agent ``doc`` again after it exited with ``exit_status``
+    (-N: killed by signal N), per launchd.plist(5) for the KeepAlive forms it documents:
+    a bool (always / never), or a dict whose SuccessfulExit=true/false restarts after a
+    successful (status 0) / an unsuccessful exit. Any other KeepAlive key fails the check:
+    this model would no longer say what launchd does."""
+    keep = doc.get("KeepAlive", False)
+    if isinstance(keep, bool):
+        return keep
+    assert set(keep) == {"SuccessfulExit"}, f"unmodelled KeepAlive keys: {sorted(keep)}"
+    assert isinstance(keep["SuccessfulExit"], bool)
+    return (exit_status == 0) == keep["SuccessfulExit"]
+
+
+def run_agent(sandbox: Sandbox, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the rendered agent's ProgramArguments (this Python's rkd) in the sandbox."""
+    argv = plistlib.loads(sv.render_plist([sys.executable, "-m", "rkd.cli"], Path("/h")).encode())
+    return subprocess.run(
+        argv["ProgramArguments"], env={**sandbox.env, **env}, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_launchd_does_not_restart_a_permanent_failure(sandbox: Sandbox) -> None:
+    """The agent's failures that a restart cannot fix (a kill switch, a bad config) end
+    in an exit launchd does not restart; a transient failure and a crash are restarted."""
+    doc = plistlib.loads(sv.render_plist(["/rkd"], Path("/h")).encode())
+    killed = run_agent(sandbox, DO_NOT_TRACK="1")
+    assert (0, "Error: telemetry is disabled by DO_NOT_TRACK in the environment; not starting\n") == (
+        killed.returncode, killed.stderr,
+    )  # fmt: skip
+    sandbox.write_config("[telemetry]\nbatch_size = 0\n")
+    bad = run_agent(sandbox)
+    assert 0 == bad.returncode, bad.stderr
+    assert not launchd_restarts(doc, killed.returncode)
+    assert not launchd_restarts(doc, bad.returncode)
+    assert launchd_restarts(doc, 1)  # `rkd run` exits 1 when a restart may help
+    assert launchd_restarts(doc, -signal.SIGKILL)
+    assert not launchd_restarts({"KeepAlive": {"SuccessfulExit": False}}, 0)
+    assert launchd_restarts({"KeepAlive": {"SuccessfulExit": False}}, 78)  # the old agent
 
 
 # -- service install / uninstall / status ---------------------------------------------------
@@ -194,9 +245,9 @@ def test_launchd_install_reinstall_uninstall(sandbox: Sandbox, fake: FakeRunner)
         fake.calls
     )
     assert 0o644 == mode(plist)
-    assert [RKD, "run", "--log-format", "json"] == plistlib.loads(plist.read_bytes())[
-        "ProgramArguments"
-    ]
+    assert [RKD, "run", "--log-format", "json", "--permanent-exit", "0"] == plistlib.loads(
+        plist.read_bytes()
+    )["ProgramArguments"]
     assert 0o700 == mode(sandbox.root / "home/Library/Logs/rkd")
     fake.calls.clear()
     assert 0 == invoke(sandbox, "darwin", "service", "install").exit_code
