@@ -14,12 +14,16 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
+import rkd.client.telemetry as _telemetry  # loaded already: it imports this module lazily
+from rkd.client.checks import CHAIN_RULE, IDENT_RULE, MAX_CHAIN, PROFILES, member
+
 if TYPE_CHECKING:
     from rkd.client.schema import CommandFamily
     from rkd.client.telemetry import Telemetry
 
 F = TypeVar("F", bound=Callable[..., Any])
 _perf_counter = time.perf_counter
+_PROFILES_OR_NONE: Final = frozenset({None, *PROFILES})
 
 
 def error_category(exc: BaseException) -> str:
@@ -126,8 +130,12 @@ class CommandRecorder:
         self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
     def thinktools(self, chain: Sequence[str]) -> None:
-        """Set the ThinkTool chain that ran, in order."""
-        self._chain = tuple(chain)
+        """Set the ThinkTool chain that ran, in order (at most 32 names)."""
+        try:
+            self._chain = tuple(chain)
+        except TypeError:  # not iterable: recorded as invalid when the command ends
+            not_a_name: Any = chain
+            self._chain = (not_a_name,)
 
     def quality(
         self,
@@ -151,12 +159,43 @@ class CommandRecorder:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        if self._tel._transport is not None:
+        if self._tel._transport is not None or _telemetry._sink is not None:
             try:
                 self._record(ev)
             except Exception:
-                self._tel._transport.drop("internal_error")
+                self._tel._drop("internal_error")
         return False  # never swallow the caller's exception
+
+    def _bad_field(self) -> tuple[str, str] | None:
+        """The first field the schema would reject, and its rule; None when all are valid.
+
+        The common case is a few lookups in the set of identifiers already seen valid.
+        """
+        ok = self._tel._seen.ok
+        name, sub, model, chain = self.name, self.subcommand, self._model, self._chain
+        try:
+            if (
+                name in ok
+                and (sub is None or sub in ok)
+                and (model is None or model in ok)
+                and self.profile in _PROFILES_OR_NONE
+                and (not chain or (len(chain) <= MAX_CHAIN and ok.issuperset(chain)))
+            ):
+                return None
+        except TypeError:  # an unhashable value: found below
+            pass
+        seen = self._tel._seen
+        for field, valid, rule in (
+            ("command", seen.ident(name), IDENT_RULE),
+            ("subcommand", seen.optional(sub), IDENT_RULE),
+            ("tokens.model", seen.optional(model), IDENT_RULE),
+            ("thinktool_chain", seen.chain(chain), CHAIN_RULE),
+        ):
+            if not valid:
+                return field, rule
+        if self.profile is not None and not member(self.profile, PROFILES):
+            return "profile", "one of " + ", ".join(sorted(PROFILES))
+        return None
 
     def _record(self, exc: BaseException | None) -> None:
         s = self._tel._s
@@ -169,6 +208,10 @@ class CommandRecorder:
             kind, category = s.CommandCancelled, "cancelled"
         else:
             kind, category = s.CommandFailed, error_category(exc)
+        bad = self._bad_field()
+        if bad is not None:
+            self._tel._invalid(kind.event_type, *bad, "invalid_field")
+            return
         profile: Any = self.profile  # a Profile literal, or the daemon rejects the event
         self._tel.emit(
             kind(
