@@ -10,9 +10,10 @@ its instrumentation without a daemon, files or consent.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rkd.client import Telemetry, checks
 from rkd.client import schema as s
+from rkd.client.testing import capture_events
 
 from tests.conftest import APP, Daemon, Sandbox, wait_for
 
@@ -382,3 +384,166 @@ def test_an_instance_built_disabled_stays_disabled(
     env["RK_TELEMETRY_ENABLED"] = "1"
     assert (False, "disabled by DO_NOT_TRACK in the environment") == (
         tel.enabled, tel.disabled_reason)  # fmt: skip
+
+
+# -- rkd.client.testing.capture_events ---------------------------------------------------------
+
+
+def tree(root: Path) -> list[str]:
+    """Every path under ``root``, relative, sorted."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+STATES = {
+    "enabled": {"RK_TELEMETRY_ENABLED": "1"},
+    "undecided": {},
+    "kill switch": {"DO_NOT_TRACK": "1"},
+    "no categories": {"RK_TELEMETRY_ENABLED": "1"},  # categories emptied below
+}
+
+
+@pytest.fixture(params=list(STATES))
+def any_state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Telemetry]:
+    """A Telemetry in each consent state, its folders in ``tmp_path``."""
+    env = sandbox_env(tmp_path, **STATES[request.param])
+    (tmp_path / "home").mkdir()
+    tel = Telemetry("reasonkit-core", "1.0.0", env=env)
+    assert ("RK_TELEMETRY_ENABLED" in env) == tel.enabled
+    if request.param == "no categories":
+        tel._categories = frozenset()  # as after the user withdrew every category
+    yield tel
+
+
+def test_capture_events_records_what_each_helper_sends_whatever_the_consent(
+    any_state: Telemetry, tmp_path: Path
+) -> None:
+    """Events are captured as dicts, in any consent state, and nothing is written anywhere."""
+    tel = any_state
+    before = tree(tmp_path)
+    with capture_events() as events:
+        with tel.command("think", profile="balanced") as cmd:
+            cmd.tokens(input=1500, output=800, model="claude-3-5-sonnet-20241022")
+            cmd.thinktools(["gigathink", "laserlogic"])
+        tel.feature("web_search", "first_use", source="help")
+        tel.error("timeout", code="E42", command="think")
+        tel.upgrade(s.UpgradePromptShown(prompt_id="pro_trial"))
+    assert 0 <= events[0]["execution"].pop("duration_ms") < 10_000
+    assert [
+        {"event_type": "command_executed", "command": "think", "subcommand": None,
+         "profile": "balanced", "thinktool_chain": ["gigathink", "laserlogic"],
+         "thinktool_count": 2,
+         "execution": {"llm_latency_ms": None, "processing_ms": None, "success": True},
+         "tokens": {"input": 1500, "output": 800, "cached": 0,
+                    "model": "claude-3-5-sonnet-20241022"},
+         "quality": None, "cache_hit": False, "error_category": None, "query_hash": None},
+        {"event_type": "feature_first_use", "feature_id": "web_search",
+         "discovery_source": "help"},
+        {"event_type": "error_occurred", "error_category": "timeout", "error_code": "E42",
+         "recoverable": False, "retry_count": 0,
+         "context": {"command": "think", "profile": None, "step": None}},
+        {"event_type": "upgrade_prompt_shown", "prompt_id": "pro_trial", "trigger": None},
+    ] == events  # fmt: skip
+    tel.close()
+    assert (before, {}) == (tree(tmp_path), tel.drops)
+
+
+def test_capture_events_drops_and_counts_what_the_daemon_would_reject(
+    any_state: Telemetry,
+) -> None:
+    """Invalid helper arguments, schema violations and garbage are not captured, but counted."""
+    tel = any_state
+    with capture_events() as events:
+        tel.command(SECRET).__enter__().__exit__(None, None, None)
+        tel.feature("x", "bogus_type")  # type: ignore[arg-type]
+        tel.thinktool("gigathink", confidence_score=1.5)
+        tel.emit(s.CommandExecuted(command="think", tokens=s.Tokens(input=-1)))
+        tel.emit("not an event")
+        tel.lifecycle(s.HelpViewed(topic="think"))
+    assert ([], {"invalid_field": 3, "invalid_argument": 1, "encode_error": 1,
+                 "wrong_family": 1}) == (events, tel.drops)  # fmt: skip
+
+
+def test_capture_events_logs_a_schema_violation_in_debug_mode(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a capture, a field the schema rejects is named (by its path) in debug mode."""
+    tel = Telemetry("reasonkit-core", "1.0.0", debug=True,
+                    env=sandbox_env(tmp_path, DO_NOT_TRACK="1"))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="rkd.client"), capture_events() as events:
+        tel.emit(s.CommandExecuted(command="think", tokens=s.Tokens(input=-1)))
+    assert [] == events
+    assert ["rkd.client dropped an event: command_executed: `tokens.input` must be valid for "
+            "its type in the schema (see `rkd explain`); counted in tel.drops['invalid_field'] "
+            "(logged once per event type and field)"] == caplog.messages  # fmt: skip
+
+
+def test_capture_events_sees_instances_built_inside_and_stops_at_the_end(tmp_path: Path) -> None:
+    """An instance built in the block is captured; after the block nothing more is."""
+    app = Capture()
+    with capture_events() as events:
+        tel = Telemetry("reasonkit-core", "1.0.0",
+                        env=sandbox_env(tmp_path, RK_TELEMETRY_ENABLED="1"))  # fmt: skip
+        tel._transport = app
+        tel.thinktool("inside")
+    tel.thinktool("after")
+    assert [["inside"], ["after"]] == [
+        [e["tool_name"] for e in events],
+        [DECODE(f).payload.tool_name for f in app.frames],
+    ]
+    assert telemetry._sink is None
+
+
+def test_capture_events_nest_and_end_even_when_the_block_raises() -> None:
+    """The innermost capture gets the events; the outer one resumes; an exception ends both."""
+    tel = Telemetry("reasonkit-core", "1.0.0", env={"DO_NOT_TRACK": "1"})
+    with pytest.raises(RuntimeError), capture_events() as outer:
+        tel.thinktool("a")
+        with capture_events() as inner:
+            tel.thinktool("b")
+        tel.thinktool("c")
+        raise RuntimeError
+    tel.thinktool("d")
+    assert (["a", "c"], ["b"], None) == (
+        [e["tool_name"] for e in outer],
+        [e["tool_name"] for e in inner],
+        telemetry._sink,
+    )
+
+
+def test_capture_events_from_several_threads(tmp_path: Path) -> None:
+    """Events emitted by threads sharing one instance are all captured."""
+    import threading
+
+    tel = Telemetry("reasonkit-core", "1.0.0", env={"DO_NOT_TRACK": "1"})
+
+    def work() -> None:
+        for _ in range(200):
+            tel.thinktool("gigathink")
+
+    with capture_events() as events:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert (800, False) == (len(events), any(t.is_alive() for t in threads))
+
+
+def test_nothing_is_captured_without_capture_events(app: tuple[Telemetry, Capture]) -> None:
+    """Without a capture the sink is unset and events go to the transport."""
+    tel, cap = app
+    tel.thinktool("gigathink")
+    assert (None, 1) == (telemetry._sink, len(cap.frames))
+
+
+def test_importing_the_client_does_not_import_the_testing_helper() -> None:
+    """rkd.client.testing (msgspec, the schema) is loaded only by tests that ask for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rkd.client; from rkd.client import Telemetry; "
+            "Telemetry('reasonkit-core', '1.0.0'); "
+            "print(sorted(m for m in ('rkd.client.testing', 'msgspec') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "DO_NOT_TRACK": "1"},
+                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert "[]\n" == out
