@@ -36,6 +36,7 @@ IDENT_RULE: Final = f"an identifier ({_IDENT_RULE})"
 MAX_CHAIN: Final = 32  # ThinkTools in a command's thinktool_chain
 CHAIN_RULE: Final = f"at most {MAX_CHAIN} identifiers ({_IDENT_RULE})"
 VERSION_RULE: Final = "a version number such as 1.0.0 or 0.12.3-beta.1"
+SCHEMA_RULE: Final = "valid for its type in the schema (see `rkd explain`)"
 SEEN_MAX: Final = 4096  # distinct valid identifiers remembered; past that, checked each time
 
 
@@ -116,6 +117,25 @@ class Seen:
     def chain(self, value: tuple[object, ...]) -> bool:
         """True for a ThinkTool chain the schema accepts: at most 32 identifiers."""
         return len(value) <= MAX_CHAIN and all(map(self.ident, value))
+
+
+def schema_violation(payload: object) -> str | None:
+    """The path of the field of ``payload`` the daemon's decoder rejects, or None.
+
+    Encodes and decodes it as the daemon does (several µs, and loads msgspec): for debug
+    mode and captures, never the hot path. Only the path (``tokens.input``) is kept:
+    msgspec's message may quote the value. Raises if the payload does not encode.
+    """
+    import msgspec
+
+    data = msgspec.msgpack.encode(payload)
+    try:
+        msgspec.msgpack.decode(data, type=type(payload))
+    except msgspec.ValidationError as e:
+        _, sep, path = str(e).rpartition(" - at `$")
+        path = path.rstrip("`").lstrip(".")
+        return path if sep and path else "payload"
+    return None
 
 
 def member(value: object, allowed: frozenset[str]) -> bool:

@@ -113,13 +113,16 @@ class CommandRecorder:
         self, *, input: int = 0, output: int = 0, cached: int = 0, model: str | None = None
     ) -> None:
         """Add token usage (adds up over several calls; the last model wins)."""
-        self._input += input
-        self._output += output
-        self._cached += cached
+        try:
+            self._input += input
+            self._output += output
+            self._cached += cached
+        except TypeError:  # not numbers: kept as given, for the schema to refuse; no raise
+            self._input, self._output, self._cached = input, output, cached
         if model is not None:
             self._model = model
 
-    def query(self, text: str) -> None:
+    def query(self, text: str | bytes) -> None:
         """Record a fingerprint of the query for de-duplication; the text stays here.
 
         Only its SHA-256 leaves this process, and the daemon re-hashes that with a
@@ -127,7 +130,10 @@ class CommandRecorder:
         """
         import hashlib
 
-        self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        if isinstance(text, str):
+            self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        elif isinstance(text, bytes | bytearray):
+            self._query_hash = hashlib.sha256(text).hexdigest()
 
     def thinktools(self, chain: Sequence[str]) -> None:
         """Set the ThinkTool chain that ran, in order (at most 32 names)."""

@@ -33,9 +33,11 @@ from rkd.client.checks import (
     FEATURE_STAGES,
     IDENT_RULE,
     PROFILES,
+    SCHEMA_RULE,
     Seen,
     check_constants,
     member,
+    schema_violation,
 )
 from rkd.client.switches import _TRUE, ConfigError, kill_switch
 
@@ -216,6 +218,8 @@ class Telemetry:
         self._switch: str | None = None  # the kill switch the last recheck saw
         self._next_check = _monotonic() + RECHECK_SECS
         self._enabled = True
+        if self._debug:  # an instance attribute: the class's emit stays as cheap as it is
+            self.emit = self._emit_checked  # type: ignore[method-assign]
 
     @property
     def enabled(self) -> bool:
@@ -261,6 +265,20 @@ class Telemetry:
             transport.drop("oversized")
             return
         transport.send(frame)
+
+    def _emit_checked(self, payload: Any) -> None:
+        """``emit`` in debug mode: the payload is first checked as the daemon's decoder
+        would (several µs more), so numbers and the payloads an application builds for
+        emit/lifecycle/upgrade get the same feedback as the typed helpers' identifiers."""
+        if _sink is None and getattr(payload, "category", None) in self._categories:
+            try:
+                field = schema_violation(payload) if type(payload) in self._envelopes else None
+            except Exception:  # does not encode: emit counts it as encode_error
+                field = None
+            if field is not None:
+                self._invalid(payload.event_type, field, SCHEMA_RULE, "invalid_field")
+                return
+        Telemetry.emit(self, payload)
 
     def _recheck(self) -> None:
         """Notice `rkd disable`/`enable` within RECHECK_SECS: two stats, no file read.

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import rkd.client.telemetry as _telemetry
 from rkd.client import schema
+from rkd.client.checks import SCHEMA_RULE, schema_violation
 from rkd.client.wire import MAX_FRAME_BYTES
 
 if TYPE_CHECKING:
     from rkd.client.telemetry import Telemetry
-
-_RULE = "valid for its type in the schema (see `rkd explain`)"
 
 
 @contextlib.contextmanager
@@ -82,19 +81,9 @@ def _accepted(tel: Telemetry, payload: Any) -> dict[str, Any] | None:
     if len(data) > MAX_FRAME_BYTES:  # the envelope adds ~200 bytes more: close enough
         tel._drop("oversized")
         return None
-    try:
-        msgspec.msgpack.decode(data, type=cls)
-    except msgspec.ValidationError as e:
-        tel._invalid(cls.event_type, _field(e), _RULE, "invalid_field")
+    field = schema_violation(payload)
+    if field is not None:
+        tel._invalid(cls.event_type, field, SCHEMA_RULE, "invalid_field")
         return None
     fields: dict[str, Any] = msgspec.msgpack.decode(data)
     return {"event_type": cls.event_type, **fields}
-
-
-def _field(error: msgspec.ValidationError) -> str:
-    """The path of the invalid field (``tokens.input``), from msgspec's message.
-
-    Only the path: the rest of the message may quote the value.
-    """
-    _, sep, path = str(error).rpartition(" - at `$")
-    return path.rstrip("`").lstrip(".") if sep and path.rstrip("`") else "payload"

@@ -9,6 +9,7 @@ its instrumentation without a daemon, files or consent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -224,6 +225,53 @@ def test_a_logging_filter_that_raises_does_not_reach_the_caller(tmp_path: Path) 
     finally:
         log.removeFilter(f)
     assert {"invalid_field": 1} == tel.drops
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_debug_mode_checks_a_built_payload_as_the_daemon_would(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, debug: bool
+) -> None:
+    """In debug mode emit() drops (and names) a field the schema rejects; else it is sent."""
+    env = sandbox_env(tmp_path, RK_TELEMETRY_ENABLED="1")
+    tel = Telemetry("reasonkit-core", "1.0.0", env=env, debug=debug)
+    cap = tel._transport = Capture()
+    with caplog.at_level(logging.WARNING, logger="rkd.client"):
+        tel.emit(s.CommandExecuted(command="think", tokens=s.Tokens(input=-1)))
+        tel.lifecycle(s.InstallCompleted(method="pip", version="1.0.0", duration_ms=-5))
+        tel.upgrade(s.UpgradePromptShown(prompt_id="pro_trial"))
+    sent = [msgspec.msgpack.decode(f)["event_type"] for f in cap.frames]
+    if debug:
+        assert (["upgrade_prompt_shown"], {"invalid_field": 2}) == (sent, tel.drops)
+        assert [
+            "rkd.client dropped an event: command_executed: `tokens.input` must be valid for "
+            "its type in the schema (see `rkd explain`); counted in tel.drops['invalid_field'] "
+            "(logged once per event type and field)",
+            "rkd.client dropped an event: install_completed: `duration_ms` must be valid for "
+            "its type in the schema (see `rkd explain`); counted in tel.drops['invalid_field'] "
+            "(logged once per event type and field)",
+        ] == caplog.messages
+    else:  # the daemon refuses them, and counts that in `rkd status`
+        assert ["command_executed", "install_completed", "upgrade_prompt_shown"] == sent
+        assert ([], {}) == (caplog.messages, tel.drops)
+
+
+def test_recorder_arguments_of_the_wrong_type_never_raise(tmp_path: Path) -> None:
+    """tokens("1500") and query(None) do not raise into the block; bytes are hashed."""
+    env = sandbox_env(tmp_path, RK_TELEMETRY_ENABLED="1")
+    tel = Telemetry("reasonkit-core", "1.0.0", env=env, debug=True)
+    cap = tel._transport = Capture()
+    with tel.command("think") as cmd:
+        cmd.tokens(input="1500")  # type: ignore[arg-type]
+    with tel.command("think") as cmd:
+        cmd.query(None)  # type: ignore[arg-type]
+        cmd.thinktools(7)  # type: ignore[arg-type]
+    with tel.command("think") as cmd:
+        cmd.query(b"what is 2 + 2")
+    (frame,) = cap.frames
+    assert (hashlib.sha256(b"what is 2 + 2").hexdigest(), {"invalid_field": 2}) == (
+        DECODE(frame).payload.query_hash,
+        tel.drops,
+    )
 
 
 def test_a_dropped_secret_is_counted_by_the_daemon_and_never_reaches_it(
