@@ -92,10 +92,11 @@ class Seen:
     Invalid values are never kept (they may be text the application should not send).
     """
 
-    __slots__ = ("ok",)
+    __slots__ = ("combos", "ok")
 
     def __init__(self) -> None:
         self.ok: set[str] = set()
+        self.combos: set[tuple[object, ...]] = set()  # whole sets of fields found valid
 
     def ident(self, value: object) -> bool:
         """True when ``value`` is a valid identifier."""
@@ -109,6 +110,14 @@ class Seen:
         if len(self.ok) < SEEN_MAX:
             self.ok.add(value)  # type: ignore[arg-type]  # is_ident: a str
         return True
+
+    def remember(self, combo: tuple[object, ...]) -> None:
+        """Keep a combination of values found valid together (a command's fields)."""
+        try:
+            if len(self.combos) < SEEN_MAX:
+                self.combos.add(combo)
+        except TypeError:  # unhashable: checked field by field each time
+            pass
 
     def optional(self, value: object) -> bool:
         """True when ``value`` is None or a valid identifier."""

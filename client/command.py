@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
 import rkd.client.telemetry as _telemetry  # loaded already: it imports this module lazily
-from rkd.client.checks import CHAIN_RULE, IDENT_RULE, MAX_CHAIN, PROFILES, member
+from rkd.client.checks import CHAIN_RULE, IDENT_RULE, PROFILES, member
 
 if TYPE_CHECKING:
     from rkd.client.schema import CommandFamily
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _perf_counter = time.perf_counter
-_PROFILES_OR_NONE: Final = frozenset({None, *PROFILES})
 
 
 def error_category(exc: BaseException) -> str:
@@ -172,25 +171,15 @@ class CommandRecorder:
                 self._tel._drop("internal_error")
         return False  # never swallow the caller's exception
 
-    def _bad_field(self) -> tuple[str, str] | None:
+    def _bad_field(self, key: tuple[Any, ...]) -> tuple[str, str] | None:
         """The first field the schema would reject, and its rule; None when all are valid.
 
-        The common case is a few lookups in the set of identifiers already seen valid.
+        Called when ``key`` (the fields checked) is not a combination already seen
+        valid; a valid one is remembered, so the common case costs ``_record`` one
+        tuple and one set lookup.
         """
-        ok = self._tel._seen.ok
-        name, sub, model, chain = self.name, self.subcommand, self._model, self._chain
-        try:
-            if (
-                name in ok
-                and (sub is None or sub in ok)
-                and (model is None or model in ok)
-                and self.profile in _PROFILES_OR_NONE
-                and (not chain or (len(chain) <= MAX_CHAIN and ok.issuperset(chain)))
-            ):
-                return None
-        except TypeError:  # an unhashable value: found below
-            pass
         seen = self._tel._seen
+        name, sub, model, chain = self.name, self.subcommand, self._model, self._chain
         for field, valid, rule in (
             ("command", seen.ident(name), IDENT_RULE),
             ("subcommand", seen.optional(sub), IDENT_RULE),
@@ -201,6 +190,7 @@ class CommandRecorder:
                 return field, rule
         if self.profile is not None and not member(self.profile, PROFILES):
             return "profile", "one of " + ", ".join(sorted(PROFILES))
+        seen.remember(key)
         return None
 
     def _record(self, exc: BaseException | None) -> None:
@@ -214,10 +204,16 @@ class CommandRecorder:
             kind, category = s.CommandCancelled, "cancelled"
         else:
             kind, category = s.CommandFailed, error_category(exc)
-        bad = self._bad_field()
-        if bad is not None:
-            self._tel._invalid(kind.event_type, *bad, "invalid_field")
-            return
+        key = (self.name, self.subcommand, self.profile, self._model, self._chain)
+        try:
+            known = key in self._tel._seen.combos
+        except TypeError:  # an unhashable value: certainly not valid
+            known = False
+        if not known:
+            bad = self._bad_field(key)
+            if bad is not None:
+                self._tel._invalid(kind.event_type, *bad, "invalid_field")
+                return
         profile: Any = self.profile  # a Profile literal, or the daemon rejects the event
         self._tel.emit(
             kind(
