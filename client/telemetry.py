@@ -376,7 +376,11 @@ class Telemetry:
         """Record a finished ThinkTool run (thinktool_completed)."""
         if self._transport is None and _sink is None:
             return
-        if not self._seen.ident(tool_name):
+        try:
+            known = tool_name in self._seen.ok  # the common case: no method call
+        except TypeError:
+            known = False
+        if not known and not self._seen.ident(tool_name):
             self._invalid("thinktool_completed", "tool_name", IDENT_RULE, "invalid_field")
             return
         self.emit(
