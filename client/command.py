@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
 
+import rkd.client.telemetry as _telemetry  # loaded already: it imports this module lazily
+from rkd.client.checks import CHAIN_RULE, IDENT_RULE, PROFILES, member
+
 if TYPE_CHECKING:
     from rkd.client.schema import CommandFamily
     from rkd.client.telemetry import Telemetry
@@ -109,13 +112,16 @@ class CommandRecorder:
         self, *, input: int = 0, output: int = 0, cached: int = 0, model: str | None = None
     ) -> None:
         """Add token usage (adds up over several calls; the last model wins)."""
-        self._input += input
-        self._output += output
-        self._cached += cached
+        try:
+            self._input += input
+            self._output += output
+            self._cached += cached
+        except TypeError:  # not numbers: kept as given, for the schema to refuse; no raise
+            self._input, self._output, self._cached = input, output, cached
         if model is not None:
             self._model = model
 
-    def query(self, text: str) -> None:
+    def query(self, text: str | bytes) -> None:
         """Record a fingerprint of the query for de-duplication; the text stays here.
 
         Only its SHA-256 leaves this process, and the daemon re-hashes that with a
@@ -123,11 +129,18 @@ class CommandRecorder:
         """
         import hashlib
 
-        self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        if isinstance(text, str):
+            self._query_hash = hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+        elif isinstance(text, bytes | bytearray):
+            self._query_hash = hashlib.sha256(text).hexdigest()
 
     def thinktools(self, chain: Sequence[str]) -> None:
-        """Set the ThinkTool chain that ran, in order."""
-        self._chain = tuple(chain)
+        """Set the ThinkTool chain that ran, in order (at most 32 names)."""
+        try:
+            self._chain = tuple(chain)
+        except TypeError:  # not iterable: recorded as invalid when the command ends
+            not_a_name: Any = chain
+            self._chain = (not_a_name,)
 
     def quality(
         self,
@@ -151,12 +164,34 @@ class CommandRecorder:
         ev: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        if self._tel._transport is not None:
+        if self._tel._transport is not None or _telemetry._sink is not None:
             try:
                 self._record(ev)
             except Exception:
-                self._tel._transport.drop("internal_error")
+                self._tel._drop("internal_error")
         return False  # never swallow the caller's exception
+
+    def _bad_field(self, key: tuple[Any, ...]) -> tuple[str, str] | None:
+        """The first field the schema would reject, and its rule; None when all are valid.
+
+        Called when ``key`` (the fields checked) is not a combination already seen
+        valid; a valid one is remembered, so the common case costs ``_record`` one
+        tuple and one set lookup.
+        """
+        seen = self._tel._seen
+        name, sub, model, chain = self.name, self.subcommand, self._model, self._chain
+        for field, valid, rule in (
+            ("command", seen.ident(name), IDENT_RULE),
+            ("subcommand", seen.optional(sub), IDENT_RULE),
+            ("tokens.model", seen.optional(model), IDENT_RULE),
+            ("thinktool_chain", seen.chain(chain), CHAIN_RULE),
+        ):
+            if not valid:
+                return field, rule
+        if self.profile is not None and not member(self.profile, PROFILES):
+            return "profile", "one of " + ", ".join(sorted(PROFILES))
+        seen.remember(key)
+        return None
 
     def _record(self, exc: BaseException | None) -> None:
         s = self._tel._s
@@ -169,6 +204,16 @@ class CommandRecorder:
             kind, category = s.CommandCancelled, "cancelled"
         else:
             kind, category = s.CommandFailed, error_category(exc)
+        key = (self.name, self.subcommand, self.profile, self._model, self._chain)
+        try:
+            known = key in self._tel._seen.combos
+        except TypeError:  # an unhashable value: certainly not valid
+            known = False
+        if not known:
+            bad = self._bad_field(key)
+            if bad is not None:
+                self._tel._invalid(kind.event_type, *bad, "invalid_field")
+                return
         profile: Any = self.profile  # a Profile literal, or the daemon rejects the event
         self._tel.emit(
             kind(

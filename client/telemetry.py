@@ -8,7 +8,17 @@
 When telemetry is off (a kill switch, the config, no consent, a config error) the object
 is a null object: every method returns at once, no file beyond the config is read, no
 socket is opened and zmq is never imported. Nothing here ever raises into the caller
-except the caller's own exception leaving a ``with tel.command(...)`` block.
+except the caller's own exception leaving a ``with tel.command(...)`` block, and a
+programmer error in the constant constructor arguments (``product``, ``version``,
+``tier``), raised whether telemetry is on or not.
+
+The typed helpers check the identifiers they are given (:mod:`rkd.client.checks`); an
+event the daemon would reject is dropped here instead, counted in ``tel.drops`` and,
+in debug mode (``debug=True`` or ``RK_TELEMETRY_DEBUG=1``), logged once per event type
+and field on the ``rkd.client`` logger, naming the field, never the value.
+
+One module global, ``_sink``: set only by :func:`rkd.client.testing.capture_events`
+(which restores it), it diverts every instance's events to the test; emit checks it once.
 """
 
 from __future__ import annotations
@@ -17,19 +27,34 @@ import os
 import sys
 import time
 
-from rkd.client.switches import ConfigError, kill_switch
+from rkd.client.checks import (
+    DISCOVERY_SOURCES,
+    ERROR_CATEGORIES,
+    FEATURE_STAGES,
+    IDENT_RULE,
+    PROFILES,
+    SCHEMA_RULE,
+    Seen,
+    check_constants,
+    member,
+    schema_violation,
+)
+from rkd.client.switches import _TRUE, ConfigError, kill_switch
 
 # Nothing else at import: typing, datetime, uuid, functools and collections.abc together
 # cost ~20 ms, and an application under a kill switch needs none of them.
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; checkers read it too
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from typing import Any, Final, Literal
 
     from rkd.client.command import CommandRecorder
     from rkd.client.config import Settings
 
 _monotonic = time.monotonic
+# rkd.client.testing.capture_events() only: receives (instance, payload) instead of the
+# daemon. The one global here; capture_events restores the previous value on exit.
+_sink: Callable[[Telemetry, Any], None] | None = None
 _Recorder: type[CommandRecorder] | None = None  # rkd.client.command, loaded on first use
 
 
@@ -90,11 +115,35 @@ def _stamp(paths: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _one_of(values: frozenset[str]) -> str:
+    return "one of " + ", ".join(sorted(values))
+
+
+def _log_warning(message: str) -> None:
+    """One line on the ``rkd.client`` logger (the host application decides where it goes).
+
+    logging, not warnings: ``warnings.warn`` raises under ``-W error``, and a host's
+    filters and handlers are its own business; either way nothing may reach the caller.
+    """
+    try:
+        import logging
+
+        logging.getLogger("rkd.client").warning(message)
+    except Exception:
+        pass
+
+
 class Telemetry:
     """Records typed events for one product; cheap, thread-safe, never raises.
 
-    ``enabled`` tells whether events are sent; ``disabled_reason`` says why not.
+    ``enabled`` tells whether events are sent (it follows `rkd disable`/`enable`);
+    ``disabled_reason`` says why not. Raises ``ValueError`` (``TypeError`` for a non-str)
+    at construction for a ``product``, ``version`` or ``tier`` no event can carry.
     """
+
+    # The schema module. Set per instance by _start; set here by capture_events, so that
+    # an instance built disabled can still build the payloads a test captures.
+    _s: Any = None
 
     def __init__(
         self,
@@ -104,12 +153,18 @@ class Telemetry:
         tier: str = "oss",
         settings: Settings | None = None,
         env: Mapping[str, str] | None = None,
+        debug: bool = False,
     ) -> None:
-        self.enabled = False
+        check_constants(product, version, tier)  # programmer errors raise, everywhere
+        self._enabled = False
         self.disabled_reason: str | None = None
         self._transport: Any = None
         # The instance's own switches, read again by every recheck (os.environ stays live).
         self._env = os.environ if env is None else env
+        self._debug = debug or self._env.get("RK_TELEMETRY_DEBUG", "").strip().lower() in _TRUE
+        self._seen = Seen()  # identifiers found valid
+        self._warned: set[tuple[str, str]] = set()  # (event type, field) logged in debug mode
+        self._null_drops: dict[str, int] = {}  # drops of an instance built disabled (captures)
         switch = kill_switch(self._env)  # reads only the environment
         if switch is not None:  # wins over everything, even explicit settings
             self.disabled_reason = f"disabled by {switch} in the environment"
@@ -160,8 +215,19 @@ class Telemetry:
         self._categories = settings.categories
         self._watched = _watched_files(settings)
         self._stamp = _stamp(self._watched)
+        self._switch: str | None = None  # the kill switch the last recheck saw
         self._next_check = _monotonic() + RECHECK_SECS
-        self.enabled = True
+        self._enabled = True
+        if self._debug:  # an instance attribute: the class's emit stays as cheap as it is
+            self.emit = self._emit_checked  # type: ignore[method-assign]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether events are sent now: False after `rkd disable` (noticed within
+        RECHECK_SECS), True again after `rkd enable` if this instance was built enabled."""
+        if self._transport is not None and _monotonic() >= self._next_check:
+            self._recheck()
+        return self._enabled
 
     # -- the one generic entry point ---------------------------------------------------
 
@@ -174,6 +240,9 @@ class Telemetry:
         MessagePack bytes (``msgspec.Raw``). msgspec encodes a ``UUID`` and a ``Source``
         as exactly those bytes, so the frame is the same (tests/test_client_perf_wire.py).
         """
+        if _sink is not None:  # capture_events() is active: the test gets it, not the daemon
+            _sink(self, payload)
+            return
         transport = self._transport
         if transport is None:
             return
@@ -197,25 +266,48 @@ class Telemetry:
             return
         transport.send(frame)
 
+    def _emit_checked(self, payload: Any) -> None:
+        """``emit`` in debug mode: the payload is first checked as the daemon's decoder
+        would (several µs more), so numbers and the payloads an application builds for
+        emit/lifecycle/upgrade get the same feedback as the typed helpers' identifiers."""
+        if _sink is None and getattr(payload, "category", None) in self._categories:
+            try:
+                field = schema_violation(payload) if type(payload) in self._envelopes else None
+            except Exception:  # does not encode: emit counts it as encode_error
+                field = None
+            if field is not None:
+                self._invalid(payload.event_type, field, SCHEMA_RULE, "invalid_field")
+                return
+        Telemetry.emit(self, payload)
+
     def _recheck(self) -> None:
         """Notice `rkd disable`/`enable` within RECHECK_SECS: two stats, no file read.
 
-        Only when the config or consent file changed, or a kill switch appeared, is the
-        decision made again, from this instance's own env (or os.environ) and the files
-        its own settings name: an instance built with ``env=`` or ``settings=`` keeps to
-        them. Any error turns it off until the next change.
+        Only when the config or consent file changed, or a kill switch appeared or went,
+        is the decision made again, from this instance's own env (or os.environ) and the
+        files its own settings name: an instance built with ``env=`` or ``settings=``
+        keeps to them. Any error turns it off until the next change. ``enabled`` and
+        ``disabled_reason`` follow the decision.
         """
         self._next_check = _monotonic() + RECHECK_SECS
         stamp = _stamp(self._watched)
-        if stamp == self._stamp and kill_switch(self._env) is None:
+        switch = kill_switch(self._env)
+        if stamp == self._stamp and switch is None and self._switch is None:
             return
-        self._stamp = stamp
+        self._stamp, self._switch = stamp, switch
         from rkd.client.config import categories_now
 
         try:
             self._categories = categories_now(self._settings, self._env)
-        except Exception:  # a config error, a hostile file: collect nothing, never raise
+            reason = None
+        except Exception as e:  # a config error, a hostile file: collect nothing, never raise
             self._categories = frozenset()
+            reason = str(e) if isinstance(e, ConfigError) else f"cannot decide: {type(e).__name__}"
+        if switch is not None:
+            reason = f"disabled by {switch} in the environment"
+        elif not self._categories and reason is None:
+            reason = "disabled since it started (rkd disable, or a change to the config)"
+        self._enabled, self.disabled_reason = reason is None, reason
 
     def flush(self, timeout_secs: float = 0.2) -> None:
         """Push what this process still holds to the daemon (or the spool)."""
@@ -229,10 +321,34 @@ class Telemetry:
 
     @property
     def drops(self) -> dict[str, int]:
-        """Events this process could not deliver, by reason."""
-        return dict(self._transport.drops) if self._transport is not None else {}
+        """Events this instance could not deliver, or dropped as invalid, by reason."""
+        if self._transport is not None:
+            return dict(self._transport.drops)
+        return dict(self._null_drops)
+
+    def _drop(self, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.drop(reason)
+        else:  # built disabled, yet used under capture_events()
+            self._null_drops[reason] = self._null_drops.get(reason, 0) + 1
+
+    def _invalid(self, event_type: str, field: str, rule: str, reason: str) -> None:
+        """Drop an event the daemon would reject; in debug mode, say so once per field.
+
+        The message names the event type and the field, never the value: an invalid
+        identifier is often exactly the text that must not leave the program.
+        """
+        self._drop(reason)
+        if self._debug and (event_type, field) not in self._warned:
+            self._warned.add((event_type, field))
+            _log_warning(
+                f"rkd.client dropped an event: {event_type}: `{field}` must be {rule}; "
+                f"counted in tel.drops[{reason!r}] (logged once per event type and field)"
+            )
 
     # -- typed methods, one per event family ------------------------------------------
+    # Each checks the identifiers and closed-set values it is given: one that fails is
+    # an event the daemon would reject, so it is dropped here, counted and (debug) logged.
 
     def command(
         self, name: str, *, profile: str | None = None, subcommand: str | None = None
@@ -258,7 +374,14 @@ class Telemetry:
         depth_score: float | None = None,
     ) -> None:
         """Record a finished ThinkTool run (thinktool_completed)."""
-        if self._transport is None:
+        if self._transport is None and _sink is None:
+            return
+        try:
+            known = tool_name in self._seen.ok  # the common case: no method call
+        except TypeError:
+            known = False
+        if not known and not self._seen.ident(tool_name):
+            self._invalid("thinktool_completed", "tool_name", IDENT_RULE, "invalid_field")
             return
         self.emit(
             self._s.ThinkToolCompleted(
@@ -285,11 +408,15 @@ class Telemetry:
         step: int | None = None,
     ) -> None:
         """Record an error by category and code (error_occurred). Never pass a message."""
-        if self._transport is None:
+        if self._transport is None and _sink is None:
+            return
+        bad = _bad_error_field(self._seen, category, code, command, profile)
+        if bad is not None:
+            self._invalid("error_occurred", *bad, "invalid_field")
             return
         s = self._s
         context = None
-        any_profile: Any = profile  # a Profile literal, or the daemon rejects the event
+        any_profile: Any = profile  # a Profile literal: checked above
         if command is not None or profile is not None or step is not None:
             context = s.ErrorContext(command=command, profile=any_profile, step=step)
         any_category: Any = category  # an ErrorCategory literal, likewise
@@ -312,10 +439,21 @@ class Telemetry:
         count: int | None = None,
     ) -> None:
         """Record feature discovery, first use, a usage milestone or its disabling."""
-        if self._transport is None:
+        if self._transport is None and _sink is None:
+            return
+        if not member(stage, FEATURE_STAGES):  # selects the event type: not a field value
+            self._invalid("tel.feature()", "stage", _one_of(FEATURE_STAGES), "invalid_argument")
+            return
+        event_type = _FEATURE_EVENTS.get(stage, "feature_adoption")
+        if not self._seen.ident(feature_id):
+            self._invalid(event_type, "feature_id", IDENT_RULE, "invalid_field")
+            return
+        if source is not None and not member(source, DISCOVERY_SOURCES):
+            self._invalid(event_type, "discovery_source", _one_of(DISCOVERY_SOURCES),
+                          "invalid_field")  # fmt: skip
             return
         s = self._s
-        src: Any = source  # a DiscoverySource literal, or the daemon rejects the event
+        src: Any = source  # a DiscoverySource literal: checked above
         if stage == "discovered":
             self.emit(s.FeatureDiscovered(feature_id=feature_id, discovery_source=src))
         elif stage == "first_use":
@@ -339,9 +477,28 @@ class Telemetry:
         self._emit_family(payload, "upgrade")
 
     def _emit_family(self, payload: Any, family: str) -> None:
-        if self._transport is None:
+        if self._transport is None and _sink is None:
             return
         if getattr(payload, "family", None) != family:
-            self._transport.drop("wrong_family")
+            self._drop("wrong_family")
             return
         self.emit(payload)
+
+
+_FEATURE_EVENTS: Final = {"discovered": "feature_discovered", "first_use": "feature_first_use"}
+_PROFILE_RULE: Final = _one_of(PROFILES)
+
+
+def _bad_error_field(
+    seen: Seen, category: object, code: object, command: object, profile: object
+) -> tuple[str, str] | None:
+    """The first field of an error_occurred event the schema rejects, and its rule."""
+    if not member(category, ERROR_CATEGORIES):
+        return "error_category", _one_of(ERROR_CATEGORIES)
+    if not seen.optional(code):
+        return "error_code", IDENT_RULE
+    if not seen.optional(command):
+        return "context.command", IDENT_RULE
+    if profile is not None and not member(profile, PROFILES):
+        return "context.profile", _PROFILE_RULE
+    return None

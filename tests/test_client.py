@@ -297,15 +297,19 @@ def test_emit_never_raises_and_counts_drops(sandbox: Sandbox, daemon: Daemon) ->
     assert 1 == sandbox.count()
 
 
-def test_invalid_source_disables_instead_of_raising(sandbox: Sandbox) -> None:
-    """A product name with spaces disables the client with a reason; nothing raises."""
+def test_invalid_product_raises_at_construction(sandbox: Sandbox) -> None:
+    """A product name with spaces is a programmer error: ValueError at construction."""
     out = sandbox.python("""
         from rkd.client import Telemetry
-        tel = Telemetry(product="my product", version="1.0.0")
-        tel.thinktool("x")
-        print(tel.enabled, tel.disabled_reason.split(":")[0])
+        try:
+            Telemetry(product="my product", version="1.0.0")
+        except ValueError as e:
+            print(e)
     """).stdout
-    assert "False invalid source\n" == out
+    assert (
+        "Telemetry(product='my product'): product must be an identifier (letters, digits "
+        "and _ . : + -; no spaces or slashes), e.g. reasonkit-core\n"
+    ) == out
 
 
 def test_spec_sdk_surface_runs(sandbox: Sandbox, daemon: Daemon) -> None:
