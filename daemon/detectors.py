@@ -41,8 +41,8 @@ def card_ok(digits: str) -> bool:
 
 
 def iban_ok(text: str) -> bool:
-    """The ISO 13616 mod-97 check of an IBAN (spaces ignored)."""
-    s = text.replace(" ", "").upper()
+    """The ISO 13616 mod-97 check of an IBAN (separators ignored)."""
+    s = re.sub(r"[ _.:+-]", "", text).upper()
     if not 15 <= len(s) <= 34:
         return False
     moved = s[4:] + s[:4]
@@ -83,9 +83,41 @@ def looks_random(token: str) -> bool:
     return longest >= 16 and entropy(token) >= 3.7
 
 
+_CHUNK: Final = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def looks_password(run: str) -> bool:
+    """A run of letters and digits (no separator) that reads like a generated password:
+    upper, lower and digits, broken into short pieces (``aZ3kP9qLm2Xw``: 10 pieces in 12
+    characters), where names read as words and numbers (``claude3Opus20240229``: 4 in
+    19, ``Qwen2``, ``70b``). Too short a run to tell is left alone (under 10)."""
+    if not (any(c.isupper() for c in run) and any(c.islower() for c in run)):
+        return False
+    if not any(c.isdigit() for c in run):
+        return False
+    return len(_CHUNK.findall(run)) >= 0.4 * len(run)
+
+
+def hex_token_ok(text: str) -> bool:
+    """Hex with letters and digits both (a 32-digit number is a number)."""
+    return any(c.isdigit() for c in text) and any(not c.isdigit() for c in text)
+
+
 def phone_ok(text: str) -> bool:
     digits = sum(c.isdigit() for c in text)
+    if text.isdigit():
+        return nanp_ok(text)
     return 8 <= digits <= 15 if text.startswith("+") else 9 <= digits <= 12
+
+
+_DATE_LIKE: Final = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d*")
+
+
+def nanp_ok(digits: str) -> bool:
+    """Ten bare digits that make a North American number (area and exchange 2-9xx), and
+    are not a date (YYYYMMDDhh): 7324626933 is a phone, 2024120315 a timestamp. Unix
+    seconds (1xxxxxxxxx) never start an area code."""
+    return len(digits) == 10 and not _DATE_LIKE.fullmatch(digits)
 
 
 # -- patterns ------------------------------------------------------------------------------
@@ -183,20 +215,26 @@ IPV4: Final = re.compile(
     r"(?<![0-9.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     r"(?!\d|\.\d)"
 )
-CARD: Final = re.compile(r"(?<!\d)(?<!\d[.,-])\d(?:[ -]?\d){12,18}(?!\d|[.,]\d)")
+# Separators: a space, or any character an identifier allows between digit groups
+# (4011_4923_9875_7086, 4011.4923.9875.7086, 4011:4923:...). Luhn and the issuer
+# prefix decide.
+CARD: Final = re.compile(r"(?<!\d)(?<!\d[.,_:+-])\d(?:[ _.:+-]?\d){12,18}(?!\d|[.,_:+-]\d)")
 IBAN: Final = re.compile(
-    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
+    r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ _.:+-]?[A-Za-z0-9]{4}){2,7}(?:[ _.:+-]?[A-Za-z0-9]{1,4})?"
+    r"(?![A-Za-z0-9])"
 )
 SSN: Final = re.compile(
-    r"(?<!\d)(?<!\d-)(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?!\d|-\d)"
+    r"(?<!\d)(?<!\d[-_.:+])(?!000|666|9\d\d)\d{3}([- _.:+])(?!00)\d{2}\1(?!0000)\d{4}"
+    r"(?!\d|[-_.:+]\d)"
 )
 PHONE: Final = re.compile(
-    r"(?<![0-9A-Za-z+])(?<!\d[.:/-])(?:"
-    r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"  # international
-    r"|\(\d{2,5}\)[ .-]?\d{2,5}(?:[ .-]?\d{2,5}){1,2}"  # (415) 555-2671
-    r"|0\d{1,4}(?:[ .-]\d{2,8}){1,4}"  # 020 7946 0958, 06 12 34 56 78
-    r"|[2-9]\d{2}[.-]\d{3}[.-]\d{4}"  # 415-555-2671
-    r")(?![0-9A-Za-z]|[.:-]\d)"
+    r"(?<![0-9A-Za-z+])(?<!\d[.:/_-])(?:"
+    r"\+\d{1,3}(?:[ ._:-]?\(\d{1,4}\))?(?:[ ._:-]?\d{1,5}){2,5}"  # international
+    r"|\(\d{2,5}\)[ ._-]?\d{2,5}(?:[ ._-]?\d{2,5}){1,2}"  # (415) 555-2671
+    r"|0\d{1,4}(?:[ ._:-]\d{2,8}){1,4}"  # 020 7946 0958, 06 12 34 56 78, 020_7946_0958
+    r"|[2-9]\d{2}([._:-])\d{3}\1\d{4}"  # 415-555-2671, 415_555_2671
+    r"|(?<![A-Za-z])[2-9]\d{2}[2-9]\d{6}"  # 7324626933: a bare NANP number (see nanp_ok)
+    r")(?![0-9A-Za-z]|[.:_-]\d)"
 )
 WINDOWS_HOST: Final = re.compile(
     r"(?<![A-Za-z0-9-])(?:DESKTOP|LAPTOP|WIN|PC)-[A-Z0-9]{5,15}(?![A-Za-z0-9-])"
@@ -205,6 +243,20 @@ HOSTNAME: Final = re.compile(
     r"(?<![A-Za-z0-9.@])((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
     r"([A-Za-z]{2,13}))(?![A-Za-z0-9]|\.[A-Za-z0-9])"
 )
+# Host names that carry no dot: CI runners and cloud machines named after their address.
+HOST_NAME_SHAPES: Final = re.compile(
+    r"(?<![A-Za-z0-9])(?:"
+    r"runner-[a-z0-9]{6,10}-project-\d{1,10}-concurrent-\d{1,4}"  # GitLab
+    r"|fv-az\d{1,5}-\d{1,5}"  # GitHub-hosted runners
+    r"|ip-(?:\d{1,3}-){3}\d{1,3}"  # EC2: ip-10-0-1-23
+    r")(?![A-Za-z0-9])"
+)
+# Hex runs the length of a token or a digest: 32 (128-bit tokens, MD5) or 48 and more
+# (SHA-256 tokens). 40 (a git commit) and dashed UUIDs are ids and stay.
+HEX_TOKEN: Final = re.compile(
+    r"(?<![0-9A-Za-z])(?:[0-9a-f]{32}|[0-9A-F]{32}|[0-9a-f]{48,512}|[0-9A-F]{48,512})(?![0-9A-Za-z])"
+)
+PASSWORD_RUN: Final = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{10,64}(?![A-Za-z0-9])")
 TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,512}(?![A-Za-z0-9+/=_-])")
 
 # Last labels that make a dotted name a host: private-network suffixes and common TLDs.
@@ -213,6 +265,7 @@ TOKEN: Final = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{20,512}(?![A-Z
 HOST_SUFFIXES: Final = frozenset(
     [
         "local",
+        "arpa",  # home.arpa (RFC 8375)
         "lan",
         "home",
         "internal",

@@ -126,9 +126,13 @@ class _Run:
         )
         t = self._validated(d.PHONE, "phone", d.phone_ok, t)
         t = d.WINDOWS_HOST.sub(self._put("hostname"), t)
+        if "-" in t:
+            t = d.HOST_NAME_SHAPES.sub(self._put("hostname"), t)
         if "." in t:
             t = d.HOSTNAME.sub(self._host, t)
         t = self._validated(d.TOKEN, "high_entropy", d.looks_random, t)
+        t = self._validated(d.HEX_TOKEN, "high_entropy", d.hex_token_ok, t)
+        t = self._validated(d.PASSWORD_RUN, "high_entropy", d.looks_password, t)
         if self.sealed:
             t = _SEALED.sub(lambda m: self.sealed[int(m.group(1))], t)
         return t
