@@ -119,16 +119,24 @@ class _Run:
         if "." in t:
             t = d.IPV4.sub(self._put("ip"), t)
         t = self._validated(d.CARD, "credit_card", lambda v: d.card_ok(_digits(v)), t)
-        t = self._validated(d.IBAN, "iban", d.iban_ok, t)
+        t = self._iban(t)
         t = d.SSN.sub(self._put("ssn"), t)
         t = d.SSN_CONTEXT.sub(
             lambda m: m.group(1) + self._hit("ssn", m.group(0)[len(m.group(1)) :]), t
         )
         t = self._validated(d.PHONE, "phone", d.phone_ok, t)
         t = d.WINDOWS_HOST.sub(self._put("hostname"), t)
+        if "-" in t:
+            t = d.HOST_NAME_SHAPES.sub(self._put("hostname"), t)
         if "." in t:
             t = d.HOSTNAME.sub(self._host, t)
-        t = self._validated(d.TOKEN, "high_entropy", d.looks_random, t)
+        if ":" in t:
+            t = self._validated(d.USER_PASS, "url_credentials", _user_pass, t)
+        t = d.NAMED_HEX.sub(lambda m: m.group(1) + self._hit("bearer", ""), t)
+        t = self._token(t)
+        t = self._validated(d.HEX_TOKEN, "high_entropy", d.hex_token_ok, t)
+        t = self._validated(d.PASSWORD_RUN, "high_entropy", d.looks_password, t)
+        t = self._validated(d.PASSWORD_PAIR, "high_entropy", _password_pair, t)
         if self.sealed:
             t = _SEALED.sub(lambda m: self.sealed[int(m.group(1))], t)
         return t
@@ -157,6 +165,43 @@ class _Run:
             if ok(m.group(0)):
                 out += [t[pos : m.start()], self._hit(category, m.group(0))]
                 pos = i = m.end()
+            else:
+                i = m.start() + 1
+        if pos == 0:
+            return t
+        out.append(t[pos:])
+        return "".join(out)
+
+    def _token(self, t: str) -> str:
+        """High-entropy tokens; plain lower-case words joined to one by a separator
+        (``task+<token>+retry``) are kept around it."""
+        out, pos, i = [], 0, 0
+        while (m := d.TOKEN.search(t, i)) is not None:
+            if not d.looks_random(m.group(0)):
+                i = m.start() + 1
+                continue
+            core = _WORDS_AROUND.fullmatch(m.group(0))
+            head, tail = (core.group(1), core.group(3)) if core else ("", "")
+            out += [t[pos : m.start()], head, self._hit("high_entropy", ""), tail]
+            pos = i = m.end()
+        if pos == 0:
+            return t
+        out.append(t[pos:])
+        return "".join(out)
+
+    def _iban(self, t: str) -> str:
+        """IBANs; a candidate that ran on into a word after it (``..._2766-failed``) is
+        cut back at each separator and group boundary until mod 97 says yes."""
+        out, pos, i = [], 0, 0
+        while (m := d.IBAN.search(t, i)) is not None:
+            cand = m.group(0)
+            ends = [len(cand)] + [k for k in range(len(cand) - 1, 14, -1)
+                                  if cand[k] in " _.:+-" or not cand[k].isdigit()]  # fmt: skip
+            end = next((e for e in ends if d.iban_ok(cand[:e].rstrip(" _.:+-"))), 0)
+            if end:
+                kept = cand[:end].rstrip(" _.:+-")
+                out += [t[pos : m.start()], self._hit("iban", kept)]
+                pos = i = m.start() + len(kept)
             else:
                 i = m.start() + 1
         if pos == 0:
@@ -210,7 +255,7 @@ class _Run:
         return m.group(1) + self._hit("cli_secret", "")
 
     def _mysql(self, m: re.Match[str]) -> str:
-        if not re.search(r"(?<!\S)-u\s?\S", self.text) or "[" in m.group(1):
+        if not re.search(r"(?<![^\s:+_])-u\s?[^\s:+]", self.text) or "[" in m.group(1):
             return m.group(0)  # -p alone is ambiguous; only with a -u user flag beside it
         return "-p" + self._hit("cli_secret", "")
 
@@ -231,6 +276,20 @@ class _Run:
         if tld not in d.HOST_SUFFIXES or self.s.domain_allowed(host):
             return host
         return self._hit("hostname", host)
+
+
+# Lower-case words (and their separators) before and after a token, and the token.
+_WORDS_AROUND: Final = re.compile(
+    r"((?:[a-z]{2,16}[+_.-]){0,8})(.{8,}?)((?:[+_.-][a-z]{2,16}){0,8})"
+)
+
+
+def _user_pass(text: str) -> bool:
+    return d.password_value(text.split(":", 1)[1])
+
+
+def _password_pair(text: str) -> bool:
+    return d.looks_password("".join(c for c in text if c.isalnum()))
 
 
 def _digits(text: str) -> str:

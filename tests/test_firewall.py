@@ -110,12 +110,21 @@ KEEP = [
     "claude-3-5-sonnet-20241022", "gpt-4o-2024-08-06", "gemini-1.5-pro-002", "o1-preview",
     "1.0.0", "0.12.3-beta.1", "v2.3.4+build.5", "rate_limit_exceeded", "E0425", "ECONNRESET",
     "linux x86_64 aarch64 darwin-arm64", "550e8400-e29b-41d4-a716-446655440000",
-    "4BF92F3577B34DA6A3CE929D0E0E4736", "4bf92f3577b34da6a3ce929d0e0e4736",
+    "da39a3ee5e6b4b0d3255bfef95601890afd80709",  # 40 hex: a git commit
     "2025-12-28T10:30:00.000Z", "2025-12-28 10:30:00+01:00", "2500ms", "1,234 tokens", "1.5 GB",
     "429 Too Many Requests", "anthropic.RateLimitError", "rkd.client.telemetry", "setup.py",
     "tokens_input: 1500", "max_tokens=4096", "verify_ssl = true", "took 0.25s, p99 1.2s",
     "https://api.anthropic.com", "mistralai/Mixtral-8x7B-Instruct-v0.1", "8080",
 ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text", ["4BF92F3577B34DA6A3CE929D0E0E4736", "4bf92f3577b34da6a3ce929d0e0e4736"]
+)
+def test_a_bare_32_hex_value_is_taken_for_a_token(text: str) -> None:
+    """32 hex characters are a bearer or API token as often as a trace id: removed (issue
+    11; issue 3 had kept them as trace ids). Dashed UUIDs and 40-hex commits stay."""
+    assert "[SECRET]" == redact(text)
 
 
 @pytest.mark.parametrize("text", KEEP)
