@@ -174,7 +174,7 @@ def _plus(col: str) -> str:
 
 # Distinct keys (command names, models, ...) kept per day and dimension: applications
 # choose them, and one inventing names would otherwise add a row per name. Past the cap
-# a day's new keys are counted under OTHER_KEY.
+# a day's new keys are counted under OTHER_KEY (one row more).
 MAX_KEYS_PER_DAY: Final = 1000
 OTHER_KEY: Final = "other"
 
@@ -189,7 +189,8 @@ def _capped(
     moved: dict[tuple[int, str, str], tuple[int, str, str]] = {}
     for (day, dim), keys in groups.items():
         stored = db.execute(
-            "SELECT count(*) FROM agg_daily WHERE day = ? AND dim = ?", (day, dim)
+            "SELECT count(*) FROM agg_daily WHERE day = ? AND dim = ? AND key != ?",
+            (day, dim, OTHER_KEY),
         ).get
         assert isinstance(stored, int)
         if stored + len(keys) <= MAX_KEYS_PER_DAY:
@@ -199,7 +200,7 @@ def _capped(
             f"SELECT key FROM agg_daily WHERE day = ? AND dim = ? AND key IN ({marks})",
             (day, dim, *keys),
         )}  # fmt: skip
-        room = MAX_KEYS_PER_DAY - stored - (OTHER_KEY not in known)
+        room = MAX_KEYS_PER_DAY - stored  # keys of their own; OTHER_KEY comes on top
         for key in sorted(keys - known - {OTHER_KEY}):
             if room > 0:
                 room -= 1

@@ -441,7 +441,8 @@ def test_daily_aggregates_keep_at_most_a_thousand_keys_a_day(
     sandbox: Sandbox, daemon: Daemon, raw_push: RawPush
 ) -> None:
     """1,500 invented command names in one day: 1,000 rows of their own, the rest counted
-    under "other"; the day's total is still every command."""
+    under "other", however the events fall into write batches; the day's total is still
+    every command."""
     raw_push([frame(s.CommandExecuted(command=f"cmd{i}")) for i in range(1500)])
     wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 1500, timeout=30, what="1,500")
     rows = sandbox.query("SELECT key, n FROM agg_daily WHERE dim = 'command'")
@@ -449,3 +450,28 @@ def test_daily_aggregates_keep_at_most_a_thousand_keys_a_day(
     assert [(500,)] == sandbox.query(
         "SELECT n FROM agg_daily WHERE dim = 'command' AND key = 'other'"
     )
+
+
+def test_the_key_cap_does_not_depend_on_write_batches(tmp_path: Path) -> None:
+    """1,000 keys stored in one batch, then 500 more: exactly 1,000 keys of their own
+    and "other" (the first version counted "other" against the cap in one case only)."""
+    from collections import Counter
+
+    from rkd.daemon import aggregates
+    from rkd.daemon.storage import Storage
+
+    st = Storage(tmp_path / "t.db")
+    first = Counter({(1, "command", f"c{i}"): 1 for i in range(1000)})
+    second = Counter({(1, "command", f"d{i}"): 1 for i in range(500)})
+    for batch in (first, second):
+        with st.db:
+            capped = aggregates._capped(st.db, batch)
+            st.db.executemany(
+                "INSERT INTO agg_daily(day, dim, key, n) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(day, dim, key) DO UPDATE SET n = n + excluded.n",
+                [(*k, n) for k, n in capped.items()],
+            )
+    assert [(1001, 1500, 500)] == st.db.execute(
+        "SELECT count(*), sum(n), sum(CASE WHEN key = 'other' THEN n END) FROM agg_daily"
+    ).fetchall()
+    st.close()
