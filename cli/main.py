@@ -8,7 +8,7 @@ import sys
 from typing import ClassVar
 
 import click
-from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.config import ConfigError, Settings, load_settings, load_settings_leniently
 from rkd.client.consent import ConsentError
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.wire import FlushRequest
@@ -17,12 +17,23 @@ from rkd.daemon.storage import StorageError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 88}
 
 
-def settings() -> Settings:
-    """The resolved settings, or one clear line naming the file/variable and key."""
-    try:
-        return load_settings()
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+def settings(lenient: bool = False) -> Settings:
+    """The resolved settings, or one clear line naming the file/variable and key.
+
+    ``lenient``: for the commands that must work whatever the configuration says
+    (disable, delete, export, stop; audit and metrics, which only read). What cannot be
+    used takes its default, and each problem is one warning line on stderr naming the
+    file, the line and the key.
+    """
+    if not lenient:
+        try:
+            return load_settings()
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+    s, warnings = load_settings_leniently()
+    for w in warnings:
+        click.echo(f"Warning: {w}", err=True)
+    return s
 
 
 class LazyGroup(click.Group):
@@ -131,7 +142,7 @@ def audit(as_json: bool) -> None:
     from rkd.cli.audit import render
 
     try:
-        report = run_audit(settings())
+        report = run_audit(settings(lenient=True))
     except StorageError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
@@ -184,7 +195,7 @@ def disable(ctx: click.Context, category: str | None) -> None:
     """
     from rkd.cli.consent import disable as do_disable
 
-    click.echo(do_disable(settings(), _prefix(ctx), category))
+    click.echo(do_disable(settings(lenient=True), _prefix(ctx), category))
 
 
 @cli.command()
@@ -248,7 +259,7 @@ def delete(ctx: click.Context, confirm: bool) -> None:
     from rkd.cli.delete import run_delete
 
     try:
-        run_delete(settings(), confirm, click.echo)
+        run_delete(settings(lenient=True), confirm, click.echo)
     except StorageError as e:
         raise click.ClickException(str(e)) from None
 
