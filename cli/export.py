@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -47,10 +48,15 @@ from rkd.cli.export_csv import csv_pool
 from rkd.cli.export_read import ExportError, count_events, read_consent, snapshot
 from rkd.cli.export_write import OutputFile, write_export
 from rkd.client.consent import consent_path, now_iso
+from rkd.client.control import DaemonUnavailable, request
 from rkd.client.spool import spool_files
+from rkd.client.wire import FlushRequest, StatusRequest
+from rkd.daemon.spooling import spooled_not_stored
 
 FORMATS: Final = ("json", "ndjson", "csv")
 PROGRESS_MIN_EVENTS: Final = 10_000
+FLUSH_TIMEOUT_MS: Final = 10_000  # one flush request (a batch write and 0.5 s of spool)
+FLUSH_DEADLINE_SECS: Final = 10.0  # asking again while spool files are left
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -175,7 +181,28 @@ def failed(e: BaseException, target: Target, db_path: Path) -> BaseException:
     return e
 
 
-def report(count: int, files: list[Path], fmt: str, settings: Any) -> None:
+def flush_first(settings: Any) -> int | None:
+    """Have a running daemon write what it holds and ingest the spool, so the export
+    includes them; return how many events it still holds (None: no daemon answered).
+
+    One flush reads the spool for half a second: it is asked again while spool files
+    are left, until FLUSH_DEADLINE_SECS.
+    """
+    deadline = time.monotonic() + FLUSH_DEADLINE_SECS
+    try:
+        while True:
+            reply = request(settings.runtime_dir, FlushRequest(), timeout_ms=FLUSH_TIMEOUT_MS)
+            if not reply.ok or not spool_files(settings.spool_dir):
+                break
+            if time.monotonic() > deadline:
+                break
+        status = request(settings.runtime_dir, StatusRequest(), timeout_ms=FLUSH_TIMEOUT_MS).status
+    except DaemonUnavailable:
+        return None
+    return status.pending if status is not None else None
+
+
+def report(count: int, files: list[Path], fmt: str, settings: Any, pending: int | None) -> None:
     """What was written where, and what is not in the export, on stderr."""
     say = functools.partial(click.echo, err=True)
     if files:
@@ -184,9 +211,11 @@ def report(count: int, files: list[Path], fmt: str, settings: Any) -> None:
         say(f"The consent record is in {files[1]}.")
     elif fmt == "csv":
         say("The consent record is not part of CSV: get it with --format json.")
-    spooled = len(spool_files(settings.spool_dir))
+    if pending:
+        say(f"Not included: {pending:,} event(s) the daemon holds but could not write yet.")
+    spooled = spooled_not_stored(settings.spool_dir, settings.db_path)
     if spooled:
-        say(f"Not included: {spooled} spool file(s) of events the daemon has not stored yet"
+        say(f"Not included: {spooled:,} event(s) in spool files the daemon has not stored yet"
             " (it stores them when it runs).")  # fmt: skip
 
 
@@ -208,8 +237,8 @@ def export(output: str, fmt: str | None) -> None:
             the consent record goes to FILE.consent.json beside FILE
 
     Reads the database read-only, whether or not the daemon runs, and never creates it.
-    Events the daemon holds but has not written yet are not included: run `rkd flush`
-    first to include them.
+    A running daemon is first asked to write what it holds and to store the spool, so
+    they are included; whatever could not be included is counted on stderr.
 
     \b
     Example:
@@ -219,7 +248,8 @@ def export(output: str, fmt: str | None) -> None:
     """
     from rkd.cli.main import settings as load_settings
 
-    settings = load_settings()
+    settings = load_settings(lenient=True)
     fmt = fmt or guess_format(output)
+    pending = flush_first(settings)
     count, files = export_to(settings, output, fmt)
-    report(count, files, fmt, settings)
+    report(count, files, fmt, settings, pending)

@@ -8,7 +8,7 @@ import sys
 from typing import ClassVar
 
 import click
-from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.config import ConfigError, Settings, load_settings, load_settings_leniently
 from rkd.client.consent import ConsentError
 from rkd.client.control import DaemonNotResponding, DaemonUnavailable, request
 from rkd.client.wire import EffectiveSettings, FlushRequest, StatusRequest
@@ -22,12 +22,23 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def settings() -> Settings:
-    """The resolved settings, or one clear line naming the file/variable and key."""
-    try:
-        return load_settings()
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
+def settings(lenient: bool = False) -> Settings:
+    """The resolved settings, or one clear line naming the file/variable and key.
+
+    ``lenient``: for the commands that must work whatever the configuration says
+    (disable, delete, export, stop; audit and metrics, which only read). What cannot be
+    used takes its default, and each problem is one warning line on stderr naming the
+    file, the line and the key.
+    """
+    if not lenient:
+        try:
+            return load_settings()
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+    s, warnings = load_settings_leniently()
+    for w in warnings:
+        click.echo(f"Warning: {w}", err=True)
+    return s
 
 
 class LazyGroup(click.Group):
@@ -142,7 +153,7 @@ def audit(as_json: bool) -> None:
     from rkd.cli.audit import audit as run_audit
     from rkd.cli.audit import progress, render
 
-    s = settings()
+    s = settings(lenient=True)
     try:
         with progress(s.db_path) as tick:
             report = run_audit(s, tick)
@@ -198,7 +209,7 @@ def disable(ctx: click.Context, category: str | None) -> None:
     """
     from rkd.cli.consent import disable as do_disable
 
-    click.echo(do_disable(settings(), _prefix(ctx), category))
+    click.echo(do_disable(settings(lenient=True), _prefix(ctx), category))
 
 
 @cli.command()
@@ -265,7 +276,7 @@ def delete(ctx: click.Context, confirm: bool) -> None:
     from rkd.cli.delete import run_delete
 
     try:
-        run_delete(settings(), confirm, click.echo)
+        run_delete(settings(lenient=True), confirm, click.echo)
     except StorageError as e:
         raise click.ClickException(str(e)) from None
 

@@ -411,7 +411,7 @@ def metrics(days: int, as_json: bool) -> None:
     """
     from rkd.cli.main import settings  # here, not at import: main imports this module
 
-    s = settings()
+    s = settings(lenient=True)
     try:
         r = gather(s, days, price_table(s))
     except StorageError as e:

@@ -505,7 +505,7 @@ def stop() -> None:
     from rkd.cli.main import settings
     from rkd.client.control import daemon_pid, process_stopped
 
-    runtime = settings().runtime_dir
+    runtime = settings(lenient=True).runtime_dir
     pid = _verified_pid(runtime)
     if pid is None:
         click.echo("no rkd daemon is running")

@@ -12,13 +12,16 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from msgspec import Meta, Struct
 from rkd.client.switches import ConfigError, _env_enabled, kill_switch, parse_bool
 
-__all__ = ["ConfigError", "Settings", "kill_switch", "load_settings", "parse_bool"]
+__all__ = [
+    "ConfigError", "Settings", "kill_switch", "load_settings", "load_settings_leniently",
+    "parse_bool",
+]  # fmt: skip
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -193,10 +196,16 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
     Every problem is one ConfigError naming the file, a hostile file included (huge,
     not a regular file, not UTF-8, nested deeper than the parser can recurse).
     """
+    section, _ = _read_section(path)
+    return _convert(section, path)
+
+
+def _read_section(path: Path) -> tuple[dict[str, Any], str]:
+    """``[telemetry]`` of the file as parsed TOML, and the file's text ("" if missing)."""
     try:
         raw = read_small_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
-        return TelemetryConfigFile()
+        return {}, ""
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except ValueError as e:
@@ -204,7 +213,8 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
     import tomllib  # ~3 ms: only when there is a file to parse
 
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        doc = tomllib.loads(text)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
@@ -214,12 +224,112 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
     section = doc.get("telemetry", {})
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: telemetry: expected a table, got a value")
+    return section, text
+
+
+def _convert(section: dict[str, Any], path: Path) -> TelemetryConfigFile:
     try:
         return msgspec.convert(section, TelemetryConfigFile)
     except msgspec.ValidationError as e:
         raise _explain(e, path) from None
     except RecursionError:
         raise ConfigError(f"{path}: telemetry: nested too deeply") from None
+
+
+# -- a broken file must not block a right ----------------------------------------------
+
+
+MAX_IGNORED_KEYS: Final = 100  # keys left out of one file before giving up on all of it
+
+
+def read_config_leniently(path: Path) -> tuple[TelemetryConfigFile, list[str]]:
+    """Like :func:`read_config_file`, but what cannot be used is left out, not fatal.
+
+    For the commands that exercise the user's rights (disable, delete, export, stop)
+    and those that only read (audit, metrics): each key that cannot be used is dropped
+    and its default applies, every other key keeps its value (a custom ``db_path`` still
+    names the database to delete). Returns the settings and one warning per problem,
+    naming the file, the line (when it can be found) and the key, never the value. A
+    file that cannot be parsed at all gives the defaults and one warning.
+    """
+    try:
+        section, text = _read_section(path)
+    except ConfigError as e:
+        return TelemetryConfigFile(), [f"{e}; using the defaults"]
+    warnings: list[str] = []
+    error = "telemetry: nested too deeply"
+    for _ in range(MAX_IGNORED_KEYS):
+        try:
+            return msgspec.convert(section, TelemetryConfigFile), warnings
+        except msgspec.ValidationError as e:
+            keys = _bad_keys(e)
+            error = str(_explain(e, path)).removeprefix(f"{path}: ")
+            if not keys or not _drop(section, keys):
+                break
+            line = _line_of(text, keys)
+            where = f"{path}, line {line}" if line else str(path)
+            warnings.append(f"{where}: {error}; ignored, the default applies")
+        except RecursionError:
+            break
+    warnings.append(f"{path}: {error}; using the defaults for the whole file")
+    return TelemetryConfigFile(), warnings
+
+
+def _bad_keys(err: msgspec.ValidationError) -> list[str]:
+    """The key path (below ``telemetry``) msgspec's error points at, cut at the first
+    list index or dict key (``prices[...]`` drops the whole table)."""
+    text = str(err)
+    if " - at `key` in `$" in text:
+        path = text.rsplit("`$", 1)[1].rstrip("`")
+        name = None
+    else:
+        message, _, path = text.partition(" - at `$")
+        path = path.rstrip("`")
+        name = (
+            message.split("`")[1] if message.startswith("Object contains unknown field") else None
+        )
+    keys = [k for k in path.split("[", 1)[0].split(".") if k]
+    if name is not None and "[" not in path:
+        keys.append(name)
+    return keys
+
+
+def _drop(section: dict[str, Any], keys: list[str]) -> bool:
+    """Remove ``keys`` (a path) from ``section``; False when it is not there."""
+    table: Any = section
+    for k in keys[:-1]:
+        table = table.get(k) if isinstance(table, dict) else None
+    if not isinstance(table, dict) or keys[-1] not in table:
+        return False
+    del table[keys[-1]]
+    return True
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """The line (1-based) that sets ``telemetry.<keys>``: tomllib gives no line numbers
+    for a value it parsed, so the key is looked for, table by table. None if not found
+    (a key inside an inline table, say)."""
+    import re  # only to explain a mistake
+
+    table_re = re.compile(r"^\s*\[\s*([^\[\]#]+?)\s*\]")
+    key_re = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+    want = ".".join(["telemetry", *keys])
+
+    def norm(name: str) -> str:
+        return ".".join(p.strip().strip("\"'") for p in name.split("."))
+
+    table = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := table_re.match(line):
+            table = norm(m.group(1))
+            if table == want:
+                return n
+        elif m := key_re.match(line):
+            key = norm(m.group(1))
+            full = f"{table}.{key}" if table else key
+            if full == want or want.startswith(full + "."):
+                return n
+    return None
 
 
 def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:
@@ -236,23 +346,64 @@ def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Pa
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Resolve the settings from ``env`` (default ``os.environ``) and the config file."""
-    env = os.environ if env is None else env
+    return _load(os.environ if env is None else env, None)
+
+
+def load_settings_leniently(env: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """The settings whatever is wrong with the config file, the environment or the
+    consent record, and one warning per problem (see :func:`read_config_leniently`).
+
+    What cannot be used takes its default; a malformed switch or an unreadable consent
+    record turns telemetry off (when in doubt, collect nothing). Never raises
+    ConfigError. For the commands that must work whatever the configuration says.
+    """
+    warnings: list[str] = []
+    return _load(os.environ if env is None else env, warnings), warnings
+
+
+def _load(env: Mapping[str, str], warnings: list[str] | None) -> Settings:
+    """Strict (``warnings`` None: the first problem raises ConfigError) or lenient."""
+
+    def problem(e: ConfigError, fallback: Any, note: str) -> Any:
+        if warnings is None:
+            raise e
+        warnings.append(f"{e}; {note}")
+        return fallback
+
     cfg = config_path(env)
-    file = read_config_file(cfg)
+    if warnings is None:
+        file = read_config_file(cfg)
+    else:
+        file, found = read_config_leniently(cfg)
+        warnings += found
     for var in ("RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "DO_NOT_TRACK"):
         if env.get(var, "").strip():
-            parse_bool(env[var], var)  # a malformed switch is an error to report
+            try:
+                parse_bool(env[var], var)  # a malformed switch is an error to report
+            except ConfigError as e:
+                problem(e, None, "telemetry is off")  # kill_switch() reads it so
     dd = data_dir(env)
-    enabled, decided_by, categories = _decide(env, file, dd)
+    try:
+        enabled, decided_by, categories = _decide(env, file, dd)
+    except ConfigError as e:  # the consent record cannot be read
+        off = (False, "unreadable consent", frozenset[str]())
+        enabled, decided_by, categories = problem(e, off, "telemetry is off")
 
     def env_bool(var: str, default: bool) -> bool:
-        return parse_bool(env[var], var) if env.get(var, "").strip() else default
+        try:
+            return parse_bool(env[var], var) if env.get(var, "").strip() else default
+        except ConfigError as e:
+            return bool(problem(e, default, "using the default"))
 
+    try:
+        db_path = _db_path(env, file, cfg)
+    except ConfigError as e:
+        db_path = problem(e, data_dir(env) / DB_FILENAME, "using the default database")
     return Settings(
         enabled=enabled,
         decided_by=decided_by,
         config_path=cfg,
-        db_path=_db_path(env, file, cfg),
+        db_path=db_path,
         data_dir=dd,
         spool_dir=dd / "spool",
         runtime_dir=runtime_dir(env),

@@ -102,6 +102,41 @@ def record_decision(data_dir: Path, record: ConsentRecord) -> ConsentFile:
     return current
 
 
+def granted_since(record: ConsentFile) -> dict[str, dt.datetime]:
+    """When consent to each category now granted was given: category -> moment (UTC).
+
+    A category's moment is that of the oldest decision in the unbroken run of
+    decisions granting it that ends with the current one, so narrowing consent
+    (`rkd disable --category x`) does not move the moment of the categories that stay,
+    while a category withdrawn and granted again counts from the new grant.
+    """
+    since: dict[str, dt.datetime] = {}
+    current = record.current
+    if current is None or current.choice != "granted":
+        return since
+    running = set(current.categories)
+    for r in (current, *reversed(record.history)):
+        if r.choice != "granted":
+            break
+        running &= set(r.categories)
+        if not running:
+            break
+        at = parse_at(r.at)
+        for c in running:
+            since[c] = at
+    return since
+
+
+def parse_at(text: str) -> dt.datetime:
+    """A record's ``at`` (RFC 3339) as an aware UTC datetime; an unreadable one is the
+    distant future, so that nothing is taken as consented under it."""
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
 def consent_dict(data_dir: Path) -> dict[str, object] | None:
     """The consent file as plain data (for `rkd status` and exports), or None if never decided."""
     f = read_consent(data_dir)

@@ -35,6 +35,9 @@ _DAEMON_FIELDS: Final = {
     "strip_pii": (True, "telemetry.privacy.strip_pii"),
 }
 MANAGEMENT_TIMEOUT_SECS: Final = 300.0  # an export of a million events takes ~10 s
+# A delete vacuums the database (several seconds for ~140 MB on a slow disk); as
+# `rkd delete` waits. A shorter wait would give up while the daemon goes on deleting.
+DELETE_TIMEOUT_MS: Final = 120_000
 
 
 @dataclass
@@ -157,10 +160,11 @@ class TelemetryCollector:
                 settings = load_settings()
             except Exception:  # a ConfigError, or no home folder: telemetry stays off
                 settings = None
-        if settings is not None and self.config.enabled != settings.enabled:
-            settings = msgspec.structs.replace(
-                settings, enabled=self.config.enabled, decided_by="sdk"
-            )
+        # An application may only narrow the user's decision: enabled=False turns a
+        # consenting user's telemetry off here; enabled=True never turns on what the
+        # user (consent record, config file, kill switch) left off.
+        if settings is not None and settings.enabled and not self.config.enabled:
+            settings = msgspec.structs.replace(settings, enabled=False, decided_by="sdk")
         self._settings = settings
         self._tel = Telemetry(product, version, settings=settings) if settings else None
 
@@ -284,7 +288,9 @@ class TelemetryCollector:
         from rkd.client.wire import DeleteRequest
 
         try:
-            reply = request(self._settings.runtime_dir, DeleteRequest(), timeout_ms=10_000)
+            reply = request(
+                self._settings.runtime_dir, DeleteRequest(), timeout_ms=DELETE_TIMEOUT_MS
+            )
         except DaemonUnavailable:
             pass
         else:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import structlog
 from rkd.client.config import Settings
+from rkd.client.consent import ConsentError, granted_since, read_consent
 from rkd.client.schema import Envelope
 from rkd.client.wire import is_report
 from rkd.daemon.derived import SESSION_TYPES
@@ -34,12 +35,14 @@ RKD_PRODUCT: Final = "rkd"  # the daemon's own events; no application may send t
 class Item:
     """One frame on its way in: what the stages learnt about it so far."""
 
-    __slots__ = ("envelope", "frame", "key", "now", "origin", "ts_ms")
+    __slots__ = ("envelope", "frame", "key", "now", "origin", "ts_ms", "written")
 
-    def __init__(self, frame: bytes, origin: str, now: dt.datetime) -> None:
+    def __init__(self, frame: bytes, origin: str, now: dt.datetime,
+                 written: dt.datetime | None = None) -> None:  # fmt: skip
         self.frame = frame
         self.origin = origin  # "socket" or "spool": the counters say where duplicates came from
         self.now = now
+        self.written = written  # a spool file's modification time; None from the socket
         self.envelope: Any = None  # an Envelope once decoded
         self.ts_ms = 0
         self.key = 0
@@ -64,17 +67,64 @@ def decode_stage(item: Item) -> None:
 
 
 class ConsentGate:
-    """Only what the user consented to: telemetry on, and the event's category."""
+    """Only what the user consented to: telemetry on, the event's category, and only
+    what was recorded after the moment consent to that category was given.
 
-    def __init__(self, settings: Settings) -> None:
+    The moment (``since``, category -> UTC datetime; see :func:`consent_moments`) is
+    compared with the event's own timestamp and, for a spool file, with the file's
+    modification time (the kernel's clock, not the application's): an event recorded
+    while consent was absent is never stored, even once consent is given later, and an
+    application whose clock runs ahead cannot date such an event past the moment. There
+    is no tolerance for clocks running behind: an event dated before the moment is
+    refused (``rejected.before_consent``), as "nothing recorded before consent" says.
+    """
+
+    def __init__(self, settings: Settings, since: dict[str, dt.datetime] | None = None) -> None:
         self.enabled = settings.enabled
         self.categories = frozenset(settings.categories)
+        self.since = since or {}
 
     def __call__(self, item: Item) -> None:
         if not self.enabled:
             raise Rejected("disabled")
-        if item.envelope.payload.category not in self.categories:
+        category = item.envelope.payload.category
+        if category not in self.categories:
             raise Rejected("category_off")
+        since = self.since.get(category)
+        if since is not None and (
+            item.envelope.timestamp < since or (item.written is not None and item.written < since)
+        ):
+            raise Rejected("before_consent")
+
+
+def consent_moments(settings: Settings) -> dict[str, dt.datetime]:
+    """Category -> the moment from which its events may be stored (none: no limit).
+
+    - Consent given with `rkd enable` (the consent record's current decision grants it):
+      the moment of that consent, per category (:func:`granted_since`).
+    - Telemetry turned on by the config file alone (``enabled = true``, no consent
+      granted in the record): the file's last change, the latest moment the user could
+      have made that decision.
+    - Turned on by ``RK_TELEMETRY_ENABLED=true`` (or ``REASONKIT_TELEMETRY``) in the
+      daemon's environment: a standing decision of whoever set it (tests, CI, managed
+      installs), with no moment, so no limit in time.
+    An unreadable record leaves nothing consented: every category's moment is the end of
+    time.
+    """
+    if not settings.enabled or settings.decided_by.startswith("env:"):
+        return {}
+    try:
+        record = read_consent(settings.data_dir)
+    except ConsentError:
+        return dict.fromkeys(settings.categories, dt.datetime.max.replace(tzinfo=dt.UTC))
+    since = granted_since(record)
+    if since or settings.decided_by != "config":
+        return since
+    try:
+        mtime = settings.config_path.stat().st_mtime
+    except OSError:
+        return {}
+    return dict.fromkeys(settings.categories, dt.datetime.fromtimestamp(mtime, dt.UTC))
 
 
 def daemon_owned(item: Item) -> None:
@@ -136,7 +186,7 @@ def build_stages(
     return (
         Room(pending),
         decode_stage,
-        ConsentGate(settings),
+        ConsentGate(settings, consent_moments(settings)),
         daemon_owned,
         validate_stage,
         FirewallStage(firewall),
@@ -156,13 +206,14 @@ class Intake:
         self.dirty = False  # counters changed since the owner last wrote them
         self._logged: set[str] = set()
 
-    def __call__(self, frame: bytes, origin: str, now: dt.datetime) -> bool:
+    def __call__(self, frame: bytes, origin: str, now: dt.datetime,
+                 written: dt.datetime | None = None) -> bool:  # fmt: skip
         """True when the frame's event joined the pending buffer."""
         try:
             if is_report(frame):
                 self.on_report(*decode_report(frame))
                 return False
-            item = Item(frame, origin, now)
+            item = Item(frame, origin, now, written)
             for stage in self.stages:
                 stage(item)
         except Rejected as r:

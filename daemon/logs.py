@@ -9,6 +9,22 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
+
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+def _without_exception_values(
+    logger: object, name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Keep an exception's type and frames, not its message: a message may quote a value
+    (``KeyError('...')``), and a value may be a payload."""
+    for stack in event.get("exception") or ():
+        if isinstance(stack, dict) and "exc_value" in stack:
+            stack["exc_value"] = ""
+    return event
 
 
 def configure(level: str = "info", json: bool | None = None) -> None:
@@ -16,12 +32,15 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
     # Tracebacks (the guard's internal errors) as structured data in JSON; the console
-    # renderer formats them itself.
+    # renderer formats them itself. Never with the frames' local variables (structlog
+    # shows them by default): they hold frames, spool file contents and payloads, and a
+    # log outlives `rkd delete`.
     tail: list[structlog.typing.Processor] = (
-        [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        [_DICT_TRACEBACKS, _without_exception_values, structlog.processors.JSONRenderer()]
         if json
-        else [structlog.dev.ConsoleRenderer(colors=False)]
-    )
+        else [structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)]
+    )  # fmt: skip
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

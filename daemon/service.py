@@ -29,7 +29,7 @@ import msgspec
 import structlog
 import zmq
 from rkd.client.clock import DAY_MS, iso_ms, now_ms, utc_now
-from rkd.client.config import ConfigError, Settings, load_settings
+from rkd.client.config import ConfigError, Settings, load_settings, load_settings_leniently
 from rkd.client.wire import DaemonStatus, EffectiveSettings
 from rkd.daemon.accept import Intake, build_stages
 from rkd.daemon.control import Control, ControlError
@@ -39,7 +39,7 @@ from rkd.daemon.notify import sd_notify
 from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.seen import SeenIds, key_of
-from rkd.daemon.spooling import SpoolIngest
+from rkd.daemon.spooling import SpoolIngest, spooled_event_ids
 from rkd.daemon.storage import Storage, remove_corrupt_copies
 from rkd.daemon.synthesis import Synthesis
 from rkd.daemon.windows import BoundedSet
@@ -420,9 +420,12 @@ class Daemon:
         return removed
 
     def delete_all(self) -> int:
-        """Erase everything: events held and stored, the spool, counters; a new salt."""
+        """Erase everything: events held and stored, the spool, counters; a new salt.
+        Returns how many events went: stored, pending, and spooled ones not also held."""
         self.drain(flush=False)
         held = len(self.writer.pending)
+        spooled = spooled_event_ids(self.settings.spool_dir)
+        held += sum(1 for i in spooled if key_of(i) not in self.seen)
         try:
             n = self.storage.delete_all() + held
         except apsw.Error as e:
@@ -440,15 +443,19 @@ class Daemon:
     def reload(self) -> str | None:
         """SIGHUP or `rkd enable/disable`: re-read config and consent; None or the error.
 
-        A bad new configuration keeps the old one. When telemetry was turned off, what
-        is already held is written first (existing data is retained), and nothing new
-        is accepted after that.
+        A bad new configuration keeps the old one, except that a withdrawal of consent
+        (`rkd disable` works whatever the file says) is applied all the same: it can
+        only narrow what is collected. When telemetry was turned off, what is already
+        held is written first (existing data is retained), and nothing new is accepted
+        after that.
         """
+        error = None
         try:
             new = load_settings()
         except ConfigError as e:
             log.error("reload_failed", error=str(e))
-            return str(e)
+            error = f"{e} (a withdrawal of consent was applied; other settings kept)"
+            new = self._narrowed(load_settings_leniently()[0])
         if self.settings.enabled and not new.enabled:
             self.drain(flush=False)
             self.writer.flush(force=True)
@@ -466,7 +473,17 @@ class Daemon:
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         self.intake.stages = self._stages()
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
-        return None
+        return error
+
+    def _narrowed(self, read: Settings) -> Settings:
+        """The current settings, with what ``read`` turns off turned off too."""
+        s = self.settings
+        enabled = s.enabled and read.enabled
+        categories = s.categories & read.categories if enabled else s.categories
+        decided_by = s.decided_by if enabled else read.decided_by
+        return msgspec.structs.replace(
+            s, enabled=enabled, categories=categories, decided_by=decided_by
+        )
 
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """Pending events as the spec's envelopes, already filtered, oldest first."""

@@ -17,6 +17,7 @@ after :data:`QUARANTINE_DAYS`.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import stat
 import struct
@@ -26,10 +27,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+import apsw
 import structlog
 from rkd.client.clock import utc_now
-from rkd.client.spool import MAGIC, SpoolFileRefused, read_spool_file, spool_files
-from rkd.daemon.storage import Storage, erase_folder_files
+from rkd.client.spool import (
+    MAGIC,
+    SUFFIX,
+    SpoolFileRefused,
+    read_spool,
+    read_spool_file,
+    spool_files,
+)
+from rkd.daemon.pipeline import Rejected, decode
+from rkd.daemon.storage import Storage, StorageError, erase_folder_files, read_only_event_ids
 from rkd.daemon.writer import Writer
 
 log = structlog.get_logger("rkd.daemon")
@@ -46,8 +56,9 @@ Intake = Callable[..., bool]
 class _File:
     """A spool file being ingested: where the next frame starts."""
 
-    def __init__(self, path: Path, data: bytes) -> None:
+    def __init__(self, path: Path, data: bytes, written: dt.datetime | None = None) -> None:
         self.path, self.data = path, data
+        self.written = written  # when it was written, by the kernel's clock (the consent gate)
         self.pos = len(MAGIC)
         self.accepted = 0
         self.damaged = not data.startswith(MAGIC)
@@ -99,7 +110,9 @@ class SpoolIngest:
             path.unlink(missing_ok=True)  # stored before a crash; only the unlink was lost
             return None
         try:
-            return _File(path, read_spool_file(path))
+            data = read_spool_file(path)
+            mtime = os.stat(path, follow_symlinks=False).st_mtime
+            return _File(path, data, dt.datetime.fromtimestamp(mtime, dt.UTC))
         except FileNotFoundError:
             return None  # gone meanwhile (`rkd delete`)
         except SpoolFileRefused as e:
@@ -110,7 +123,7 @@ class SpoolIngest:
 
     def _feed(self, f: _File, deadline: float) -> bool:
         """Frames through the intake until the file ends (True) or the deadline passes."""
-        data, end, intake = f.data, len(f.data), self.intake
+        data, end, intake, written = f.data, len(f.data), self.intake, f.written
         now = utc_now()
         n = 0
         while not f.damaged and f.pos < end:
@@ -123,7 +136,7 @@ class SpoolIngest:
                 f.damaged = True
                 break
             f.pos = start + size
-            if intake(data[start : f.pos], "spool", now):
+            if intake(data[start : f.pos], "spool", now, written):
                 f.accepted += 1
             n += 1
             if n % CHECK_EVERY == 0:
@@ -197,3 +210,36 @@ class SpoolIngest:
         self._file = None
         self._queue.clear()
         self._inflight.clear()
+
+
+def spooled_event_ids(spool_dir: Path) -> set[bytes]:
+    """The ids (16 bytes) of the events in the spool folder: in complete spool files and
+    in quarantined ones that can still be read (a file that is not a regular file of
+    ours is never read). For `rkd delete`, which counts what it erases: frames that do
+    not decode are not events, and an event spooled twice is one event."""
+    ids: set[bytes] = set()
+    try:
+        names = os.listdir(spool_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return ids
+    for name in names:
+        if not name.endswith((SUFFIX, SUFFIX + QUARANTINE_SUFFIX)):
+            continue
+        try:
+            frames, _ = read_spool(read_spool_file(spool_dir / name))
+        except (OSError, SpoolFileRefused):
+            continue
+        for frame in frames:
+            with contextlib.suppress(Rejected):
+                ids.add(decode(frame).event_id.bytes)
+    return ids
+
+
+def spooled_not_stored(spool_dir: Path, db_path: Path) -> int:
+    """How many events wait in spool files that are not (yet) in the database (read
+    read-only): what an export cannot include, what a delete will erase besides."""
+    spooled = spooled_event_ids(spool_dir)
+    if spooled:
+        with contextlib.suppress(StorageError, apsw.Error):
+            spooled.difference_update(read_only_event_ids(db_path))
+    return len(spooled)

@@ -528,6 +528,20 @@ def read_only_count(path: Path) -> int:
         db.close()
 
 
+def read_only_event_ids(path: Path) -> Iterator[bytes]:
+    """Every stored event's id (16 bytes), read-only and streaming; none without a database."""
+    db = open_read_only(path)
+    if db is None:
+        return
+    try:
+        for (b,) in db.execute("SELECT event_id FROM events"):
+            yield b
+    except apsw.SQLError:
+        return  # a database the daemon has not initialised yet
+    finally:
+        db.close()
+
+
 EXPORT_SQL: Final = """
     SELECT e.event_id, e.event_type, e.schema_version, e.ts_ms,
            s.product, s.version, s.tier, s.os, s.arch, s.python_version,
@@ -574,22 +588,27 @@ def iter_envelopes(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def delete_offline(settings: Any) -> int:
-    """Erase everything while no daemon runs, holding the daemon's lock meanwhile."""
+    """Erase everything while no daemon runs, holding the daemon's lock meanwhile; return
+    how many events went: those stored, and those in spool files not also stored."""
     from rkd.daemon.firewall import SALT_FILE
     from rkd.daemon.runtime import DaemonLock
+    from rkd.daemon.spooling import spooled_event_ids
 
     with DaemonLock(settings.runtime_dir):
+        spooled = spooled_event_ids(settings.spool_dir)
         n = 0
         if settings.db_path.exists():
             storage = Storage(settings.db_path)
             try:
+                if spooled:
+                    spooled.difference_update(storage.event_ids())
                 n = storage.delete_all()
             finally:
                 storage.close()
         erase_folder_files(settings.spool_dir)  # complete, temporary and quarantined files
         remove_corrupt_copies(settings.db_path)
         (settings.data_dir / SALT_FILE).unlink(missing_ok=True)  # the next daemon makes a new one
-        return n
+        return n + len(spooled)
 
 
 def erase_folder_files(folder: Path) -> int:

@@ -347,7 +347,8 @@ def test_an_unexpected_error_in_a_handler_is_counted_and_the_loop_goes_on(
     wait_for(lambda: d.flush() >= 0 and sandbox.count() == 1, what="stored after the fault")
     _, log = d.stop()
     lines = [msgspec.json.decode(line) for line in log.splitlines() if '"internal_error"' in line]
-    assert [("control", "RuntimeError", "injected")] == [
+    # The exception's message is left out (it might quote a payload), its type is not.
+    assert [("control", "RuntimeError", "")] == [
         (e["where"], e["exception"][0]["exc_type"], e["exception"][0]["exc_value"]) for e in lines
     ]
 
