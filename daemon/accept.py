@@ -1,8 +1,8 @@
 """The one path every event takes, from the socket or from a spool file.
 
 room -> decode -> consent gate -> daemon-owned gate -> validate -> firewall -> dedup
--> stamp into the pending buffer. The stages are a tuple of small callables run by
-:class:`Intake`'s short loop (structlog's processor chain is the model); each takes the
+-> stamp into the pending buffer -> remember the id. The stages are a tuple of small
+callables run by :class:`Intake`'s short loop (structlog's processor chain is the model); each takes the
 :class:`Item` in flight and fills it in, or rejects it by raising
 :class:`~rkd.daemon.pipeline.Rejected`, which is caught and counted in exactly one
 place (:meth:`Intake.__call__`). The daemon builds the tuple (:func:`build_stages`) and
@@ -24,7 +24,7 @@ from rkd.client.wire import is_report
 from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.firewall import Firewall
 from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
-from rkd.daemon.seen import LOW64, SeenIds
+from rkd.daemon.seen import SeenIds, key_of_int
 
 log = structlog.get_logger("rkd.daemon")
 
@@ -150,15 +150,27 @@ class FirewallStage:
 
 
 class Dedup:
-    """Drop an event whose id the daemon holds already (stored or pending)."""
+    """Drop an event whose id the daemon holds already (stored or pending). The id is
+    remembered by :class:`Remember`, once the event really is pending."""
 
     def __init__(self, seen: SeenIds) -> None:
         self.seen = seen
 
     def __call__(self, item: Item) -> None:
-        item.key = item.envelope.event_id.int & LOW64
-        if not self.seen.add(item.key):
+        item.key = key_of_int(item.envelope.event_id.int)
+        if item.key in self.seen:
             raise Rejected("duplicate", counter=f"{item.origin}.duplicates")
+
+
+class Remember:
+    """The last stage: the event is pending, so its id is held (a stage that failed
+    before this one leaves no id behind to drop a later, real copy)."""
+
+    def __init__(self, seen: SeenIds) -> None:
+        self.seen = seen
+
+    def __call__(self, item: Item) -> None:
+        self.seen.add(item.key)
 
 
 class Stamp:
@@ -192,6 +204,7 @@ def build_stages(
         FirewallStage(firewall),
         Dedup(seen),
         Stamp(stamp, pending, on_error),
+        Remember(seen),
     )
 
 

@@ -72,7 +72,12 @@ class Control:
                 # The daemon's guard logs and counts it; the client still gets an answer.
                 rep.send(msgspec.msgpack.encode(Reply(ok=False, error="internal error")))
                 raise
-        rep.send(msgspec.msgpack.encode(reply))
+        try:
+            answer = msgspec.msgpack.encode(reply)
+        except Exception:  # a REP socket that does not answer refuses every later request
+            rep.send(msgspec.msgpack.encode(Reply(ok=False, error="internal error")))
+            raise
+        rep.send(answer)
 
     def handle(self, req: ControlRequest) -> Reply:
         ops = self.ops

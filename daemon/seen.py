@@ -18,6 +18,7 @@ pauses the loop for long: the old table is asked until the new one is complete.
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections.abc import Iterable
 from typing import Final
@@ -29,23 +30,38 @@ MIN_BITS: Final = 16  # 65,536 slots (512 KiB) at least
 
 
 def key_of(event_id_bytes: bytes) -> int:
-    """The table key of a 16-byte event id (the low 64 bits, as ``uuid.int & LOW64``)."""
-    return int.from_bytes(event_id_bytes[8:16], "big")
+    """The table key of a 16-byte event id: its two halves xor-ed (:func:`key_of_int`)."""
+    return int.from_bytes(event_id_bytes[:8], "big") ^ int.from_bytes(event_id_bytes[8:16], "big")
+
+
+def key_of_int(event_id: int) -> int:
+    """The table key of an event id as ``uuid.int``: both halves folded into 64 bits, so
+    ids that share a half (every uuid1 of one host shares its low 64 bits) differ."""
+    return (event_id ^ (event_id >> 64)) & LOW64
+
+
+_MIX: Final = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads any key set over the slots
 
 
 class _Table:
-    __slots__ = ("mask", "n", "slots")
+    """Linear probing from a slot chosen by a salted multiplicative hash of the key: an
+    application choosing its ids cannot pile them into one run (the salt is random per
+    daemon run), and ids that are not random still spread."""
 
-    def __init__(self, expected: int) -> None:
+    __slots__ = ("mask", "n", "salt", "shift", "slots")
+
+    def __init__(self, expected: int, salt: int | None = None) -> None:
         bits = max(MIN_BITS, (max(1, expected) * 4 - 1).bit_length())  # load <= 1/4 at start
         self.slots = array("Q", bytes(8 << bits))
         self.mask = (1 << bits) - 1
+        self.shift = 64 - bits
+        self.salt = int.from_bytes(os.urandom(8), "big") if salt is None else salt
         self.n = 0
 
     def add(self, key: int) -> bool:
         """Put ``key`` in; False when it was there already."""
         slots, mask = self.slots, self.mask
-        i = key & mask
+        i = (((key ^ self.salt) * _MIX) & LOW64) >> self.shift
         while True:
             v = slots[i]
             if v == key:
@@ -58,7 +74,7 @@ class _Table:
 
     def __contains__(self, key: int) -> bool:
         slots, mask = self.slots, self.mask
-        i = key & mask
+        i = (((key ^ self.salt) * _MIX) & LOW64) >> self.shift
         while True:
             v = slots[i]
             if v == key:
@@ -72,7 +88,7 @@ class _Table:
 
     def grown(self) -> _Table:
         """A table twice the size with the same keys (all at once: for rare cases only)."""
-        new = _Table(self.n * 2)
+        new = _Table(self.n * 2, self.salt)
         for v in self.slots:
             if v != _EMPTY:
                 new.add(v)

@@ -38,7 +38,7 @@ from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
 from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
-from rkd.daemon.seen import SeenIds, key_of
+from rkd.daemon.seen import SeenIds, key_of, key_of_int
 from rkd.daemon.spooling import SpoolIngest, spooled_event_ids
 from rkd.daemon.storage import Storage, remove_corrupt_copies
 from rkd.daemon.synthesis import Synthesis
@@ -312,7 +312,7 @@ class Daemon:
     def _report_crash(self, marker: str) -> None:
         own = self.synthesis.crash_report(marker, self.writer.last_flush_ms)
         if own is not None:
-            self.seen.add(own.event_id.int & ((1 << 64) - 1))
+            self.seen.add(key_of_int(own.event_id.int))
             self.synthesis.stamp(own, now_ms(), self.writer.pending)
             self.counters["accepted"] += 1
             self.writer.flush(force=True)
@@ -430,6 +430,11 @@ class Daemon:
             n = self.storage.delete_all() + held
         except apsw.Error as e:
             raise ControlError(f"delete failed: {str(e)[:200]}") from None
+        if not self.storage.erased_fully:
+            # Every row is gone; old pages stay in the file until the reader lets go (the
+            # next maintenance checkpoint copies over them).
+            log.warning("delete_checkpoint_blocked", note="a reader holds the database open")
+            self.timers["maintenance"].due = time.monotonic() + 10
         self.spool.erase()
         remove_corrupt_copies(self.storage.path)
         self.writer.forget()

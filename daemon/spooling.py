@@ -75,6 +75,7 @@ class SpoolIngest:
         self._file: _File | None = None
         self._queue: list[Path] = []
         self._inflight: set[str] = set()  # read whole, waiting for their write
+        self._logged: set[str] = set()
 
     @property
     def busy(self) -> bool:
@@ -136,8 +137,14 @@ class SpoolIngest:
                 f.damaged = True
                 break
             f.pos = start + size
-            if intake(data[start : f.pos], "spool", now, written):
-                f.accepted += 1
+            try:
+                if intake(data[start : f.pos], "spool", now, written):
+                    f.accepted += 1
+            except Exception:  # one bad frame costs itself, not the frames behind it
+                self.counters["internal_error.spool_frame"] += 1
+                if "spool_frame" not in self._logged:
+                    self._logged.add("spool_frame")
+                    log.exception("internal_error", where="spool_frame")
             n += 1
             if n % CHECK_EVERY == 0:
                 if len(self.writer.pending) >= self.batch_size and not self.writer.flush():

@@ -24,6 +24,7 @@ from rkd.client.config import DB_FILENAME
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
 from rkd.client.schema import Envelope, Source
 from rkd.daemon import aggregates, derived
+from rkd.daemon.seen import key_of
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
 # that has shipped: add one.
@@ -211,6 +212,7 @@ class Storage:
             raise StorageError(f"{path}: {e.strerror}") from None
         self._sources: dict[Source, int] = {}
         self._n_sources: int | None = None
+        self.erased_fully = True  # the last delete_all's final checkpoint completed
         self.capped_sources = 0  # new sources stored as version "other" (the cap was reached)
 
     def _migrate(self) -> None:
@@ -277,13 +279,22 @@ class Storage:
         rows: list[tuple[int, bytes]] = self.db.execute(  # type: ignore[assignment]
             "SELECT id, event_id FROM events WHERE id > ? ORDER BY id LIMIT ?", (rowid, limit)
         ).fetchall()
-        keys = [int.from_bytes(b[8:16], "big") for _, b in rows]
+        keys = [key_of(b) for _, b in rows]
         return (rows[-1][0] if len(rows) == limit else None), keys
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, wait_secs: float = 0.0) -> bool:
         """Copy the WAL into the database and truncate it: what was deleted is gone from
-        both files (with ``secure_delete`` the freed pages were overwritten)."""
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        both files (with ``secure_delete`` the freed pages were overwritten). A reader
+        holding an older snapshot blocks it; it is tried again for ``wait_secs``. False
+        when it could not complete (SQLite reports that, it does not raise)."""
+        deadline = time.monotonic() + wait_secs
+        while True:
+            row = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not row or not row[0]:  # (busy, wal pages, checkpointed pages)
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def disk_bytes(self) -> int:
         """Bytes the database takes on disk: the file and its WAL (what the cap bounds).
@@ -449,10 +460,16 @@ class Storage:
                 # dense enough to count rows without a COUNT(*) over millions), never the
                 # newest MIN_KEEP_EVENTS.
                 share = -(-(hi - lo + 1) * over // size)
+                # The newest MIN_KEEP_EVENTS rows, counted (ids have gaps where retention
+                # took late-stored old events).
+                floor = self.db.execute(
+                    "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    (MIN_KEEP_EVENTS - 1,),
+                ).get
                 self.db.execute(
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ?"
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ?"
                     " ORDER BY id LIMIT ?)",
-                    (hi - MIN_KEEP_EVENTS, max(1, min(limit - removed, share))),
+                    (floor if isinstance(floor, int) else lo, max(1, min(limit - removed, share))),
                 )
                 removed += self.db.changes()
             self.db.execute(
@@ -498,7 +515,9 @@ class Storage:
         self._n_sources = None
         self.checkpoint()
         self.db.execute("VACUUM")
-        self.checkpoint()  # VACUUM wrote the new file through the WAL
+        # VACUUM wrote the new file through the WAL; a reader (an export, rkd metrics) can
+        # hold the old pages in place for a while: wait for it, and say when it did not end.
+        self.erased_fully = self.checkpoint(wait_secs=5.0)
         return n
 
 

@@ -91,8 +91,12 @@ class Writer:
         self._written = dict(self.counters)
         self.events_stored += n
         self.last_flush_ms = t
-        for _, _, callback in done:
-            callback()
+        for name, _, callback in done:
+            try:
+                callback()  # remove (or quarantine) the spool file just stored
+            except OSError as e:  # stored all the same; the ledger drops it on the next scan
+                self.counters["spool.remove_errors"] += 1
+                log.warning("spool_file_not_removed", file=name, error=e.strerror)
         return True
 
     def pruned(self, removed: int) -> None:
