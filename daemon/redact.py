@@ -160,13 +160,24 @@ class _Run:
         later, so "x:2001:db8::1" still finds the address after a failed ":2001...".
         Patterns are bounded, so the retries stay linear.
         """
+        return self._each(pattern, t, lambda m: (
+            (self._hit(category, m.group(0)), m.end()) if ok(m.group(0)) else None
+        ))  # fmt: skip
+
+    @staticmethod
+    def _each(
+        pattern: re.Pattern[str], t: str, replace: Callable[[re.Match[str]], tuple[str, int] | None]
+    ) -> str:
+        """``pattern.sub`` where ``replace(m)`` gives the text for ``t[m.start():end]`` and
+        that ``end``, or None to let the candidate go and search again one character on."""
         out, pos, i = [], 0, 0
         while (m := pattern.search(t, i)) is not None:
-            if ok(m.group(0)):
-                out += [t[pos : m.start()], self._hit(category, m.group(0))]
-                pos = i = m.end()
-            else:
+            r = replace(m)
+            if r is None:
                 i = m.start() + 1
+                continue
+            out += [t[pos : m.start()], r[0]]
+            pos = i = r[1]
         if pos == 0:
             return t
         out.append(t[pos:])
@@ -175,39 +186,31 @@ class _Run:
     def _token(self, t: str) -> str:
         """High-entropy tokens; plain lower-case words joined to one by a separator
         (``task+<token>+retry``) are kept around it."""
-        out, pos, i = [], 0, 0
-        while (m := d.TOKEN.search(t, i)) is not None:
+
+        def replace(m: re.Match[str]) -> tuple[str, int] | None:
             if not d.looks_random(m.group(0)):
-                i = m.start() + 1
-                continue
+                return None
             core = _WORDS_AROUND.fullmatch(m.group(0))
             head, tail = (core.group(1), core.group(3)) if core else ("", "")
-            out += [t[pos : m.start()], head, self._hit("high_entropy", ""), tail]
-            pos = i = m.end()
-        if pos == 0:
-            return t
-        out.append(t[pos:])
-        return "".join(out)
+            return head + self._hit("high_entropy", "") + tail, m.end()
+
+        return self._each(d.TOKEN, t, replace)
 
     def _iban(self, t: str) -> str:
         """IBANs; a candidate that ran on into a word after it (``..._2766-failed``) is
         cut back at each separator and group boundary until mod 97 says yes."""
-        out, pos, i = [], 0, 0
-        while (m := d.IBAN.search(t, i)) is not None:
+
+        def replace(m: re.Match[str]) -> tuple[str, int] | None:
             cand = m.group(0)
             ends = [len(cand)] + [k for k in range(len(cand) - 1, 14, -1)
                                   if cand[k] in " _.:+-" or not cand[k].isdigit()]  # fmt: skip
             end = next((e for e in ends if d.iban_ok(cand[:e].rstrip(" _.:+-"))), 0)
-            if end:
-                kept = cand[:end].rstrip(" _.:+-")
-                out += [t[pos : m.start()], self._hit("iban", kept)]
-                pos = i = m.start() + len(kept)
-            else:
-                i = m.start() + 1
-        if pos == 0:
-            return t
-        out.append(t[pos:])
-        return "".join(out)
+            if not end:
+                return None
+            kept = cand[:end].rstrip(" _.:+-")
+            return self._hit("iban", kept), m.start() + len(kept)
+
+        return self._each(d.IBAN, t, replace)
 
     def _seal(self, kept: str) -> str:
         self.sealed.append(kept)
