@@ -177,7 +177,7 @@ class _Run:
                 i = m.start() + 1
                 continue
             out += [t[pos : m.start()], r[0]]
-            pos = i = r[1]
+            pos = i = max(r[1], m.start() + 1)  # always forward: an empty match cannot spin
         if pos == 0:
             return t
         out.append(t[pos:])
