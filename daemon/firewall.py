@@ -20,11 +20,11 @@ import secrets
 from collections import Counter
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
-import msgspec.inspect as mi
 from rkd.client.config import PrivacyConfig
+from rkd.client.fields import StringField, set_at, string_fields
 from rkd.client.files import ensure_private_dir, open_private_file, write_atomic
 from rkd.client.schema import Envelope, Payload, Source
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
@@ -33,55 +33,6 @@ from rkd.daemon.redact import Scanner
 
 SALT_FILE: Final = ".rk_salt"
 CLEAN_CACHE_MAX: Final = 50_000  # strings known to hold nothing private; cleared when full
-
-
-class StringField(NamedTuple):
-    """Where a scannable string lives in a Struct, and its rules."""
-
-    path: tuple[str, ...]
-    many: bool  # a tuple of strings
-    max_len: int
-    salted: bool
-
-    def get(self, obj: Any) -> Any:
-        """The value at ``path``, or None where an optional Struct on the way is None."""
-        for name in self.path:
-            if obj is None:
-                return None
-            obj = getattr(obj, name)
-        return obj
-
-
-def _fields_of(t: mi.Type, path: tuple[str, ...], many: bool = False) -> list[StringField]:
-    match t:
-        case mi.Metadata(type=mi.StrType(), extra=extra):
-            extra = extra or {}
-            return [
-                StringField(path, many, extra.get("max_length", 4096), bool(extra.get("salted")))
-            ]
-        case mi.StrType():
-            return [StringField(path, many, 4096, False)]
-        case mi.Metadata(type=inner):
-            return _fields_of(inner, path, many)
-        case mi.UnionType(types=types):
-            return [f for x in types for f in _fields_of(x, path, many)]
-        case mi.VarTupleType(item_type=item) | mi.ListType(item_type=item):
-            return _fields_of(item, path, True)
-        case mi.StructType(fields=fields):
-            return [f for x in fields for f in _fields_of(x.type, (*path, x.name))]
-    return []  # literals, numbers, booleans, None: nothing private fits in them
-
-
-def string_fields(cls: type[msgspec.Struct]) -> tuple[StringField, ...]:
-    """Every scannable string of ``cls``, nested Structs and tuples included."""
-    return tuple(_fields_of(mi.type_info(cls), ()))
-
-
-def _set(obj: Any, path: tuple[str, ...], value: Any) -> Any:
-    """A copy of ``obj`` with ``path`` set (Structs are frozen; nothing is re-validated)."""
-    head, *rest = path
-    inner = _set(getattr(obj, head), tuple(rest), value) if rest else value
-    return msgspec.structs.replace(obj, **{head: inner})
 
 
 def load_salt(data_dir: Path, rotate: bool = False) -> bytes:
@@ -177,7 +128,7 @@ class Firewall:
             else:
                 new = self._string(value, f.max_len)
             if new is not value:
-                obj = _set(obj, f.path, new)
+                obj = set_at(obj, f.path, new)
         return obj
 
     def _string(self, value: str, max_len: int) -> str:

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from rkd.client import schema as s
 from rkd.client.clock import now_ms
 from rkd.client.config import PrivacyConfig
-from rkd.daemon.firewall import Firewall, string_fields
+from rkd.client.fields import string_fields
+from rkd.daemon.firewall import Firewall
 from rkd.daemon.pipeline import Rejected
 from rkd.daemon.redact import Scanner
 from rkd.daemon.storage import Record, SessionRow, Storage

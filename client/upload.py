@@ -1,0 +1,60 @@
+"""The upload filter: the one function that makes what may leave the machine.
+
+Whatever rkd uploads (Pro sync batches, community reports) is built from the output of
+:func:`upload_filter` and nothing else. Every string the schema holds is kept only if
+the product declared it for that field; any other value becomes ``__other__``.
+Numbers, booleans and the schema's closed enumerations stay as they are (they cannot
+carry anything else); free text does not exist in the schema. An event from a product
+other than the vocabulary's is not uploadable at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from rkd.client.fields import StringField, set_at, string_fields
+from rkd.client.schema import Envelope, Source
+from rkd.client.vocabulary import Vocabulary
+
+OTHER: Final = "__other__"
+
+
+class NotUploadable(ValueError):
+    """An event the vocabulary does not cover (another product's)."""
+
+
+def upload_filter(envelope: Envelope, vocabulary: Vocabulary) -> dict[str, Any]:
+    """The envelope as builtins, ready to encode, with every undeclared string replaced
+    by ``__other__`` (the local copy is not changed)."""
+    source: Source = envelope.source
+    if source.product != vocabulary.product:
+        raise NotUploadable(f"events of {source.product!r} are not in this vocabulary")
+    payload = _declared_only(envelope.payload, vocabulary, "")  # type: ignore[attr-defined]
+    source = _declared_only(source, vocabulary, "source.")
+    return msgspec.to_builtins(  # type: ignore[no-any-return]
+        msgspec.structs.replace(envelope, payload=payload, source=source)
+    )
+
+
+_PLANS: dict[type, tuple[StringField, ...]] = {}  # per Struct type: a fixed set
+
+
+def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
+    plan = _PLANS.get(type(obj))
+    if plan is None:
+        plan = _PLANS[type(obj)] = string_fields(type(obj))
+    for f in plan:
+        if prefix and f.path == ("product",):
+            continue  # checked whole above
+        value = f.get(obj)
+        if value is None:
+            continue
+        field = prefix + ".".join(f.path)
+        if f.many:
+            new: Any = tuple(v if vocabulary.declared(field, v) else OTHER for v in value)
+        else:
+            new = value if vocabulary.declared(field, value) else OTHER
+        if new != value:
+            obj = set_at(obj, f.path, new)
+    return obj
