@@ -17,7 +17,10 @@ from typing import Any, Final
 import apsw
 import msgspec
 from rkd.client.config import Settings
+from rkd.client.fields import string_fields
+from rkd.client.schema import PAYLOAD_TYPES
 from rkd.client.spool import MAX_SPOOL_BYTES, SUFFIX, read_spool
+from rkd.client.vocabulary import Vocabulary, reasonkit_vocabulary
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.redact import Scanner
 from rkd.daemon.storage import StorageError, open_read_only, read_only_count
@@ -68,6 +71,7 @@ def audit(settings: Settings, tick: Callable[[int], object] = lambda n: None) ->
         return report
     found: Counter[str] = Counter()
     seen: dict[str, Counter[str]] = {}  # identical strings are scanned once
+    undeclared = Undeclared(reasonkit_vocabulary())
     try:
         for payload, *source in db.execute(
             "SELECT e.payload, s.product, s.version, s.tier, s.os, s.arch, s.python_version"
@@ -87,6 +91,7 @@ def audit(settings: Settings, tick: Callable[[int], object] = lambda n: None) ->
             if hits:
                 report["events_flagged"] += 1
                 found.update(hits)
+            undeclared.add(payload, source)
         tick(report["events_scanned"] % TICK_EVERY)
     except apsw.SQLError:
         pass  # a database the daemon has not initialised yet
@@ -99,7 +104,48 @@ def audit(settings: Settings, tick: Callable[[int], object] = lambda n: None) ->
     finally:
         db.close()
     report["findings"] = dict(sorted(found.items()))
+    report["undeclared"] = undeclared.report()
     return report
+
+
+class Undeclared:
+    """Per field, how many stored events hold a value the vocabulary does not declare:
+    what the upload filter would send as ``__other__`` (counts, never values)."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocab = vocabulary
+        self.fields = {".".join(f.path) for t in PAYLOAD_TYPES for f in string_fields(t)}
+        self.counts: Counter[str] = Counter()
+        self.other_products = 0
+
+    def add(self, payload: str, source: list[Any]) -> None:
+        if source[0] != self.vocab.product:
+            self.other_products += 1
+            return
+        bad = {f for f, v in _fields(msgspec.json.decode(payload), "") if f in self.fields
+               and not self.vocab.declared(f, v)}  # fmt: skip
+        names = ("version", "os", "arch", "python_version")
+        for name, value in zip(names, (source[1], *source[3:]), strict=True):
+            if not self.vocab.declared(f"source.{name}", value):
+                bad.add(f"source.{name}")
+        self.counts.update(bad)
+
+    def report(self) -> dict[str, Any]:
+        return {"product": self.vocab.product, "vocabulary_version": self.vocab.version,
+                "events_by_field": dict(sorted(self.counts.items())),
+                "other_products": self.other_products}  # fmt: skip
+
+
+def _fields(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(dotted field, string) for every string in a stored payload."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _fields(v, f"{path}.{k}" if path else k)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _fields(v, path)
 
 
 def audit_spool(settings: Settings, scanner: Scanner) -> dict[str, Any]:
@@ -146,6 +192,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append("Result:          FOUND possible private data")
     else:
         lines.append("Result:          clean")
+    und = report.get("undeclared")
+    if und and (und["events_by_field"] or und["other_products"]):
+        lines.append(
+            f"Undeclared:      events whose values {und['product']}'s vocabulary (v"
+            f"{und['vocabulary_version']}) does not declare; uploads would send __other__:"
+        )
+        lines += [f"  {k:<18} {v:,}" for k, v in und["events_by_field"].items()]
+        if und["other_products"]:
+            lines.append(f"  {'other products':<18} {und['other_products']:,} (never uploaded)")
     sp = report.get("spool")
     if sp and (sp["files"] or sp["quarantined"] or sp["temporary"]):
         from rkd.cli.main import plural

@@ -114,3 +114,34 @@ def test_a_huge_vocabulary_is_refused() -> None:
     many = ", ".join(f'"v{i}"' for i in range(2001))
     with pytest.raises(VocabularyError, match="more than 2000 entries"):
         parse_vocabulary(f'product = "p"\nversion = 1\n[values]\nx = [{many}]'.encode())
+
+
+def test_audit_counts_undeclared_values_by_field_never_values(tmp_path: object) -> None:
+    """`rkd audit --json` says, per field, how many stored events hold a value the
+    vocabulary does not declare (what an upload would send as __other__), and how many
+    events are another product's; the values themselves are never printed."""
+    import json
+
+    from rkd.daemon.storage import Record, SessionRow, Storage
+
+    from tests.conftest import Sandbox
+
+    assert isinstance(tmp_path, __import__("pathlib").Path)
+    sb = Sandbox(tmp_path, tmp_path / "run")
+    st = Storage(sb.settings.db_path)
+    sess = SessionRow(rowid=None, uuid="s", started_ms=0, last_ms=0, events=0)
+    events = [
+        envelope(s.CommandExecuted(command="think", subcommand="zzprivatefolder")),
+        envelope(s.CommandExecuted(command="zzmytypo", tokens=s.Tokens(model="gpt-4o-2024-08-06"))),
+        envelope(
+            s.HelpViewed(topic="think"), source=msgspec.structs.replace(SOURCE, product="other")
+        ),
+    ]
+    st.write([Record(e, sess, i, 1_700_000_000_000) for i, e in enumerate(events)], {}, 0)
+    st.close()
+    proc = sb.rkd("audit", "--json")
+    report = json.loads(proc.stdout)["undeclared"]
+    assert {"product": "reasonkit-core", "vocabulary_version": 1,
+            "events_by_field": {"command": 1, "subcommand": 1}, "other_products": 1} == report  # fmt: skip
+    text = sb.rkd("audit").stdout
+    assert "zzprivatefolder" not in text and "zzmytypo" not in text and "  subcommand" in text
