@@ -129,7 +129,25 @@ def explain() -> dict[str, Any]:
             if not f["name"].startswith("payload.")
         ],
         "events": [event(cls) for cls in PAYLOAD_TYPES],
+        "vocabulary": vocabulary(),
     }
+
+
+def vocabulary() -> dict[str, Any]:
+    """ReasonKit's declared vocabulary: per field, what may ever be uploaded (anything
+    else goes as ``__other__``)."""
+    from rkd.client.vocabulary import reasonkit_vocabulary
+
+    v = reasonkit_vocabulary()
+    return {
+        "product": v.product,
+        "version": v.version,
+        "fields": {
+            f: {"values": sorted(v.values.get(f, ())),
+                "patterns": [p.pattern for p in v.patterns.get(f, ())]}
+            for f in v.fields()
+        },
+    }  # fmt: skip
 
 
 def _envelope_type() -> type:
@@ -155,4 +173,10 @@ def render(doc: dict[str, Any]) -> str:
         lines += [
             f"  {f['name']:<28} {f['type']:<22} {f['description']}".rstrip() for f in e["fields"]
         ]
+    voc = doc["vocabulary"]
+    lines += ["", f"What may leave this machine (none does yet): {voc['product']}'s declared"
+              f" vocabulary, version {voc['version']}. Any other value is sent as __other__."]  # fmt: skip
+    for name, f in voc["fields"].items():
+        declared = [*f["values"], *(f"/{p}/" for p in f["patterns"])]
+        lines.append(f"  {name:<28} {', '.join(declared)}")
     return "\n".join(lines)

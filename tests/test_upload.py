@@ -145,3 +145,20 @@ def test_audit_counts_undeclared_values_by_field_never_values(tmp_path: object) 
             "events_by_field": {"command": 1, "subcommand": 1}, "other_products": 1} == report  # fmt: skip
     text = sb.rkd("audit").stdout
     assert "zzprivatefolder" not in text and "zzmytypo" not in text and "  subcommand" in text
+
+
+def test_explain_lists_the_vocabulary_per_field(tmp_path: object) -> None:
+    """`rkd explain` says, per field, which values may ever leave the machine."""
+    import json
+
+    from tests.conftest import Sandbox
+
+    assert isinstance(tmp_path, __import__("pathlib").Path)
+    sb = Sandbox(tmp_path, tmp_path / "run")
+    doc = json.loads(sb.rkd("explain", "--json").stdout)["vocabulary"]
+    assert ("reasonkit-core", 1) == (doc["product"], doc["version"])
+    assert "gigathink" in doc["fields"]["tool_name"]["values"]
+    assert "claude-[0-9a-z.-]{1,48}" in doc["fields"]["tokens.model"]["patterns"]
+    text = sb.rkd("explain").stdout
+    assert "declared vocabulary, version 1. Any other value is sent as __other__." in text
+    assert "  tool_name                    bedrock, brutalhonesty, gigathink" in text
