@@ -19,7 +19,7 @@ import msgspec
 from rkd.client.config import Settings
 from rkd.client.fields import string_fields
 from rkd.client.schema import PAYLOAD_TYPES
-from rkd.client.spool import MAX_SPOOL_BYTES, SUFFIX, read_spool
+from rkd.client.spool import SUFFIX, SpoolFileRefused, read_spool, read_spool_file
 from rkd.client.vocabulary import Vocabulary, reasonkit_vocabulary
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.redact import Scanner
@@ -162,13 +162,13 @@ def audit_spool(settings: Settings, scanner: Scanner) -> dict[str, Any]:
         name = path.name
         kind = ("quarantined" if name.endswith(".quarantined") else "temporary"
                 if name.endswith(".tmp") else "files" if name.endswith(SUFFIX) else None)  # fmt: skip
-        if kind is None or path.is_symlink() or not path.is_file():
+        if kind is None:
+            continue
+        try:  # never through a link, never another user's file, never past the cap
+            frames, _ = read_spool(read_spool_file(path))
+        except (OSError, SpoolFileRefused):
             continue
         out[kind] += 1
-        try:
-            frames, _ = read_spool(path.read_bytes()[:MAX_SPOOL_BYTES])
-        except OSError:
-            continue
         for frame in frames:
             out["frames"] += 1
             try:

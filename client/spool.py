@@ -17,8 +17,18 @@ from typing import Final
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_all
 
 __all__ = [  # ensure_private_dir lives in rkd.client.files; importable from here too
-    "MAGIC", "MAX_SPOOL_BYTES", "SUFFIX", "SpoolFileRefused", "ensure_private_dir",
-    "read_spool", "read_spool_file", "spool_files", "spool_size", "write_spool",
+    "MAGIC",
+    "MAX_SPOOL_BYTES",
+    "SUFFIX",
+    "SpoolDamaged",
+    "SpoolFileRefused",
+    "ensure_private_dir",
+    "frame_at",
+    "read_spool",
+    "read_spool_file",
+    "spool_files",
+    "spool_size",
+    "write_spool",
 ]  # fmt: skip
 
 MAGIC: Final = b"RKS1"
@@ -107,17 +117,35 @@ def spool_files(spool_dir: Path) -> list[Path]:
     return [spool_dir / n for n in names]
 
 
+class SpoolDamaged(ValueError):
+    """A spool file that ends inside a record (a write cut short)."""
+
+
+def frame_at(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the frame of the record at ``pos`` lies in ``data``: (start, end); None when
+    ``pos`` is the end of the data; SpoolDamaged when the data ends inside the record.
+    The one parser of the record format, for whole files and for reading in slices."""
+    if pos == len(data):
+        return None
+    start = pos + _LEN.size
+    if start > len(data):
+        raise SpoolDamaged("a length cut short")
+    (n,) = _LEN.unpack_from(data, pos)
+    if start + n > len(data):
+        raise SpoolDamaged("a frame cut short")
+    return start, start + n
+
+
 def read_spool(data: bytes) -> tuple[list[bytes], bool]:
     """Split a spool file into frames; the flag says whether it was damaged."""
     if not data.startswith(MAGIC):
         return [], True
     frames: list[bytes] = []
-    pos, end = len(MAGIC), len(data)
-    while pos + _LEN.size <= end:
-        (n,) = _LEN.unpack_from(data, pos)
-        pos += _LEN.size
-        if pos + n > end:
-            return frames, True
-        frames.append(data[pos : pos + n])
-        pos += n
-    return frames, pos != end
+    pos = len(MAGIC)
+    try:
+        while (at := frame_at(data, pos)) is not None:
+            frames.append(data[at[0] : at[1]])
+            pos = at[1]
+    except SpoolDamaged:
+        return frames, True
+    return frames, False

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import os
 import stat
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,7 +32,9 @@ from rkd.client.clock import utc_now
 from rkd.client.spool import (
     MAGIC,
     SUFFIX,
+    SpoolDamaged,
     SpoolFileRefused,
+    frame_at,
     read_spool,
     read_spool_file,
     spool_files,
@@ -48,7 +49,6 @@ STALE_TMP_SECS: Final = 3600.0
 QUARANTINE_SUFFIX: Final = ".quarantined"
 QUARANTINE_DAYS: Final = 7
 CHECK_EVERY: Final = 64  # frames between looks at the clock
-_LEN: Final = struct.Struct("<I")
 
 Intake = Callable[..., bool]
 
@@ -124,19 +124,18 @@ class SpoolIngest:
 
     def _feed(self, f: _File, deadline: float) -> bool:
         """Frames through the intake until the file ends (True) or the deadline passes."""
-        data, end, intake, written = f.data, len(f.data), self.intake, f.written
+        data, intake, written = f.data, self.intake, f.written
         now = utc_now()
         n = 0
-        while not f.damaged and f.pos < end:
-            if f.pos + _LEN.size > end:
+        while not f.damaged:
+            try:
+                at = frame_at(data, f.pos)
+            except SpoolDamaged:
                 f.damaged = True
                 break
-            (size,) = _LEN.unpack_from(data, f.pos)
-            start = f.pos + _LEN.size
-            if start + size > end:
-                f.damaged = True
+            if at is None:
                 break
-            f.pos = start + size
+            start, f.pos = at
             try:
                 if intake(data[start : f.pos], "spool", now, written):
                     f.accepted += 1
