@@ -33,3 +33,21 @@ def test_audit_reports_what_waits_in_the_spool(sandbox: Sandbox) -> None:
     assert {"email": 1} == report["findings"]
     text = sandbox.rkd("audit").stdout
     assert "Spool:           2 raw frames waiting in 1 file (1 quarantined, 0 temporary)" in text
+
+
+def test_audit_never_reads_another_users_spool_file(sandbox: Sandbox) -> None:
+    """A spool file owned by another user in the spool folder: audit does not read it
+    (nor count it); it used to scan whatever was there."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown a file to another user")
+    data = msgspec.msgpack.decode(frame(s.HelpViewed(topic="think")))
+    data["payload"]["topic"] = "a.b@c.de"
+    assert 1 == write_spool(sandbox.settings.spool_dir, [msgspec.msgpack.encode(data)])
+    (planted,) = list(sandbox.settings.spool_dir.glob("*.spool"))
+    os.chown(planted, 65534, 65534)
+    report = json.loads(sandbox.rkd("audit", "--json").stdout)["spool"]
+    assert (0, 0, {}) == (report["files"], report["frames"], report["findings"])
