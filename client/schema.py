@@ -37,12 +37,14 @@ SCHEMA_VERSION: Final = "1.0.0"
 
 # Patterns end in \Z, never $: msgspec matches with re.search, where $ also matches just
 # before a final newline, so "think\n" would pass for an identifier.
+# Every string type also admits "__other__", what the upload filter (client/upload.py)
+# puts in place of an undeclared value, so the server decodes uploads with this schema.
 
 Ident = Annotated[
     str,
     Meta(
         min_length=1,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]*\Z",
+        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.:+\-]*|__other__)\Z",
         extra={"max_length": 64},  # longer values are cut (and counted) by the firewall
         extra_json_schema={"maxLength": 64},
         description="An identifier: letters, digits and _ . : + - (no spaces, no slashes).",
@@ -54,7 +56,7 @@ Version = Annotated[
         min_length=1,
         extra={"max_length": 48},
         extra_json_schema={"maxLength": 48},
-        pattern=r"^v?[0-9]+(\.[0-9]+){0,3}([-+][A-Za-z0-9.\-+]*)?\Z",
+        pattern=r"^(?:v?[0-9]+(\.[0-9]+){0,3}([-+][A-Za-z0-9.\-+]*)?|__other__)\Z",
         description="A version number such as 1.0.0 or 0.12.3-beta.1.",
     ),
 ]
@@ -64,7 +66,11 @@ SchemaVersion = Annotated[
 ]
 Sha256Hex = Annotated[
     str,
-    Meta(pattern=r"^[0-9a-f]{64}\Z", extra={"salted": True}, description="A SHA-256, hex."),
+    Meta(
+        pattern=r"^(?:[0-9a-f]{64}|__other__)\Z",
+        extra={"salted": True},
+        description="A SHA-256, hex.",
+    ),
 ]
 Millis = Annotated[int, Meta(ge=0, le=2**53, description="A duration in milliseconds.")]
 Count = Annotated[int, Meta(ge=0, le=2**32 - 1)]
