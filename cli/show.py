@@ -30,7 +30,17 @@ def render(events: list[dict[str, Any]], pending: int) -> str:
     ]
     for i, e in enumerate(events, 1):
         lines += ["", f"Event {i}: {e['event_type']}"]
-        lines += [f"  {k}: {_text(v)}" for k, v in leaves(e["payload"])]
+        undeclared = set(e.get("undeclared", ()))
+        if "*" in undeclared:
+            lines.append(f"  ({e['source']['product']} declared no vocabulary:"
+                         " none of this event can be uploaded)")  # fmt: skip
+        for k, v in leaves(e["payload"]):
+            mark = "   <- undeclared: uploaded as __other__" if k in undeclared else ""
+            lines.append(f"  {k}: {_text(v)}{mark}")
+        for k in sorted(u for u in undeclared if u.startswith("source.")):
+            lines.append(
+                f"  {k}: {_text(e['source'][k[7:]])}   <- undeclared: uploaded as __other__"
+            )
     shown = "" if len(events) == pending else f" ({len(events):,} shown)"
     lines += ["", f"Total: {pending:,} event{'s' if pending != 1 else ''} pending{shown}"]
     return "\n".join(lines)

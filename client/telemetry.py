@@ -46,6 +46,7 @@ from rkd.client.switches import _TRUE, ConfigError, kill_switch
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; checkers read it too
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from importlib.resources.abc import Traversable
     from typing import Any, Final, Literal
 
     from rkd.client.command import CommandRecorder
@@ -154,6 +155,7 @@ class Telemetry:
         settings: Settings | None = None,
         env: Mapping[str, str] | None = None,
         debug: bool = False,
+        vocabulary: bytes | os.PathLike[str] | Traversable | None = None,
     ) -> None:
         check_constants(product, version, tier)  # programmer errors raise, everywhere
         self._enabled = False
@@ -183,12 +185,13 @@ class Telemetry:
             self.disabled_reason = f"disabled ({settings.decided_by})"
             return
         try:
-            self._start(product, version, tier, settings)
+            self._start(product, version, tier, settings, vocabulary)
         except Exception as e:  # a bug here must not reach the application
             self._transport = None
             self.disabled_reason = f"cannot start: {type(e).__name__}"
 
-    def _start(self, product: str, version: str, tier: str, settings: Settings) -> None:
+    def _start(self, product: str, version: str, tier: str, settings: Settings,
+               vocabulary: bytes | os.PathLike[str] | Traversable | None) -> None:  # fmt: skip
         import datetime as dt
         import functools
 
@@ -210,7 +213,16 @@ class Telemetry:
         self._now = functools.partial(dt.datetime.now, dt.UTC)
         self._max = MAX_FRAME_BYTES
         self._next_id = IdPool().next
-        self._transport = Transport(settings.runtime_dir, settings.spool_dir)
+        hello = None
+        if vocabulary is not None:
+            from rkd.client.vocabulary import VocabularyError, vocabulary_frame
+
+            try:
+                hello = vocabulary_frame(vocabulary, product)
+            except VocabularyError as e:
+                self.disabled_reason = f"invalid vocabulary: {e}"
+                return
+        self._transport = Transport(settings.runtime_dir, settings.spool_dir, hello)
         self._settings = settings
         self._categories = settings.categories
         self._watched = _watched_files(settings)

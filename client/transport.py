@@ -56,8 +56,12 @@ _NOBLOCK: Final = 1  # zmq.NOBLOCK (ZMQ_DONTWAIT), a plain int: zmq is not impor
 class Transport:
     """Delivers encoded frames to the daemon; thread-safe, fork-aware, never raises."""
 
-    def __init__(self, runtime_dir: Path, spool_dir: Path) -> None:
+    def __init__(self, runtime_dir: Path, spool_dir: Path, hello: bytes | None = None) -> None:
         self._endpoint = runtime_dir / EVENTS_SOCKET
+        # Sent first on every connection (the product's vocabulary frame). Until it went,
+        # frames wait in the backlog, so ``send``'s fast path never has to check for it.
+        self._hello = hello
+        self._hello_due = False
         self._runtime_dir = runtime_dir
         self._spool_dir = spool_dir
         self._lock = _thread.allocate_lock()
@@ -193,6 +197,7 @@ class Transport:
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
         sock.connect(f"ipc://{self._endpoint}")
         self._zmq, self._ctx, self._sock, self._zmq_error = zmq, ctx, sock, zmq.ZMQError
+        self._hello_due = self._hello is not None
         # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around the
         # backend's send; calling the backend's directly saves ~0.5 µs a frame.
         base = zmq.backend.Socket
@@ -203,6 +208,9 @@ class Transport:
         if self._sock is None and not self._connect():
             return False
         try:
+            if self._hello_due:
+                self._raw_send(self._sock, self._hello, _NOBLOCK, True)
+                self._hello_due = False
             self._raw_send(self._sock, frame, _NOBLOCK, True)
         except self._zmq_error:  # zmq.Again included: the daemon is not taking frames now
             return False

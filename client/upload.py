@@ -37,20 +37,27 @@ def upload_filter(envelope: Envelope, vocabulary: Vocabulary) -> dict[str, Any]:
     )
 
 
-_PLANS: dict[type, tuple[StringField, ...]] = {}  # per Struct type: a fixed set
+_PLANS: dict[tuple[type, str], tuple[tuple[StringField, str], ...]] = {}
+
+
+def _plan(cls: type, prefix: str) -> tuple[tuple[StringField, str], ...]:
+    """The string fields of a Struct type, each with its vocabulary name (a fixed set
+    per type, built once). The source's product is checked whole, not by value."""
+    plan = _PLANS.get((cls, prefix))
+    if plan is None:
+        plan = _PLANS[(cls, prefix)] = tuple(
+            (f, prefix + ".".join(f.path))
+            for f in string_fields(cls)
+            if not (prefix and f.path == ("product",))
+        )
+    return plan
 
 
 def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
-    plan = _PLANS.get(type(obj))
-    if plan is None:
-        plan = _PLANS[type(obj)] = string_fields(type(obj))
-    for f in plan:
-        if prefix and f.path == ("product",):
-            continue  # checked whole above
+    for f, field in _plan(type(obj), prefix):
         value = f.get(obj)
         if value is None:
             continue
-        field = prefix + ".".join(f.path)
         if f.many:
             new: Any = tuple(v if vocabulary.declared(field, v) else OTHER for v in value)
         else:
@@ -58,3 +65,20 @@ def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
         if new != value:
             obj = set_at(obj, f.path, new)
     return obj
+
+
+def undeclared_fields(envelope: Envelope, vocabulary: Vocabulary) -> list[str]:
+    """The fields of ``envelope`` holding a value ``vocabulary`` does not declare (what
+    :func:`upload_filter` would send as ``__other__``), in schema order."""
+    out = []
+    for obj, prefix in ((envelope.payload, ""), (envelope.source, "source.")):  # type: ignore[attr-defined]
+        for f, field in _plan(type(obj), prefix):
+            value = f.get(obj)
+            if value is None:
+                continue
+            if f.many:
+                if not all(vocabulary.declared(field, v) for v in value):
+                    out.append(field)
+            elif not vocabulary.declared(field, value):
+                out.append(field)
+    return out

@@ -15,10 +15,14 @@ single character or class; no ``*``, ``+``, counted groups or back-references.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 IDENT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
 MAX_BYTES: Final = 64 * 1024
@@ -31,6 +35,17 @@ _FIELD: Final = re.compile(r"[a-z][a-z0-9_]{0,40}(?:\.[a-z][a-z0-9_]{0,40}){0,3}
 
 class VocabularyError(ValueError):
     """A vocabulary that cannot be used. The message is one line."""
+
+
+# Values no product has reason to declare by pattern: a pattern matching any of them
+# would let names, secrets or addresses through under its field (a catch-all such as
+# "[a-z0-9.-]{1,64}" declares everything). Exact values are not probed: declaring
+# "home" as a command is a choice, declaring every word is not.
+CATCH_ALL_PROBES: Final = (
+    "alice", "Bob", "x", "a1", "john.smith", "jdoe42", "S3cr3tPassw0rd", "hunter2",
+    "deadbeefdeadbeefdeadbeefdeadbeef", "my-private-project", "10.0.0.1", "192.168.1.20",
+    "4011-4923-9875-7086", "db.internal", "runner-x8f2k3-project-1234-concurrent-0",
+)  # fmt: skip
 
 
 def check_pattern(pattern: str) -> None:
@@ -124,6 +139,9 @@ def parse_vocabulary(data: bytes) -> Vocabulary:
             except VocabularyError as e:
                 raise VocabularyError(f"patterns.{field}: {e}") from None
         patterns[field] = tuple(re.compile(p) for p in strings)
+        broad = next((p for p in patterns[field] for x in CATCH_ALL_PROBES if p.fullmatch(x)), None)
+        if broad is not None:
+            raise VocabularyError(f"patterns.{field}: a pattern matches names and secrets alike")
     if len({*values, *patterns}) > MAX_FIELDS:
         raise VocabularyError(f"vocabulary declares more than {MAX_FIELDS} fields")
     return Vocabulary(product, version, values, patterns)
@@ -147,8 +165,53 @@ def _strings(field: str, value: Any, limit: int) -> list[str]:
     return value
 
 
+def read_vocabulary_bytes(source: bytes | os.PathLike[str] | Traversable) -> bytes:
+    """The bytes of a vocabulary given as bytes, a file path or a package resource
+    (``importlib.resources.files(pkg) / "telemetry.toml"``); at most MAX_BYTES read."""
+    if isinstance(source, bytes):
+        return source
+    try:
+        if isinstance(source, os.PathLike):
+            with open(source, "rb") as f:
+                data = f.read(MAX_BYTES + 1)
+        else:
+            data = source.read_bytes()
+    except OSError as e:
+        raise VocabularyError(
+            f"cannot read the vocabulary: {e.strerror or type(e).__name__}"
+        ) from None
+    if len(data) > MAX_BYTES:
+        raise VocabularyError(f"vocabulary larger than {MAX_BYTES} bytes")
+    return data
+
+
+def vocabulary_frame(source: bytes | os.PathLike[str] | Traversable, product: str) -> bytes:
+    """The frame a client sends first on each connection: its vocabulary, checked here
+    (parsed, and declaring ``product``) so a mistake shows in the application's tests."""
+    import msgspec
+    from rkd.client.wire import MAX_FRAME_BYTES, VocabularyFrame
+
+    data = read_vocabulary_bytes(source)
+    vocabulary = parse_vocabulary(data)
+    if vocabulary.product != product:
+        raise VocabularyError(f"the vocabulary is {vocabulary.product!r}'s, not {product!r}'s")
+    frame = msgspec.msgpack.encode(VocabularyFrame(data))
+    if len(frame) > MAX_FRAME_BYTES:
+        raise VocabularyError(f"vocabulary larger than a frame ({MAX_FRAME_BYTES} bytes)")
+    return frame
+
+
 def reasonkit_vocabulary() -> Vocabulary:
     """ReasonKit's own vocabulary, shipped with rkd (what `rkd demo` sends)."""
+    return _shipped("reasonkit.toml")
+
+
+def rkd_vocabulary() -> Vocabulary:
+    """The vocabulary of the daemon's own events (product ``rkd``: sessions, crashes)."""
+    return _shipped("rkd.toml")
+
+
+def _shipped(name: str) -> Vocabulary:
     from importlib.resources import files
 
-    return parse_vocabulary(files("rkd.client").joinpath("reasonkit.toml").read_bytes())
+    return parse_vocabulary(files("rkd.client").joinpath(name).read_bytes())

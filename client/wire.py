@@ -2,7 +2,8 @@
 
 Event frames are MessagePack maps (an envelope of :data:`rkd.client.schema.Event`).
 A client's drop report is a MessagePack *array* (``["client_report", {...}]``), so the
-daemon tells the two apart by the first byte without trying two decoders.
+daemon tells the two apart by the first byte without trying two decoders; so is its
+vocabulary (``["vocabulary", <toml bytes>]``), told apart by the tag that follows.
 Control requests and replies travel over a REQ/REP socket, tagged by ``op``.
 """
 
@@ -34,6 +35,21 @@ class ClientReport(Struct, frozen=True, array_like=True, tag="client_report"):
 
     drops: dict[str, int]
     sync: int = 0
+
+
+class VocabularyFrame(Struct, frozen=True, array_like=True, tag="vocabulary"):
+    """A client's declared vocabulary (its TOML file's bytes), sent once per connection
+    before its first event, so the daemon knows what the product may upload."""
+
+    toml: bytes
+
+
+VOCABULARY_TAG: Final = b"\x92\xaavocabulary"  # a 2-array, then the tag (fixstr of 10)
+
+
+def is_vocabulary(frame: bytes) -> bool:
+    """True for a vocabulary frame (an array whose first item is the tag)."""
+    return frame[:12] == VOCABULARY_TAG
 
 
 def is_report(frame: bytes) -> bool:

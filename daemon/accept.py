@@ -20,10 +20,10 @@ import structlog
 from rkd.client.config import Settings
 from rkd.client.consent import ConsentError, granted_since, read_consent
 from rkd.client.schema import Envelope
-from rkd.client.wire import is_report
+from rkd.client.wire import is_report, is_vocabulary
 from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.firewall import Firewall
-from rkd.daemon.pipeline import Rejected, decode, decode_report, validate
+from rkd.daemon.pipeline import Rejected, decode, decode_report, decode_vocabulary, validate
 from rkd.daemon.seen import SeenIds, key_of_int
 
 log = structlog.get_logger("rkd.daemon")
@@ -212,10 +212,12 @@ class Intake:
     """Runs each frame through the stages; counts every rejection, by reason, here."""
 
     def __init__(self, stages: Sequence[Stage], counters: Counter[str],
-                 on_report: Callable[[dict[str, int], int], None]) -> None:  # fmt: skip
+                 on_report: Callable[[dict[str, int], int], None],
+                 on_vocabulary: Callable[[bytes], None] = lambda data: None) -> None:  # fmt: skip
         self.stages = tuple(stages)
         self.counters = counters
         self.on_report = on_report
+        self.on_vocabulary = on_vocabulary  # raises Rejected when it refuses one
         self.dirty = False  # counters changed since the owner last wrote them
         self._logged: set[str] = set()
 
@@ -224,7 +226,10 @@ class Intake:
         """True when the frame's event joined the pending buffer."""
         try:
             if is_report(frame):
-                self.on_report(*decode_report(frame))
+                if is_vocabulary(frame):
+                    self.on_vocabulary(decode_vocabulary(frame))
+                else:
+                    self.on_report(*decode_report(frame))
                 return False
             item = Item(frame, origin, now, written)
             for stage in self.stages:

@@ -12,7 +12,13 @@ from typing import Any, Final, Union
 import msgspec
 import msgspec.structs
 from rkd.client.schema import ENVELOPES, Envelope, Event
-from rkd.client.wire import DROP_REASONS, MAX_FRAME_BYTES, MAX_REPORTED_DROPS, ClientReport
+from rkd.client.wire import (
+    DROP_REASONS,
+    MAX_FRAME_BYTES,
+    MAX_REPORTED_DROPS,
+    ClientReport,
+    VocabularyFrame,
+)
 
 EARLIEST: Final = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 MAX_FUTURE: Final = dt.timedelta(days=1)
@@ -30,6 +36,7 @@ class Rejected(Exception):
 
 _decoder: Final = msgspec.msgpack.Decoder(Event)
 _report_decoder: Final = msgspec.msgpack.Decoder(ClientReport)
+_vocabulary_decoder: Final = msgspec.msgpack.Decoder(VocabularyFrame)
 
 
 def reason_for(err: msgspec.ValidationError) -> str:
@@ -160,3 +167,13 @@ def validate(envelope: Envelope, now: dt.datetime) -> int:
     if ts < EARLIEST or ts > now + MAX_FUTURE:
         raise Rejected("bad_timestamp")
     return int(ts.timestamp() * 1000)
+
+
+def decode_vocabulary(frame: bytes) -> bytes:
+    """A client's vocabulary frame: the TOML bytes it carries (parsed by the caller)."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise Rejected("oversized", counter="vocabulary.refused.oversized")
+    try:
+        return _vocabulary_decoder.decode(frame).toml
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        raise Rejected("malformed_vocabulary", counter="vocabulary.refused.malformed") from None

@@ -42,6 +42,7 @@ from rkd.daemon.seen import SeenIds, key_of, key_of_int
 from rkd.daemon.spooling import SpoolIngest, spooled_event_ids
 from rkd.daemon.storage import Storage, remove_corrupt_copies
 from rkd.daemon.synthesis import Synthesis
+from rkd.daemon.vocabularies import Vocabularies, vocabulary_dir
 from rkd.daemon.windows import BoundedSet
 from rkd.daemon.writer import Writer
 
@@ -114,7 +115,11 @@ class Daemon:
         self.writer = Writer(storage, self.counters, self.synthesis)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
-        self.intake = Intake(self._stages(), self.counters, self._on_report)
+        self.vocabularies = Vocabularies(
+            vocabulary_dir(settings), self.counters, storage.learnt_vocabularies()
+        )
+        storage.tagger = self.vocabularies.undeclared
+        self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary)
         self.spool = SpoolIngest(settings.spool_dir, storage, self.writer, self.counters,
                                  self.intake)  # fmt: skip
         self.spool.batch_size = settings.batch_size
@@ -158,6 +163,14 @@ class Daemon:
             self.counters[f"client_drop.{reason}"] += n
         if token:
             self._synced.add(token)
+
+    def _on_vocabulary(self, data: bytes) -> None:
+        v = self.vocabularies.learn(data)
+        if v is not None:
+            try:
+                self.storage.save_vocabulary(v.product, v.version, data, now_ms())
+            except apsw.Error as e:  # known for this run; learnt again from the next client
+                log.warning("vocabulary_not_saved", product=v.product, error=str(e))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -476,6 +489,7 @@ class Daemon:
         self._stuck_bytes = 0  # a new cap is looked at afresh
         self.synthesis.configure(self.settings)
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
+        self.vocabularies.load_fixed()
         self.intake.stages = self._stages()
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
         return error
@@ -498,6 +512,8 @@ class Daemon:
             data["timestamp"] = iso_ms(r.ts_ms)  # what is stored: milliseconds, not micro
             data["session"] = {"id": r.session.uuid, "sequence": r.sequence,
                                "started_at": iso_ms(r.session.started_ms)}  # fmt: skip
+            tag = self.vocabularies.undeclared(r.envelope)
+            data["undeclared"] = tag.split(",") if tag else []
             out.append(data)
         return len(self.writer.pending), out
 

@@ -13,7 +13,7 @@ import glob
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,6 +60,15 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     aggregates.MIGRATION,  # daily aggregates, filled from the events already stored
     derived.MIGRATION,  # session ends and feature use counts
+    # Step 4: each event's undeclared fields (see daemon/vocabularies.py; NULL: all
+    # declared), and the vocabularies learnt from clients.
+    """
+    ALTER TABLE events ADD COLUMN undeclared TEXT;
+    CREATE TABLE vocabularies(
+        product TEXT PRIMARY KEY, version INTEGER NOT NULL, body BLOB NOT NULL,
+        learnt_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -214,6 +223,8 @@ class Storage:
         self._n_sources: int | None = None
         self.erased_fully = True  # the last delete_all's final checkpoint completed
         self.capped_sources = 0  # new sources stored as version "other" (the cap was reached)
+        # Envelope -> its undeclared fields (the events.undeclared tag); set by the daemon.
+        self.tagger: Callable[[Envelope], str | None] = lambda e: None
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").get
@@ -252,6 +263,17 @@ class Storage:
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)
                 )
+
+    def learnt_vocabularies(self) -> list[bytes]:
+        return [bytes(b) for (b,) in self.db.execute("SELECT body FROM vocabularies")]
+
+    def save_vocabulary(self, product: str, version: int, body: bytes, at_ms: int) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO vocabularies(product, version, body, learnt_ms)"
+                " VALUES (?, ?, ?, ?)",
+                (product, version, body, at_ms),
+            )
 
     def last_session(self) -> SessionRow | None:
         row = self.db.execute(
@@ -368,6 +390,7 @@ class Storage:
         spool files (name, events) whose events are stored with this batch.
         """
         encode = msgspec.json.encode
+        tag = self.tagger
         n = 0
         sessions: dict[int | None, SessionRow] = {}
         records = list(records)
@@ -389,13 +412,14 @@ class Storage:
                     rows.append((
                         e.event_id.bytes, e.payload.event_type, e.schema_version,  # type: ignore[attr-defined]
                         r.ts_ms, r.session.rowid, r.sequence, sid,
-                        encode(e.payload).decode(),  # type: ignore[attr-defined]
+                        encode(e.payload).decode(), tag(e),  # type: ignore[attr-defined]
                     ))  # fmt: skip
                     sessions[r.session.rowid] = r.session
                 n = len(rows)
                 self.db.executemany(
                     "INSERT INTO events(event_id, event_type, schema_version, ts_ms,"
-                    " session_id, sequence, source_id, payload) VALUES (?,?,?,?,?,?,?,?)",
+                    " session_id, sequence, source_id, payload, undeclared)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 aggregates.add_records(self.db, records)

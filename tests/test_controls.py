@@ -59,12 +59,16 @@ def test_show_lists_pending_events_after_the_firewall(
         in out
     )
     assert "Event 6: feature_first_use\n  feature_id: thinktool.gigathink\n" in out
-    assert "Event 7: help_viewed\n  topic: [API_KEY]\n" in out and "AKIA" not in out
+    # The firewall's placeholder is no declared topic: the developer sees it would be
+    # uploaded as __other__ (issue 11: "so a developer sees their typo in rkd show").
+    assert ("Event 7: help_viewed\n  topic: [API_KEY]   <- undeclared: uploaded as __other__\n"
+            in out and "AKIA" not in out)  # fmt: skip
     assert out.endswith("Total: 7 events pending\n")
     data = json.loads(sandbox.rkd("show", "--json").stdout)
     assert 7 == data["pending"]
     assert PENDING_TYPES == [e["event_type"] for e in data["events"]]
     assert [1, 2, 3, 4, 5, 6, 7] == [e["session"]["sequence"] for e in data["events"]]
+    assert [[], [], [], [], [], [], ["topic"]] == [e["undeclared"] for e in data["events"]]
 
 
 def test_show_needs_the_daemon(sandbox: Sandbox) -> None:
