@@ -182,8 +182,12 @@ def audit_spool(settings: Settings, scanner: Scanner) -> dict[str, Any]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["Privacy Audit", "=============",
-             f"Database:        {report['database']}",
+    lines = ["Privacy Audit", "============="]
+    if "fixed" in report:
+        f = report["fixed"]
+        lines.append(f"Fixed:           {f['scanned']:,} events re-filtered: {f['rewritten']:,}"
+                     f" rewritten, {f['retagged']:,} re-tagged, {f['removed']:,} removed")  # fmt: skip
+    lines += [f"Database:        {report['database']}",
              f"Events scanned:  {report['events_scanned']:,}",
              f"Events flagged:  {report['events_flagged']:,}"]  # fmt: skip
     if report["findings"]:

@@ -139,29 +139,58 @@ def status(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit(as_json: bool) -> None:
+@click.option(
+    "--fix", is_flag=True,
+    help="First run today's firewall and vocabularies over every stored event, rewriting"
+    " what they would now catch (after a settings or detector change).",
+)  # fmt: skip
+def audit(as_json: bool, fix: bool) -> None:
     """Scan everything stored for anything that looks private; exit 1 if found.
 
     Reports counts by category (email, ip, anthropic_key, path, ...), never the values.
     Run it after changing the privacy settings, or simply to check. Works with the
-    daemon down (reads the database read-only).
+    daemon down (reads the database read-only; --fix writes it, through the daemon when
+    one runs).
 
     \b
-    Example:
+    Examples:
       rkd audit --json
+      rkd audit --fix
     """
     from rkd.cli.audit import audit as run_audit
     from rkd.cli.audit import progress, render
 
     s = settings(lenient=True)
+    fixed = _refilter(s) if fix else None
     try:
         with progress(s.db_path) as tick:
             report = run_audit(s, tick)
     except StorageError as e:
         raise click.ClickException(str(e)) from None
+    if fixed is not None:
+        report["fixed"] = fixed
     click.echo(json.dumps(report, indent=2) if as_json else render(report))
     if report["findings"]:
         sys.exit(1)
+
+
+def _refilter(s: Settings) -> dict[str, int]:
+    """`rkd audit --fix`: through the daemon, or offline under its lock."""
+    import msgspec
+    from rkd.client.wire import RefilterRequest
+    from rkd.daemon.refilter import refilter_offline
+    from rkd.daemon.runtime import RuntimeDirError
+
+    try:
+        reply = request(s.runtime_dir, RefilterRequest(), timeout_ms=600_000)
+    except DaemonUnavailable:
+        try:
+            return msgspec.structs.asdict(refilter_offline(s))
+        except (RuntimeDirError, StorageError) as e:
+            raise click.ClickException(f"cannot fix now: {e}") from None
+    if not reply.ok:
+        raise click.ClickException(reply.error or "audit --fix failed")
+    return reply.refiltered
 
 
 def _prefix(ctx: click.Context) -> str:

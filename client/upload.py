@@ -73,12 +73,35 @@ def undeclared_fields(envelope: Envelope, vocabulary: Vocabulary) -> list[str]:
     out = []
     for obj, prefix in ((envelope.payload, ""), (envelope.source, "source.")):  # type: ignore[attr-defined]
         for f, field in _plan(type(obj), prefix):
-            value = f.get(obj)
-            if value is None:
-                continue
-            if f.many:
-                if not all(vocabulary.declared(field, v) for v in value):
-                    out.append(field)
-            elif not vocabulary.declared(field, value):
+            if _undeclared(field, f.many, f.get(obj), vocabulary):
                 out.append(field)
     return out
+
+
+def undeclared_in_builtins(payload_type: type, payload: dict[str, Any],
+                           source: dict[str, Any], vocabulary: Vocabulary) -> list[str]:  # fmt: skip
+    """:func:`undeclared_fields` for an event held as builtins (a stored row whose
+    strings may hold the firewall's placeholders, which do not decode as the schema)."""
+    out = []
+    for obj, cls, prefix in ((payload, payload_type, ""), (source, Source, "source.")):
+        for f, field in _plan(cls, prefix):
+            if _undeclared(field, f.many, get_in(obj, f.path), vocabulary):
+                out.append(field)
+    return out
+
+
+def get_in(obj: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in nested dicts, or None where a part is missing."""
+    for name in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(name)
+    return obj
+
+
+def _undeclared(field: str, many: bool, value: Any, vocabulary: Vocabulary) -> bool:
+    if value is None:
+        return False
+    if many:
+        return not all(vocabulary.declared(field, v) for v in value)
+    return not vocabulary.declared(field, value)

@@ -90,6 +90,10 @@ class ShowRequest(Request, frozen=True, tag="show"):
     limit: int = 1000
 
 
+class RefilterRequest(Request, frozen=True, tag="refilter"):
+    """`rkd audit --fix`: run today's firewall and vocabularies over what is stored."""
+
+
 class SyncRequest(Request, frozen=True, tag="sync"):
     """Has the daemon processed the client report carrying this token?"""
 
@@ -104,6 +108,7 @@ ControlRequest = (
     | ReloadRequest
     | ShowRequest
     | PruneRequest
+    | RefilterRequest
 )
 
 
@@ -152,3 +157,4 @@ class Reply(Struct, frozen=True, kw_only=True):
     synced: bool = False
     events: list[dict[str, Any]] = []
     pid: int = 0  # the answering daemon's pid (sync replies): a restart shows as a new pid
+    refiltered: dict[str, int] = {}  # `rkd audit --fix`: scanned, rewritten, retagged, removed

@@ -18,6 +18,7 @@ from rkd.client.wire import (
     DeleteRequest,
     FlushRequest,
     PruneRequest,
+    RefilterRequest,
     ReloadRequest,
     Reply,
     ShowRequest,
@@ -38,6 +39,7 @@ class Operations(Protocol):
     def prune_now(self) -> int | None: ...
     def reload(self) -> str | None: ...  # None, or the error
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]: ...  # (pending, events)
+    def refilter(self) -> dict[str, int]: ...  # raises ControlError
 
 
 class ControlError(Exception):
@@ -102,6 +104,8 @@ class Control:
             case ReloadRequest():
                 error = ops.reload()
                 return Reply(ok=error is None, error=error)
+            case RefilterRequest():
+                return Reply(ok=True, refiltered=ops.refilter())
             case ShowRequest(limit=limit):
                 pending, events = ops.show(max(0, min(limit, MAX_SHOW)))
                 return Reply(ok=True, pending=pending, events=events)

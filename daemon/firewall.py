@@ -81,6 +81,7 @@ class Firewall:
         )
         self.block = privacy.block_sensitive
         self.salt = salt
+        self.salt_hashes = True  # False: leave salted fields alone (`rkd audit --fix`)
         self._plans: dict[type, tuple[StringField, ...]] = {}
         self._clean: set[str] = set()
         self._clean_sources: set[Source] = set()
@@ -102,6 +103,18 @@ class Firewall:
             return env
         return msgspec.structs.replace(env, payload=payload, source=source)
 
+    def clean(self, value: str, max_len: int) -> str:
+        """One string through the scanner (for `rkd audit --fix`, which holds stored
+        rows as builtins); findings wait for :meth:`settle`."""
+        return self._string(value, max_len)
+
+    def settle(self) -> None:
+        """Count what :meth:`clean` found since the last call; Rejected under
+        block_sensitive if it found anything but a cut."""
+        found, self._found = self._found, None
+        if found is not None:
+            self._count(found)
+
     def _count(self, found: Counter[str]) -> None:
         for category, n in found.items():
             self.counters[f"firewall.{category}"] += n
@@ -121,6 +134,8 @@ class Firewall:
             if value is None or (value in clean and not f.salted):
                 continue
             if f.salted:
+                if not self.salt_hashes:
+                    continue
                 new: Any = self._salted(value)
             elif f.many:
                 new = tuple(self._string(v, f.max_len) for v in value)

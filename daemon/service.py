@@ -36,6 +36,7 @@ from rkd.daemon.control import Control, ControlError
 from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
 from rkd.daemon.notify import sd_notify
+from rkd.daemon.refilter import refilter
 from rkd.daemon.rollup import rollup_all, rollup_step
 from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.seen import SeenIds, key_of, key_of_int
@@ -503,6 +504,20 @@ class Daemon:
         return msgspec.structs.replace(
             s, enabled=enabled, categories=categories, decided_by=decided_by
         )
+
+    def refilter(self) -> dict[str, int]:
+        """`rkd audit --fix`: what is pending is written first, then every stored event
+        goes through today's firewall and vocabularies (see daemon/refilter.py)."""
+        self.drain(flush=False)
+        if not self.writer.flush(force=True):
+            raise ControlError("the database cannot be written now; nothing was changed")
+        try:
+            done = refilter(self.storage, self.firewall, self.vocabularies)
+        except apsw.Error as e:
+            raise ControlError(f"re-filtering failed: {str(e)[:200]}") from None
+        self.writer.events_stored -= done.removed
+        log.info("refiltered", **msgspec.structs.asdict(done))
+        return msgspec.structs.asdict(done)
 
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """Pending events as the spec's envelopes, already filtered, oldest first."""

@@ -27,11 +27,11 @@ import stat
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from rkd.client.config import Settings
-from rkd.client.upload import undeclared_fields
+from rkd.client.upload import undeclared_fields, undeclared_in_builtins
 from rkd.client.vocabulary import (
     MAX_BYTES,
     Vocabulary,
@@ -152,6 +152,15 @@ class Vocabularies:
         if v is None:
             return NO_VOCABULARY
         fields = undeclared_fields(envelope, v)  # type: ignore[arg-type]
+        return ",".join(fields) if fields else None
+
+    def undeclared_builtins(self, payload_type: type, payload: dict[str, Any],
+                            source: dict[str, Any]) -> str | None:  # fmt: skip
+        """:meth:`undeclared` for a stored row held as builtins."""
+        v = self.get(source["product"])
+        if v is None:
+            return NO_VOCABULARY
+        fields = undeclared_in_builtins(payload_type, payload, source, v)
         return ",".join(fields) if fields else None
 
     def _refuse(self, reason: str, detail: str) -> None:

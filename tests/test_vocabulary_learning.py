@@ -4,6 +4,7 @@ stored event with the fields its vocabulary does not declare."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -186,3 +187,53 @@ def test_under_a_kill_switch_the_vocabulary_file_is_not_opened(sandbox: Sandbox)
         DO_NOT_TRACK="1",
     ).stdout
     assert "False []\n" == out
+
+
+# -- rkd audit --fix ------------------------------------------------------------------------
+
+
+def _plant_raw(sandbox: Sandbox) -> None:
+    """Events written around the firewall (as an older rkd with weaker detectors would
+    have stored them), tagged as if all were declared."""
+    from tests.test_firewall import _plant
+
+    _plant(sandbox, [s.HelpViewed(topic="think"), s.HelpViewed(topic="my-typo-topic"),
+                     s.HelpViewed(topic="AKIAIOSFODNN7EXAMPLE"),
+                     s.CommandExecuted(command="think", subcommand="10.1.2.3",
+                                       query_hash="ab" * 32)])  # fmt: skip
+
+
+@pytest.mark.parametrize("with_daemon", [True, False], ids=["daemon", "offline"])
+def test_audit_fix_rewrites_what_todays_firewall_catches(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], with_daemon: bool
+) -> None:
+    """What an older firewall let through is rewritten in place, counted, and the audit
+    that follows is clean; a salted hash is not salted again; tags are recomputed."""
+    _plant_raw(sandbox)
+    assert 1 == sandbox.rkd("audit").returncode
+    if with_daemon:
+        start_daemon()
+    proc = sandbox.rkd("audit", "--fix", "--json")
+    assert 0 == proc.returncode, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"scanned": 4, "rewritten": 2, "retagged": 1, "removed": 0} == report["fixed"]
+    assert {} == report["findings"]
+    rows = sandbox.query("SELECT payload, undeclared FROM events ORDER BY id")
+    blob = "".join(p for p, _ in rows)
+    assert "AKIA" not in blob and "10.1.2.3" not in blob and "ab" * 32 in blob
+    assert [None, "topic", "topic", "subcommand,query_hash"] == [u for _, u in rows]
+    proc = sandbox.rkd("audit", "--fix", "--json")
+    assert 0 == proc.returncode, proc.stderr
+    again = json.loads(proc.stdout)["fixed"]
+    assert {"scanned": 4, "rewritten": 0, "retagged": 0, "removed": 0} == again
+
+
+def test_audit_fix_removes_what_block_sensitive_refuses(sandbox: Sandbox) -> None:
+    _plant_raw(sandbox)
+    sandbox.write_config("[telemetry.privacy]\nblock_sensitive = true\n")
+    proc = sandbox.rkd("audit", "--fix")
+    assert 0 == proc.returncode, proc.stdout + proc.stderr
+    assert (
+        "Fixed:           4 events re-filtered: 0 rewritten, 1 re-tagged, 2 removed" in proc.stdout
+    )
+    assert 2 == sandbox.count(derived=True)
