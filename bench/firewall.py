@@ -92,6 +92,56 @@ def bench_per_event(n: int) -> list[list[str]]:
     return rows
 
 
+def bench_vocabulary(n: int) -> list[list[str]]:
+    """Issue 11: the vocabulary lookup (declared or not) per string, the undeclared-field
+    tag per event (what the daemon stores with each event) and the upload filter per
+    event, against the firewall alone in the same run."""
+    from rkd.client.upload import undeclared_fields, upload_filter
+    from rkd.client.vocabulary import reasonkit_vocabulary
+
+    rng = random.Random(3)
+    vocab = reasonkit_vocabulary()
+    envs = [decode(frame(payload(rng))) for _ in range(n)]
+    fw = Firewall(PrivacyConfig(), b"s" * 32)
+    fw(envs[0])
+    base = per_event_us(envs, fw)
+    lookups = [("command", "think"), ("tokens.model", rng.choice(MODELS)),
+               ("command", "my-typo"), ("tool_name", "gigathink")] * (n // 4)  # fmt: skip
+    declared = vocab.declared
+    best = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for field, value in lookups:
+            declared(field, value)
+        best.append((time.perf_counter() - t) / len(lookups) * 1e6)
+    rows = [
+        [
+            "one lookup (set, or a pattern's cached match)",
+            f"{min(best):.3f}",
+            "1",
+            verdict(min(best), 1),
+        ]
+    ]
+    for name, fn in (("tag: undeclared fields of an event", undeclared_fields),
+                     ("upload filter of an event", upload_filter)):  # fmt: skip
+        means = []
+        for i in range(0, n - 1000 + 1, 1000):
+            t = time.perf_counter()
+            for e in envs[i : i + 1000]:
+                fn(e, vocab)
+            means.append((time.perf_counter() - t) / 1000 * 1e6)
+        us = median(means)
+        rows.append(
+            [
+                name,
+                f"{us:.2f}",
+                "10",
+                f"{verdict(us, 10)}; {us / base:.2f}x the firewall ({base:.2f})",
+            ]
+        )
+    return rows
+
+
 HOSTILE = ["a", "@", ".", "/", "1", "a@", "1.", "1-", ":", "eyJ", "\\", "~/", "sk-", "+1 ",
            "AKIA", "https://", "a=", "A1b", "C:\\", "Bearer "]  # fmt: skip
 
@@ -155,6 +205,8 @@ def main() -> None:
     print(f"rkd firewall benchmark — {machine()}")
     table("1. Firewall cost per event (median of 1,000-event batch means)",
           ["event mix", "µs/event", "target", "verdict"], bench_per_event(20_000))  # fmt: skip
+    table("1b. Declared vocabulary (median of 1,000-event batch means)",
+          ["operation", "µs", "target", "verdict"], bench_vocabulary(20_000))  # fmt: skip
     table("2. Hostile strings (worst of 20 hostile patterns, best of 3 runs)",
           ["input", "µs/string", "ns/char", "worst pattern"], bench_hostile())  # fmt: skip
     rng = random.Random(2)

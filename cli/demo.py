@@ -145,6 +145,8 @@ def summarise(db_path: Path) -> str:
         count(*) FROM events WHERE event_type LIKE 'command_%'""").fetchone()
     assert totals is not None
     tok_in, tok_out, hits, ok, n_cmd = totals
+    undeclared = q("""SELECT undeclared, count(*) FROM events WHERE undeclared IS NOT NULL
+                      GROUP BY 1 ORDER BY 2 DESC""").fetchall()
     db.close()
     assert isinstance(total, int) and isinstance(derived, int)
     lines = ["What was stored", "===============",
@@ -161,6 +163,13 @@ def summarise(db_path: Path) -> str:
             f"Cache hits:    {100 * hits / n_cmd:.1f}%",
             f"Tokens:        {tok_in:,} in / {tok_out:,} out",
         ]
+    n_und = sum(n for _, n in undeclared)
+    lines.append(
+        f"Upload check:  {total - n_und:,} of {total:,} events hold only values ReasonKit's"
+        " vocabulary declares"
+    )
+    lines += [f"  undeclared {fields:<13} {n:,} (would be uploaded as __other__)"
+              for fields, n in undeclared]  # fmt: skip
     sample = next(
         (e for e in iter_envelopes(db_path) if e["event_type"] not in DERIVED_TYPES), None
     )
@@ -187,7 +196,11 @@ def worker(seed: int, events: int) -> None:
     from rkd.client import schema as s
 
     rng = random.Random(seed)
-    tel = Telemetry(product="reasonkit-core", version="1.0.0")
+    from importlib.resources import files
+
+    # The demo declares ReasonKit's vocabulary as a product would (see the README).
+    tel = Telemetry(product="reasonkit-core", version="1.0.0",
+                    vocabulary=files("rkd.client") / "reasonkit.toml")  # fmt: skip
     if not tel.enabled:
         sys.exit(f"telemetry is not enabled in the sandbox: {tel.disabled_reason}")
     sent = 0

@@ -150,6 +150,24 @@ def vocabulary() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def vocabulary_markdown() -> str:
+    """The README's "What can leave your machine" table, made from the shipped
+    vocabulary files (a test keeps the README equal to it; scripts/readme_vocabulary
+    rewrites it)."""
+    from rkd.client.vocabulary import reasonkit_vocabulary, rkd_vocabulary
+
+    lines = []
+    for v in (reasonkit_vocabulary(), rkd_vocabulary()):
+        lines += [f"**{v.product}**, vocabulary version {v.version}:", "",
+                  "| field | declared values | declared patterns |", "|---|---|---|"]  # fmt: skip
+        for name in v.fields():
+            values = ", ".join(f"`{x}`" for x in sorted(v.values.get(name, ())))
+            patterns = ", ".join(f"`{p.pattern}`" for p in v.patterns.get(name, ()))
+            lines.append(f"| `{name}` | {values} | {patterns.replace('|', '&#124;')} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def _envelope_type() -> type:
     from rkd.client.schema import ENVELOPES
 

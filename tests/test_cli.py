@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import click
@@ -94,6 +95,11 @@ def test_demo_runs_end_to_end_and_cleans_up(sandbox: Sandbox) -> None:
     assert "daemon stopped gracefully" in out
     assert "privacy firewall: replaced aws_access_key 1 before anything was stored" in out
     assert "AKIAIOSFODNN7EXAMPLE" not in out
+    # Every value the demo sends is declared, but the key planted as an error code: the
+    # firewall's placeholder that replaced it is no declared error code.
+    total = int(re.search(r"Upload check:  ([0-9,]+) of ([0-9,]+) events", out)[2].replace(",", ""))  # type: ignore[index]
+    assert f"Upload check:  {total - 1:,} of {total:,} events hold only" in out
+    assert "  undeclared error_code    1 (would be uploaded as __other__)" in out
     assert not {
         n for n in set(__import__("os").listdir("/tmp")) - before if n.startswith("rkd-demo-")
     }
