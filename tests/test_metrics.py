@@ -253,6 +253,7 @@ def test_upgrade_from_schema_1_counts_existing_events(tmp_path: Path) -> None:
     storage = write(path, dataset(now_ms()))
     storage.db.execute("DROP TABLE agg_daily; DROP TABLE agg_latency; DROP TABLE agg_sessions;"
                        "DROP TABLE features; ALTER TABLE sessions DROP COLUMN ended_ms;"
+                       "ALTER TABLE events DROP COLUMN undeclared; DROP TABLE vocabularies;"
                        "PRAGMA user_version = 1")  # fmt: skip
     storage.close()
     Storage(path).close()  # migrates 1 -> 2
