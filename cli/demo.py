@@ -163,7 +163,7 @@ def summarise(db_path: Path) -> str:
             f"Cache hits:    {100 * hits / n_cmd:.1f}%",
             f"Tokens:        {tok_in:,} in / {tok_out:,} out",
         ]
-    n_und = sum(n for _, n in undeclared)
+    n_und: int = sum(int(n) for _, n in undeclared)  # type: ignore[misc, arg-type]
     lines.append(
         f"Upload check:  {total - n_und:,} of {total:,} events hold only values ReasonKit's"
         " vocabulary declares"

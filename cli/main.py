@@ -53,6 +53,7 @@ class LazyGroup(click.Group):
         "service": "rkd.cli.service:service",
         "start": "rkd.cli.service:start",
         "stop": "rkd.cli.service:stop",
+        "sync": "rkd.cli.sync:sync",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -50,6 +50,29 @@ class PrivacyConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     ] = ()
 
 
+DEFAULT_SYNC_ENDPOINT: Final = "https://telemetry.reasonkit.sh"
+# An https URL with a host (and port) and no user, query or fragment: "https://host[:port][/base]".
+SyncEndpoint = Annotated[
+    str,
+    Meta(
+        pattern=r"^https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]{0,200})?\Z",
+        description="The ingestion server: https only (TLS 1.3 is the floor).",
+    ),
+]
+# A pin: the base64 SHA-256 of a certificate's SubjectPublicKeyInfo (as HPKP wrote them),
+# optionally prefixed "sha256/".
+SpkiPin = Annotated[str, Meta(pattern=r"^(sha256/)?[A-Za-z0-9+/]{43}=\Z")]
+
+
+class SyncConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[telemetry.sync]`` of config.toml: how the daemon uploads (Pro cloud sync)."""
+
+    pins: tuple[SpkiPin, ...] = ()  # any of them must match the server's chain
+    ca_file: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None  # else system CAs
+    interval_secs: Annotated[float, Meta(ge=1.0, le=86_400.0)] = 300.0
+    max_batch_events: Annotated[int, Meta(ge=1, le=1000)] = 1000
+
+
 class ModelPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One entry of ``[telemetry.prices]``: USD per million tokens (for `rkd metrics`)."""
 
@@ -67,11 +90,14 @@ class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     enabled: bool | msgspec.UnsetType = msgspec.UNSET  # UNSET: the file did not decide
     db_path: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
     community_contribution: bool = False
+    sync_enabled: bool = False
+    sync_endpoint: SyncEndpoint = DEFAULT_SYNC_ENDPOINT
     batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
     flush_interval_secs: Annotated[float, Meta(gt=0.0, le=86_400.0)] = 60.0
     max_db_size_mb: Annotated[int, Meta(ge=1, le=1_000_000)] = 100
     retention_days: Annotated[int, Meta(ge=1, le=36_500)] = 90
     privacy: PrivacyConfig = PrivacyConfig()
+    sync: SyncConfig = SyncConfig()
     prices: dict[PriceKey, ModelPrice] = {}
 
 
@@ -86,7 +112,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     spool_dir: Path
     runtime_dir: Path
     community_contribution: bool
-    cloud_sync: bool
+    cloud_sync: bool  # Pro cloud sync asked for (sync_enabled or RK_TELEMETRY_CLOUD_SYNC)
+    sync_endpoint: str
+    sync: SyncConfig
     batch_size: int
     flush_interval_secs: float
     max_db_size_mb: int
@@ -408,7 +436,9 @@ def _load(env: Mapping[str, str], warnings: list[str] | None) -> Settings:
         spool_dir=dd / "spool",
         runtime_dir=runtime_dir(env),
         community_contribution=env_bool("RK_TELEMETRY_COMMUNITY", file.community_contribution),
-        cloud_sync=env_bool("RK_TELEMETRY_CLOUD_SYNC", False),
+        cloud_sync=env_bool("RK_TELEMETRY_CLOUD_SYNC", file.sync_enabled),
+        sync_endpoint=_sync_endpoint(env, file.sync_endpoint, problem),
+        sync=file.sync,
         batch_size=file.batch_size,
         flush_interval_secs=file.flush_interval_secs,
         max_db_size_mb=file.max_db_size_mb,
@@ -417,6 +447,23 @@ def _load(env: Mapping[str, str], warnings: list[str] | None) -> Settings:
         categories=categories,
         prices=dict(file.prices),
     )
+
+
+def _sync_endpoint(env: Mapping[str, str], default: str, problem: Any) -> str:
+    """RK_TELEMETRY_SYNC_ENDPOINT, checked as the file's key is, or the file's."""
+    value = env.get("RK_TELEMETRY_SYNC_ENDPOINT", "").strip()
+    if not value:
+        return default
+    import re
+
+    if re.fullmatch(
+        r"https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]{0,200})?", value
+    ):
+        return value
+    err = ConfigError(
+        "RK_TELEMETRY_SYNC_ENDPOINT: expected an https URL (https://host[:port][/path])"
+    )
+    return str(problem(err, default, "using the configured endpoint"))
 
 
 def _decide(

@@ -37,6 +37,49 @@ def upload_filter(envelope: Envelope, vocabulary: Vocabulary) -> dict[str, Any]:
     )
 
 
+_event_type: Any = None
+
+
+def upload_filter_stored(event: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
+    """:func:`upload_filter` for a stored event held as builtins (``rkd export``'s
+    envelope): stored strings may hold the firewall's placeholders ("[EMAIL]"), which
+    do not decode as the schema until they are replaced. Every undeclared string is
+    replaced, then the result is validated against the schema (which drops any key it
+    does not know), so what comes out is exactly what :func:`upload_filter` would make.
+    Raises NotUploadable for another product's event or one that does not validate."""
+    global _event_type
+    from rkd.client.schema import BY_EVENT_TYPE, Event
+
+    source = event.get("source")
+    if not isinstance(source, dict) or source.get("product") != vocabulary.product:
+        raise NotUploadable("not an event of this vocabulary's product")
+    payload_type = BY_EVENT_TYPE.get(event.get("event_type"))  # type: ignore[arg-type]
+    payload = event.get("payload")
+    if payload_type is None or not isinstance(payload, dict):
+        raise NotUploadable("not an event of this schema")
+    for obj, cls, prefix in ((payload, payload_type, ""), (source, Source, "source.")):
+        for f, field in _plan(cls, prefix):
+            parent = get_in(obj, f.path[:-1]) if len(f.path) > 1 else obj
+            if not isinstance(parent, dict) or parent.get(f.path[-1]) is None:
+                continue
+            value = parent[f.path[-1]]
+            if f.many:
+                parent[f.path[-1]] = [_keep(field, v, vocabulary) for v in value]
+            else:
+                parent[f.path[-1]] = _keep(field, value, vocabulary)
+    if _event_type is None:
+        _event_type = Event
+    try:
+        valid = msgspec.convert(event, _event_type)
+    except msgspec.ValidationError as e:
+        raise NotUploadable(f"does not validate: {e}") from None
+    return msgspec.to_builtins(valid)  # type: ignore[no-any-return]
+
+
+def _keep(field: str, value: Any, vocabulary: Vocabulary) -> Any:
+    return value if isinstance(value, str) and vocabulary.declared(field, value) else OTHER
+
+
 _PLANS: dict[tuple[type, str], tuple[tuple[StringField, str], ...]] = {}
 
 

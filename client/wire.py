@@ -94,6 +94,10 @@ class RefilterRequest(Request, frozen=True, tag="refilter"):
     """`rkd audit --fix`: run today's firewall and vocabularies over what is stored."""
 
 
+class SyncNowRequest(Request, frozen=True, tag="sync_now"):
+    """`rkd sync now`: start the next upload round at once."""
+
+
 class SyncRequest(Request, frozen=True, tag="sync"):
     """Has the daemon processed the client report carrying this token?"""
 
@@ -109,6 +113,7 @@ ControlRequest = (
     | ShowRequest
     | PruneRequest
     | RefilterRequest
+    | SyncNowRequest
 )
 
 
@@ -143,6 +148,9 @@ class DaemonStatus(Struct, frozen=True, kw_only=True):
     spool_quarantined: int = 0  # spool files kept aside because they could not be ingested
     settings: EffectiveSettings | None = None  # None: an older daemon that does not say
     database_bytes: int = 0  # the database file and its WAL, as the size cap counts them
+    sync: dict[
+        str, Any
+    ] = {}  # mode, problem, in_flight, next_attempt_in_secs, queue_depth, batches
 
 
 class Reply(Struct, frozen=True, kw_only=True):

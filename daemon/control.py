@@ -23,6 +23,7 @@ from rkd.client.wire import (
     Reply,
     ShowRequest,
     StatusRequest,
+    SyncNowRequest,
     SyncRequest,
 )
 
@@ -40,6 +41,7 @@ class Operations(Protocol):
     def reload(self) -> str | None: ...  # None, or the error
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]: ...  # (pending, events)
     def refilter(self) -> dict[str, int]: ...  # raises ControlError
+    def sync_now(self) -> str | None: ...  # None, or why nothing can be sent
 
 
 class ControlError(Exception):
@@ -103,6 +105,9 @@ class Control:
                 return Reply(ok=True, deleted=removed)
             case ReloadRequest():
                 error = ops.reload()
+                return Reply(ok=error is None, error=error)
+            case SyncNowRequest():
+                error = ops.sync_now()
                 return Reply(ok=error is None, error=error)
             case RefilterRequest():
                 return Reply(ok=True, refiltered=ops.refilter())

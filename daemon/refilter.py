@@ -45,7 +45,7 @@ def refilter(storage: Storage, firewall: Firewall, vocabularies: Vocabularies) -
     last = 0
     db = storage.db
     while True:
-        rows = db.execute(_SELECT, (last, STEP)).fetchall()
+        rows: list[Any] = db.execute(_SELECT, (last, STEP)).fetchall()
         if not rows:
             break
         with db:

@@ -42,6 +42,8 @@ from rkd.daemon.runtime import remove_sockets, socket_paths
 from rkd.daemon.seen import SeenIds, key_of, key_of_int
 from rkd.daemon.spooling import SpoolIngest, spooled_event_ids
 from rkd.daemon.storage import Storage, remove_corrupt_copies
+from rkd.daemon.sync import CHECK_SECS as SYNC_CHECK_SECS
+from rkd.daemon.sync import Sync
 from rkd.daemon.synthesis import Synthesis
 from rkd.daemon.vocabularies import Vocabularies, vocabulary_dir
 from rkd.daemon.windows import BoundedSet
@@ -121,6 +123,7 @@ class Daemon:
         )
         storage.tagger = self.vocabularies.undeclared
         self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary)
+        self.sync = Sync(settings, storage, self.counters, self.vocabularies.get)
         self.spool = SpoolIngest(settings.spool_dir, storage, self.writer, self.counters,
                                  self.intake)  # fmt: skip
         self.spool.batch_size = settings.batch_size
@@ -149,6 +152,7 @@ class Daemon:
                 Timer("size", SIZE_CHECK_SECS, self.size_check, SIZE_CHECK_SECS),
                 Timer("sessions", SESSION_CHECK_SECS, self.end_idle_session, SESSION_CHECK_SECS),
                 Timer("dedup", SEEN_CHECK_SECS, self.seen_step, SEEN_CHECK_SECS),
+                Timer("sync", SYNC_CHECK_SECS, self.sync.step, SYNC_CHECK_SECS),
             )
         }
 
@@ -221,6 +225,7 @@ class Daemon:
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.rep, zmq.POLLIN)
         poller.register(wake.fileno(), zmq.POLLIN)
+        poller.register(self.sync.wake_r.fileno(), zmq.POLLIN)  # the sync worker is done
         log.info("daemon_started", pid=os.getpid(), db=str(self.storage.path),
                  events_stored=self.writer.events_stored, enabled=self.settings.enabled)  # fmt: skip
         self.guarded("sessions", self.end_idle_session)  # one that went stale while down
@@ -237,6 +242,8 @@ class Daemon:
                     self.guarded("control", self.control.serve, self.rep)
                 if wake.fileno() in ready:
                     self.guarded("signals", self._on_signals, wake)
+                if self.sync.wake_r.fileno() in ready:
+                    self.guarded("sync", self.sync.poll)
                 now = time.monotonic()
                 for timer in self.timers.values():
                     if now >= timer.due:
@@ -275,6 +282,7 @@ class Daemon:
         if self.writer.flush(force=True):
             with contextlib.suppress(apsw.Error):
                 self.storage.set_meta("daemon_running", None)  # a clean exit: no crash report
+        self.sync.close()
         self.pull.close(linger=0)
         self.rep.close(linger=0)
         self.ctx.term()
@@ -381,6 +389,7 @@ class Daemon:
             if removed:
                 self.writer.pruned(removed)
             elif not more:
+                self.sync.expire(s.retention_days)  # copies of sent batches, past retention
                 self.storage.checkpoint()  # pruned pages leave the WAL too
                 self._shrink_if_over()
         except apsw.Error as e:
@@ -456,6 +465,7 @@ class Daemon:
         self.synthesis.forget()
         self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
         self._mark_running()  # delete_all erased the marker with everything else
+        self.guarded("sync", self.sync.configure, self.settings)  # a new consent moment
         log.info("deleted", events=n)
         return n
 
@@ -491,6 +501,7 @@ class Daemon:
         self.synthesis.configure(self.settings)
         self.firewall = Firewall(new.privacy, self.firewall.salt, self.counters)
         self.vocabularies.load_fixed()
+        self.guarded("sync", self.sync.configure, self.settings)
         self.intake.stages = self._stages()
         log.info("reloaded", enabled=new.enabled, categories=sorted(new.categories))
         return error
@@ -518,6 +529,12 @@ class Daemon:
         self.writer.events_stored -= done.removed
         log.info("refiltered", **msgspec.structs.asdict(done))
         return msgspec.structs.asdict(done)
+
+    def sync_now(self) -> str | None:
+        """`rkd sync now`: None, or why nothing can be sent."""
+        if self.sync.now():
+            return None
+        return self.sync.problem or "sync is off (set sync_enabled = true, then rkd sync enroll)"
 
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """Pending events as the spec's envelopes, already filtered, oldest first."""
@@ -550,6 +567,7 @@ class Daemon:
             spool_quarantined=self.spool.quarantined(),
             settings=self.effective_settings(),
             database_bytes=self.storage.disk_bytes(),
+            sync=self.sync.status(),
         )
 
     def effective_settings(self) -> EffectiveSettings:

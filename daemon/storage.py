@@ -23,7 +23,7 @@ from rkd.client.clock import DAY_MS, iso_ms, now_ms
 from rkd.client.config import DB_FILENAME
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
 from rkd.client.schema import Envelope, Source
-from rkd.daemon import aggregates, derived
+from rkd.daemon import aggregates, derived, outbox
 from rkd.daemon.seen import key_of
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
@@ -69,6 +69,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         learnt_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    outbox.MIGRATION,  # step 5: the sync outbox (batches, log, expired-unsynced trigger)
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -532,8 +533,10 @@ class Storage:
         stats = [name for (name,) in self.db.execute(
             "SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'")]  # fmt: skip
         with self.db:
-            for table in ("events", "sessions", "sources", "counters", "meta", "spool_ledger",
-                          *aggregates.TABLES, *derived.TABLES, *stats):  # fmt: skip
+            # meta first: with no sync cursor, the outbox's trigger counts nothing as
+            # expired. The sync log stays (it holds no event data: counts and hashes).
+            for table in ("meta", "events", "sessions", "sources", "counters", "spool_ledger",
+                          "sync_batches", *aggregates.TABLES, *derived.TABLES, *stats):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
         self._sources.clear()
         self._n_sources = None

@@ -73,11 +73,12 @@ class Sandbox:
         self.config_file.write_text(textwrap.dedent(text))
         return self.config_file
 
-    def rkd(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    def rkd(self, *args: str, timeout: float = 60, input: str | None = None,
+            **env: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
         """Run the real `rkd` CLI in the sandbox."""
         return subprocess.run(
             [sys.executable, "-m", "rkd.cli", *args], env={**self.env, **env},
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True, text=True, timeout=timeout, input=input,
         )  # fmt: skip
 
     def python(

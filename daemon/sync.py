@@ -1,0 +1,270 @@
+"""Pro cloud sync, owned by the daemon (issue 12): the loop's side and the worker thread.
+
+The daemon's loop does everything that touches the database: it decides the mode at
+start and on every reload (recording the consent moment, or its withdrawal), builds the
+next batch into the outbox (:mod:`rkd.daemon.outbox`), hands it to the worker, and
+records the outcome. The worker thread does only the network (:func:`uplink.deliver`),
+so socket ingestion never waits for the server. With sync off there is no worker, no
+TLS context and no socket: nothing here runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
+
+import apsw
+import structlog
+from rkd.client import cloud
+from rkd.client.clock import now_ms
+from rkd.client.config import Settings
+from rkd.client.vocabulary import Vocabulary
+from rkd.daemon import outbox
+from rkd.daemon.storage import Storage
+from rkd.daemon.synckey import SyncKeyError, read_sync_key
+from rkd.daemon.uplink import Outcome, Uplink, deliver, tls_context
+
+log = structlog.get_logger("rkd.daemon")
+
+CHECK_SECS: Final = 1.0  # the loop looks at the schedule this often
+
+
+class Job(NamedTuple):
+    kind: str  # "events"
+    path: str
+    batch_id: str
+    body: bytes
+    events: int
+
+
+class Worker(threading.Thread):
+    """Sends one job at a time; results go back through a queue and a wake-up byte."""
+
+    def __init__(self, uplink: Uplink, stop: threading.Event, wake: socket.socket) -> None:
+        super().__init__(name="rkd-sync", daemon=True)
+        self.uplink, self.stop, self.wake = uplink, stop, wake
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.results: queue.Queue[tuple[Job, Outcome]] = queue.Queue()
+        self.rng = random.Random()
+
+    def run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                outcome = deliver(
+                    self.uplink, job.path, job.body, job.batch_id, self.stop, self.rng
+                )
+            except Exception as e:  # never let the thread die with a job in flight
+                outcome = Outcome("retry", None, f"internal error: {type(e).__name__}", 1)
+            self.results.put((job, outcome))
+            with contextlib.suppress(OSError):  # the loop has gone: nobody to wake
+                self.wake.send(b"s")
+
+
+class Sync:
+    """The daemon's sync collaborator."""
+
+    def __init__(self, settings: Settings, storage: Storage, counters: Counter[str],
+                 vocabulary_for: Callable[[str], Vocabulary | None],
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.storage, self.counters, self.vocabulary_for = storage, counters, vocabulary_for
+        self.env = dict(os.environ) if env is None else env
+        self.wake_r, self._wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.stop = threading.Event()
+        self.worker: Worker | None = None
+        self.in_flight: Job | None = None
+        self.next_at = 0.0  # monotonic: no new round before
+        self.max_events = cloud.MAX_BATCH_EVENTS
+        self.mode = "off"
+        self.problem: str | None = None  # why sync is off although asked for
+        self.settings = settings
+        self.configure(settings)
+
+    # -- mode ----------------------------------------------------------------------------
+
+    def configure(self, settings: Settings) -> None:
+        """At start and on every reload: on when telemetry and sync are on and a key is
+        enrolled. Turning on records the consent moment (nothing stored before leaves);
+        turning off is recorded, and the worker stops before its next request."""
+        self.settings = settings
+        self.problem = None
+        key = None
+        wanted = settings.enabled and settings.cloud_sync
+        if wanted:
+            try:
+                key = read_sync_key(settings.data_dir, self.env)
+            except SyncKeyError as e:
+                self.problem = str(e)
+            else:
+                if key is None:
+                    self.problem = "not enrolled: run `rkd sync enroll`"
+        on = key is not None
+        db = self.storage.db
+        was_on = outbox.meta(db, "sync_on") == 1
+        with db:
+            if on and not was_on:
+                newest = db.execute("SELECT max(id) FROM events").get
+                outbox.set_meta(db, "sync_on", 1)
+                outbox.set_meta(db, "sync_since_ms", now_ms())
+                outbox.set_meta(db, "sync_cursor", newest if isinstance(newest, int) else 0)
+                outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
+                           "sync on: only events recorded from now on leave")  # fmt: skip
+            elif was_on and not on:
+                outbox.set_meta(db, "sync_on", None)
+                outbox.set_meta(db, "sync_cursor", None)
+                why = self.problem or "sync off"
+                outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
+                           f"{why}: nothing more leaves")  # fmt: skip
+        if on:
+            assert key is not None
+            self.stop.clear()
+            uplink = Uplink(settings.sync_endpoint, tls_context(settings.sync.ca_file),
+                            settings.sync.pins, key)  # fmt: skip
+            if self.worker is None:
+                self.worker = Worker(uplink, self.stop, self._wake_w)
+                self.worker.start()
+            else:
+                self.worker.uplink = uplink
+            self.max_events = settings.sync.max_batch_events
+            self.mode = "pro"
+            if not was_on:
+                self.next_at = 0.0
+            log.info("sync_on", endpoint=settings.sync_endpoint)
+        else:
+            self.stop.set()  # a request in flight ends; no next one starts
+            self.mode = "off"
+            if was_on:
+                log.info("sync_off", reason=self.problem or "sync off")
+
+    # -- the loop's side -----------------------------------------------------------------
+
+    def step(self) -> None:
+        """Timer job: start the next round when one is due and none is in flight."""
+        if self.mode == "off" or self.in_flight is not None or self.worker is None:
+            return
+        if time.monotonic() < self.next_at:
+            return
+        job = self._next_job()
+        if job is None:
+            self.next_at = time.monotonic() + self.settings.sync.interval_secs
+            return
+        self.in_flight = job
+        self.worker.jobs.put(job)
+
+    def now(self) -> bool:
+        """`rkd sync now`: the next round at once (False when sync is off)."""
+        self.next_at = 0.0
+        return self.mode != "off"
+
+    def _next_job(self) -> Job | None:
+        db = self.storage.db
+        pending = outbox.next_pending(db)
+        if pending is None:
+            cursor = outbox.meta(db, "sync_cursor")
+            since = outbox.meta(db, "sync_since_ms")
+            if not isinstance(cursor, int) or not isinstance(since, int):
+                return None
+            batch = outbox.build(db, cursor, since, self.vocabulary_for, self.max_events)
+            if batch is None:
+                return None
+            with db:
+                outbox.record(db, batch, now_ms())
+            if batch.events == 0:  # only skipped events: nothing to send, the cursor moved
+                with db:
+                    outbox.finish(
+                        db, batch.batch_id, outbox.SENT, "nothing uploadable", 0, now_ms()
+                    )
+                self.next_at = 0.0
+                return None
+            pending = (batch.batch_id, batch.body, batch.events)
+        batch_id, body, events = pending
+        return Job("events", cloud.EVENTS_PATH, batch_id, body, events)
+
+    def poll(self, wake: Any = None) -> None:
+        """Each loop turn (and when the worker wakes the loop): record finished rounds."""
+        try:
+            while self.wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+        if self.worker is None:
+            return
+        while True:
+            try:
+                job, outcome = self.worker.results.get_nowait()
+            except queue.Empty:
+                return
+            self.in_flight = None
+            self._record(job, outcome)
+
+    def _record(self, job: Job, o: Outcome) -> None:
+        db = self.storage.db
+        t = now_ms()
+        state, result = outbox.PENDING, f"{o.kind}: {o.detail}"
+        if o.kind == "ok":
+            a = o.answer or cloud.Answer()
+            state = outbox.SENT
+            result = f"ok {o.status}: {a.accepted} accepted, {a.duplicates} duplicates"
+            if a.rejected:
+                result += ", rejected " + ", ".join(
+                    f"{k} {v}" for k, v in sorted(a.rejected.items())
+                )
+            self.counters["sync.events_sent"] += job.events
+            self.next_at = 0.0  # more may wait: the next batch at once
+        elif o.kind == "quarantine":
+            state = outbox.QUARANTINED
+            self.counters["sync.quarantined"] += 1
+            log.warning("sync_quarantined", batch=job.batch_id, status=o.status, detail=o.detail)
+            self.next_at = 0.0
+        elif o.kind == "wait":
+            self.next_at = time.monotonic() + o.retry_after
+        elif o.kind == "split":
+            self.max_events = max(1, job.events // 2)
+            self.next_at = 0.0
+        else:  # retry, stopped
+            self.next_at = time.monotonic() + self.settings.sync.interval_secs
+            self.counters[f"sync.{o.kind}"] += 1
+        try:
+            with db:
+                if o.kind == "split":
+                    outbox.unbatch(db, job.batch_id)
+                else:
+                    outbox.finish(db, job.batch_id, state, result, o.attempts, t)
+                outbox.log(db, t, job.kind, self.settings.sync_endpoint, job.batch_id, job.events,
+                           len(job.body), outbox.body_sha(job.body), result)  # fmt: skip
+        except apsw.Error as e:  # the batch stays pending: sent again, counted once
+            log.warning("sync_record_failed", error=str(e))
+
+    def expire(self, retention_days: int) -> None:
+        """Maintenance: drop batch copies past retention."""
+        with self.storage.db:
+            outbox.expire(self.storage.db, retention_days, now_ms())
+
+    def status(self) -> dict[str, Any]:
+        db = self.storage.db
+        return {
+            "mode": self.mode,
+            "problem": self.problem,
+            "in_flight": self.in_flight.batch_id if self.in_flight else None,
+            "next_attempt_in_secs": max(0.0, round(self.next_at - time.monotonic(), 1))
+            if self.mode != "off" else None,
+            "queue_depth": outbox.queue_depth(db),
+            "batches": outbox.counts_by_state(db),
+        }  # fmt: skip
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.worker is not None:
+            self.worker.jobs.put(None)
+            self.worker.join(timeout=1.0)
+        self.wake_r.close()
+        self._wake_w.close()
