@@ -64,11 +64,13 @@ AGE_OTHER: Final = 31
 COHORT_WEEKS: Final = 13  # the report's ISO week and the 12 before it
 COUNT_BOUND: Final = 10  # counts clipped to this (scalars) or histograms to this total
 
-# §7.2's funnels: the furthest stage reached so far (0: none). Stage k of each:
+# §7.2's funnels. A report's ``funnel[name]`` is k when the install reached stages 1..k of
+# it, in this order, at any time so far (0: not even stage 1); stage k is FUNNELS[name][k-1].
 FUNNELS: Final[dict[str, tuple[str, ...]]] = {
     # install -> first run: an install that reports is installed (stage 1)
     "first_run": ("installed", "session_started", "command_executed", "command_success"),
-    # first run -> activation: stages past 1 count only after a successful command
+    # first run -> activation: a successful command; active on a later day than the first;
+    # a non-default profile (the spec's "thinktool discovery"); active 7+ days after the first
     "activation": ("first_command_success", "second_day", "thinktool_discovery", "week_active"),
     # free -> paid (the spec's pricing_page_viewed has no event: not a stage)
     "upgrade": ("prompt_shown", "link_clicked", "trial_started", "upgrade_completed"),

@@ -302,14 +302,14 @@ def _add_command(f: DayFacts, event_type: str, p: dict[str, Any]) -> None:
 
 
 def furthest_stages(reached: frozenset[tuple[str, int]]) -> dict[str, int]:
-    """Per funnel, the furthest stage reached (0: none). Activation's stages count only
-    once its baseline (a successful command, stage 1) was reached."""
+    """Per funnel, the furthest stage reached in order: k when stages 1..k were all
+    reached (at any time so far), 0 when not even the first."""
     out = {}
     for name in dp.FUNNELS:
-        stages = [s for f, s in reached if f == name]
-        if name == "activation" and 1 not in stages:
-            stages = []
-        out[name] = max(stages, default=0)
+        k = 0
+        while (name, k + 1) in reached:
+            k += 1
+        out[name] = k
     return out
 
 

@@ -7,6 +7,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import msgspec
 import pytest
 from rkd.client import dp
@@ -85,7 +86,7 @@ def test_a_day_with_activity_gives_its_exact_figures(storage: Storage) -> None:
         day=MONDAY, product="reasonkit-core", version="1.0", os="linux", arch="x86_64",
         cohort_week="2026-W10", install_age_days=0, new_install=True, first_of_week=True,
         first_of_month=True, sessions=1, commands=3, errors=1,
-        funnel={"first_run": 4, "activation": 3, "upgrade": 1},
+        funnel={"first_run": 4, "activation": 1, "upgrade": 1},
         counts={"command": {"compare": 1, "think": 2}, "profile": {"balanced": 1, "deep": 1},
                 "model": {"gpt-4o": 1}, "thinktool": {"gigathink": 1},
                 "error_category": {"api_error": 1}, "feature": {"command.think": 1}},
@@ -166,6 +167,41 @@ def test_week_and_month_flags_once_each(storage: Storage) -> None:
         built.report.first_of_month,
         built.report.install_age_days,
     )
+
+
+def test_funnels_progress_in_order_over_days(storage: Storage) -> None:
+    """Stages reached on earlier days count later; a stage counts once those before it did."""
+    days = [MONDAY + dt.timedelta(days=d) for d in (0, 1, 2, 9)]
+    store(storage, days[0], [think(profile="deep"), s.UpgradeLinkClicked(prompt_id="x")])
+    store(storage, days[1], [s.CommandCancelled(command="think")])
+    store(storage, days[2], [s.UpgradePromptShown(prompt_id="x")])
+    store(storage, days[3], [s.ThinkToolCompleted(tool_name="gigathink")])
+    got = []
+    for day in days:
+        built = run(storage, day)
+        assert built is not None
+        got.append(built.report.funnel)
+    assert [
+        {"first_run": 1, "activation": 1, "upgrade": 0},  # no session_started stored yet
+        {"first_run": 1, "activation": 3, "upgrade": 0},  # a second day; "deep" on the first
+        {"first_run": 1, "activation": 3, "upgrade": 2},  # the click before the prompt
+        {"first_run": 1, "activation": 4, "upgrade": 2},  # a week after the first day
+    ] == got
+    store(storage, days[3] + dt.timedelta(days=1), [s.SessionStarted(), think()])
+    built = run(storage, days[3] + dt.timedelta(days=1))
+    assert built is not None
+    assert {"first_run": 4, "activation": 4, "upgrade": 2} == built.report.funnel
+
+
+def test_the_builder_only_reads(storage: Storage, tmp_path: Path) -> None:
+    """build_report works on a read-only connection (the sync worker may use one)."""
+    store(storage, MONDAY, [think()])
+    ro = apsw.Connection(str(tmp_path / "t.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        built = rp.build_report(ro, rp.load_state(ro, VOCAB.product), MONDAY, VOCAB, DP1)
+    finally:
+        ro.close()
+    assert built is not None and 1.0 == built.epsilon
 
 
 def test_first_day_survives_pruning(storage: Storage) -> None:
