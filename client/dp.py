@@ -43,9 +43,12 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 from random import Random
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
+
+from rkd.client.report import CommunityReport
 
 SPLIT: Final[dict[str, Fraction]] = {
     "first_of_week": Fraction(1, 5),
@@ -224,3 +227,82 @@ def ratio(numerator: Estimate, denominator: Estimate) -> Estimate:
     r = numerator.value / denominator.value
     d = denominator.value
     return Estimate(r, math.hypot(numerator.stderr / d, r * denominator.stderr / d))
+
+
+# -- over reports: what the server sums (exact and randomized reports, any ε, mixed) --------
+
+Flag = Literal["first_of_week", "first_of_month"]
+
+
+def _total(parts: Iterable[Estimate]) -> Estimate:
+    """The sum of independent estimates."""
+    value = var = 0.0
+    for e in parts:
+        value += e.value
+        var += e.stderr**2
+    return Estimate(value, math.sqrt(var))
+
+
+Mechanism = tuple[Fraction, int] | None  # (ε, count bound) of randomized reports; None: exact
+
+
+def _by_mechanism(reports: Iterable[CommunityReport]) -> dict[Mechanism, list[CommunityReport]]:
+    groups: dict[Mechanism, list[CommunityReport]] = {}
+    for r in reports:
+        p = r.privacy
+        key = (exact_epsilon(p.epsilon), p.count_bound) if p is not None else None
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
+def flag_sum(reports: Iterable[CommunityReport], flag: Flag) -> Estimate:
+    """How many of ``reports`` truly had ``flag`` set: WAU over a week's reports with
+    ``first_of_week``, MAU over a month's with ``first_of_month``."""
+    parts = []
+    for mech, group in _by_mechanism(reports).items():
+        ones = sum(getattr(r, flag) for r in group)
+        if mech is None:
+            parts.append(Estimate(float(ones), 0.0))
+        else:
+            parts.append(rr_sum(len(group), ones, float(part_epsilon(mech[0], flag))))
+    return _total(parts)
+
+
+def age_count(reports: Iterable[CommunityReport], age: int) -> Estimate:
+    """How many of ``reports`` truly had ``install_age_days == age`` (0: new installs).
+    Randomized reports answer only for the ages of :data:`AGE_DOMAIN` other than 31."""
+    parts = []
+    for mech, group in _by_mechanism(reports).items():
+        shown = sum(r.install_age_days == age for r in group)
+        if mech is None:
+            parts.append(Estimate(float(shown), 0.0))
+        elif age not in AGE_DOMAIN or age == AGE_OTHER:
+            raise ValueError(f"install age {age} is not kept under differential privacy")
+        else:
+            eps_age = float(part_epsilon(mech[0], "install_age"))
+            parts.append(krr_count(len(group), shown, len(AGE_DOMAIN), eps_age))
+    return _total(parts)
+
+
+def retention(
+    on_day: Iterable[CommunityReport], base: Iterable[CommunityReport], k: int
+) -> Estimate:
+    """Dk retention: reports of day D with install age k over the new installs among the
+    reports of day D - k (either side may pool several days)."""
+    return ratio(age_count(on_day, k), age_count(base, 0))
+
+
+def count_sum(reports: Iterable[CommunityReport], number: Callable[[CommunityReport], int],
+              histogram: bool) -> Estimate:  # fmt: skip
+    """The sum of one count over ``reports`` (``number`` picks it, e.g. the sessions, or
+    one key of a dimension; ``histogram`` for a dimension's key or a latency bucket).
+    Randomized reports estimate the sum of the *clipped* counts (COUNT_BOUND)."""
+    parts = []
+    for mech, group in _by_mechanism(reports).items():
+        total = sum(number(r) for r in group)
+        if mech is None:
+            parts.append(Estimate(float(total), 0.0))
+        else:
+            eps_prime = float(count_epsilon(mech[0], histogram, mech[1]))
+            parts.append(laplace_sum(total, len(group), eps_prime))
+    return _total(parts)

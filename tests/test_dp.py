@@ -7,6 +7,7 @@ from the OS, so comparisons with them use a chi-square bound at p = 1e-6.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from collections import Counter
@@ -16,6 +17,9 @@ from fractions import Fraction
 import opendp.prelude as odp
 import pytest
 from rkd.client import dp
+from rkd.client.report import CommunityReport
+from rkd.client.vocabulary import reasonkit_vocabulary
+from rkd.daemon.reports import privatize
 
 odp.enable_features("contrib")
 N = 20_000
@@ -201,3 +205,48 @@ def test_ratio_error_by_the_delta_method() -> None:
     r = dp.ratio(dp.Estimate(30.0, 3.0), dp.Estimate(100.0, 4.0))
     assert 0.3 == pytest.approx(r.value)
     assert math.sqrt(0.03**2 + (0.3 * 0.04) ** 2) == pytest.approx(r.stderr)
+
+
+def exact_report(rng: random.Random) -> CommunityReport:
+    age = rng.choice((0, 1, 7, 7, 12, 31))
+    return CommunityReport(
+        day=dt.date(2026, 3, 9), product="reasonkit-core", version="1.0", os="linux",
+        arch="x86_64", cohort_week="2026-W10", install_age_days=age, new_install=age == 0,
+        first_of_week=rng.random() < 0.3, first_of_month=rng.random() < 0.1,
+        sessions=rng.randrange(4), commands=rng.randrange(12), errors=0,
+        counts={"command": {"think": rng.randrange(3)}}, latency_ms=[0] * 11,
+    )  # fmt: skip
+
+
+def test_report_estimators_mix_exact_and_randomized_reports_of_any_epsilon() -> None:
+    """Sums over exact reports and reports randomized at ε = 1 and ε = 2 land within four
+    of their stated errors; exact reports alone give exact answers."""
+    rng = random.Random(31)
+    vocab = reasonkit_vocabulary()
+    truth = [exact_report(rng) for _ in range(3000)]
+    sent = [
+        r if i % 3 == 0 else privatize(r, vocab, Fraction(i % 3), rng) for i, r in enumerate(truth)
+    ]
+    checks = {
+        "WAU": (dp.flag_sum(sent, "first_of_week"), sum(r.first_of_week for r in truth)),
+        "MAU": (dp.flag_sum(sent, "first_of_month"), sum(r.first_of_month for r in truth)),
+        "age 7": (dp.age_count(sent, 7), sum(r.install_age_days == 7 for r in truth)),
+        "new": (dp.age_count(sent, 0), sum(r.new_install for r in truth)),
+        "sessions": (dp.count_sum(sent, lambda r: r.sessions, histogram=False),
+                     sum(r.sessions for r in truth)),
+        "commands (clipped)": (dp.count_sum(sent, lambda r: r.commands, histogram=False),
+                               sum(min(r.commands, dp.COUNT_BOUND) for r in truth)),
+        "think": (dp.count_sum(sent, lambda r: r.counts["command"]["think"], histogram=True),
+                  sum(r.counts["command"]["think"] for r in truth)),
+    }  # fmt: skip
+    for name, (est, true) in checks.items():
+        assert abs(est.value - true) < 4 * est.stderr, (name, est, true)
+    exact_only = truth[:500]
+    assert dp.Estimate(sum(r.first_of_week for r in exact_only), 0.0) == dp.flag_sum(
+        exact_only, "first_of_week"
+    )
+    assert dp.Estimate(sum(r.install_age_days == 12 for r in exact_only), 0.0) == dp.age_count(
+        exact_only, 12
+    )
+    with pytest.raises(ValueError, match="install age 12 is not kept"):
+        dp.age_count(sent, 12)
