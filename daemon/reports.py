@@ -188,6 +188,20 @@ def record_sent(conn: apsw.Connection, product: str, day: dt.date, sent_ms: int)
         )
 
 
+def prune_reports(conn: apsw.Connection, before: dt.date) -> int:
+    """Forget sent reports (body and ledger row) from before ``before`` (the retention
+    cutoff); return how many went. Never an unsent one, nor one of the ISO week or month
+    that ``before`` falls in: the next reports' first_of_week / first_of_month rest on
+    those."""
+    keep_from = min(before - dt.timedelta(days=before.weekday()), before.replace(day=1))
+    with conn:
+        conn.execute(
+            "DELETE FROM report_days WHERE day < ? AND sent_ms IS NOT NULL",
+            (day_number(keep_from),),
+        )
+        return conn.changes()
+
+
 def budget(
     conn: apsw.Connection, product: str, period: Literal["day", "week", "month"]
 ) -> list[tuple[str, float, int]]:
@@ -525,5 +539,5 @@ def _noisy_funnels(funnel: dict[str, int], epsilon: Fraction, rng: Random) -> di
 __all__ = [
     "REPORT_TABLES", "REPORT_TABLES_SQL", "Built", "ReportState", "budget",
     "build_report", "due_days", "ensure_report_tables", "load_state", "pending", "privatize",
-    "record_built", "record_sent", "send_time",
+    "prune_reports", "record_built", "record_sent", "send_time",
 ]  # fmt: skip

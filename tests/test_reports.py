@@ -265,6 +265,26 @@ def test_dp_reports_are_drawn_once_and_resent_as_stored(storage: Storage) -> Non
     assert [] == rp.pending(storage.db, at + 10)
 
 
+def test_pruning_keeps_unsent_reports_and_the_current_week_and_month(storage: Storage) -> None:
+    """Sent reports past retention go (body and ledger row); the flags stay exact after."""
+    days = [MONDAY + dt.timedelta(days=d) for d in (0, 7, 14, 23, 30)]  # Mar 2 ... 25, Apr 1
+    for day in days:
+        store(storage, day, [think()])
+        run(storage, day)
+    for day in days[1:]:
+        rp.record_sent(storage.db, VOCAB.product, day, now_ms())
+    # Cutoff Thursday Apr 2: its week began Mon Mar 30, its month Apr 1, so Mar 9, 16
+    # and 25 go; the unsent Mar 2 stays.
+    assert 3 == rp.prune_reports(storage.db, dt.date(2026, 4, 2))
+    assert [("2026-03-02", 0.0, 1), ("2026-04-01", 0.0, 1)] == rp.budget(
+        storage.db, VOCAB.product, "day"
+    )
+    store(storage, dt.date(2026, 4, 3), [think()])
+    built = run(storage, dt.date(2026, 4, 3))
+    assert built is not None
+    assert (False, False) == (built.report.first_of_week, built.report.first_of_month)
+
+
 def test_send_time_is_uniform_within_the_following_day() -> None:
     """Every draw falls in the next UTC day, and draws spread over the whole of it."""
     rng = random.Random(7)
