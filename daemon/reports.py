@@ -199,7 +199,8 @@ def prune_reports(conn: apsw.Connection, before: dt.date) -> int:
             "DELETE FROM report_days WHERE day < ? AND sent_ms IS NOT NULL",
             (day_number(keep_from),),
         )
-        return conn.changes()
+        n = conn.changes()
+    return n
 
 
 def budget(
