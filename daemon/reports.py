@@ -149,7 +149,9 @@ def load_state(conn: apsw.Connection, product: str) -> ReportState:
 
 
 def record_built(conn: apsw.Connection, built: Built, send_at_ms: int, now_ms: int) -> None:
-    """Keep a built report (unsent) and what it changes in the state, in one transaction."""
+    """Keep a built report (unsent) and what it changes in the state, in one transaction.
+
+    A day already recorded raises ``apsw.ConstraintError``: one report per day, ever."""
     r = built.report
     body = msgspec.msgpack.encode(r)
     with conn:

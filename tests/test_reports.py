@@ -263,6 +263,8 @@ def test_dp_reports_are_drawn_once_and_resent_as_stored(storage: Storage) -> Non
     assert ("reasonkit-core", MONDAY, built.report) == (product, day, decode_report(body))
     rp.record_sent(storage.db, product, day, at + 5)
     assert [] == rp.pending(storage.db, at + 10)
+    with pytest.raises(apsw.ConstraintError):  # one report per day, ever: no second draw
+        rp.record_built(storage.db, built, at, now_ms())
 
 
 def test_pruning_keeps_unsent_reports_and_the_current_week_and_month(storage: Storage) -> None:
