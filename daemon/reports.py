@@ -338,9 +338,10 @@ def first_day_of(conn: apsw.Connection, state: ReportState, day: int) -> int:
     (events, or feature first uses, which outlive pruned events)."""
     if state.first_day is not None:
         return min(state.first_day, day)
-    ev = conn.execute(
-        "SELECT min(e.ts_ms) FROM events e JOIN sources s ON s.id = e.source_id"
-        f" WHERE s.product = ? AND e.event_type NOT IN {DERIVED_TYPES!r}",
+    ev = conn.execute(  # walks the ts_ms index from the oldest: stops at the first match
+        "SELECT e.ts_ms FROM events e JOIN sources s ON s.id = e.source_id"
+        f" WHERE s.product = ? AND e.event_type NOT IN {DERIVED_TYPES!r}"
+        " ORDER BY e.ts_ms LIMIT 1",
         (state.product,),
     ).get
     feat = conn.execute(
