@@ -148,8 +148,8 @@ def test_the_split_adds_up_to_the_whole_budget() -> None:
     eps = Fraction(7, 10)
     assert eps == sum(dp.part_epsilon(eps, part) for part in dp.SPLIT)
     groups = len(dp.COUNT_GROUPS)
-    assert eps / 5 / groups / dp.COUNT_BOUND == dp.count_epsilon(eps, histogram=False)
-    assert eps / 5 / groups / (2 * dp.COUNT_BOUND) == dp.count_epsilon(eps, histogram=True)
+    assert eps / 10 / groups / dp.COUNT_BOUND == dp.count_epsilon(eps, histogram=False)
+    assert eps / 10 / groups / (2 * dp.COUNT_BOUND) == dp.count_epsilon(eps, histogram=True)
 
 
 def z_scores(trials: list[tuple[dp.Estimate, float]]) -> list[float]:
