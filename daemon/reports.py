@@ -330,6 +330,34 @@ def furthest_stages(reached: frozenset[tuple[str, int]]) -> dict[str, int]:
     return out
 
 
+HISTORY_SQL: Final = f"""
+    SELECT e.event_type, max(json_extract(e.payload, '$.execution.success')),
+           max(json_extract(e.payload, '$.profile') IN ('quick', 'deep', 'paranoid'))
+    FROM events e JOIN sources s ON s.id = e.source_id
+    WHERE s.product = ? AND e.ts_ms < ?
+      AND e.event_type IN {("session_started", *COMMAND_TYPES, *UPGRADE_STAGES)!r}
+    GROUP BY e.event_type
+"""
+
+
+def history_stages(conn: apsw.Connection, product: str, before_ms: int) -> set[tuple[str, int]]:
+    """Funnel stage conditions met by every stored event before ``before_ms``: how far an
+    install got before its first report (one pass over the events, once per install)."""
+    out: set[tuple[str, int]] = set()
+    for event_type, success, other_profile in conn.execute(HISTORY_SQL, (product, before_ms)):
+        if event_type == "session_started":
+            out.add(("first_run", 2))
+        elif event_type in UPGRADE_STAGES:
+            out.add(("upgrade", UPGRADE_STAGES[event_type]))
+        else:
+            out.add(("first_run", 3))
+            if event_type == "command_executed" and success:
+                out.update((("first_run", 4), ("activation", 1)))
+            if other_profile:
+                out.add(("activation", 3))
+    return out
+
+
 # -- the builder -----------------------------------------------------------------------------
 
 
@@ -370,6 +398,8 @@ def build_report(
         return None
     first = first_day_of(conn, state, n)
     reached = frozenset(state.progress | facts.reached | _derived_stages(n, first))
+    if state.first_day is None:  # the first report: the stages reached before it count too
+        reached |= history_stages(conn, vocabulary.product, n * DAY_MS)
     exact = _exact_report(facts, vocabulary, day, first, state, reached)
     built = Built(report=exact, first_day=first, first_of_week=exact.first_of_week,
                   first_of_month=exact.first_of_month, reached=reached, epsilon=0.0)  # fmt: skip

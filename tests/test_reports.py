@@ -193,6 +193,18 @@ def test_funnels_progress_in_order_over_days(storage: Storage) -> None:
     assert {"first_run": 4, "activation": 4, "upgrade": 2} == built.report.funnel
 
 
+def test_the_first_report_counts_funnel_stages_from_before_it(storage: Storage) -> None:
+    """History stored before the first report (consent came later) moves the funnels."""
+    early = MONDAY - dt.timedelta(days=20)
+    store(storage, early, [s.SessionStarted(), think(profile="quick"),
+                           s.UpgradePromptShown(prompt_id="x")])  # fmt: skip
+    store(storage, MONDAY, [s.CommandCancelled(command="think")])
+    built = run(storage, MONDAY)
+    assert built is not None
+    assert {"first_run": 4, "activation": 4, "upgrade": 1} == built.report.funnel
+    assert (20, "2026-W07") == (built.report.install_age_days, built.report.cohort_week)
+
+
 def test_the_builder_only_reads(storage: Storage, tmp_path: Path) -> None:
     """build_report works on a read-only connection (the sync worker may use one)."""
     store(storage, MONDAY, [think()])
