@@ -26,7 +26,15 @@ from rkd.client import cloud
 from rkd.client.report import decode_report
 from rkd.server.commit import GroupCommit
 from rkd.server.config import ServerSettings
-from rkd.server.guard import RateLimiter, Refused, Replay, Signed, gunzip_capped, read_capped, verify
+from rkd.server.guard import (
+    RateLimiter,
+    Refused,
+    Replay,
+    Signed,
+    gunzip_capped,
+    read_capped,
+    verify,
+)
 from rkd.server.keys import load_keys
 from rkd.server.metrics import Metrics
 from rkd.server.openapi import openapi_document
@@ -35,7 +43,7 @@ from rkd.server.rows import event_row, report_row
 from rkd.server.warehouse import Warehouse, connect
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 log = structlog.get_logger("rkd.server")
@@ -89,7 +97,9 @@ class Server:
         """One structured line per interval with what was refused or filtered (§9.3)."""
         window = self.metrics.take_window()
         if window:
-            log.warning("anomalies", interval_secs=ANOMALY_INTERVAL_SECS, **dict(sorted(window.items())))
+            log.warning(
+                "anomalies", interval_secs=ANOMALY_INTERVAL_SECS, **dict(sorted(window.items()))
+            )
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -109,7 +119,9 @@ class Server:
         new = await self._commit("events", batch.batch_id, rows)
         outcome = "accepted" if new else "duplicate"
         self.metrics.events.labels(outcome).inc(len(rows))
-        dropped = {k.removeprefix("dropped."): n for k, n in counts.items() if k.startswith("dropped.")}
+        dropped = {
+            k.removeprefix("dropped."): n for k, n in counts.items() if k.startswith("dropped.")
+        }
         answer = cloud.Answer(accepted=len(rows) if new else 0,
                               duplicates=0 if new else len(rows), rejected=dropped)  # fmt: skip
         return _json(202, answer)
@@ -197,7 +209,7 @@ class Server:
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
         self.key_limiter.take(signed.key_id)
-        req = _decode(_sessions_decoder.decode, raw)
+        req: cloud.SessionsRequest = _decode(_sessions_decoder.decode, raw)
         if req.request_id != signed.batch_id:
             raise Refused(400, "batch_id_mismatch")
         return req.session_ids

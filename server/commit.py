@@ -29,7 +29,9 @@ class Pending:
     table: str  # "events" (deduplicated by batch id) or "reports" (no id, by design)
     batch_id: str
     rows: list[dict[str, Any]]
-    done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class GroupCommit:

@@ -138,5 +138,7 @@ class RateLimiter:
         if len(self.buckets) > MAX_BUCKETS:
             self.buckets.popitem(last=False)
         if b.tokens < 1:
-            raise Refused(429, "rate_limited", retry_after=max(1, int((1 - b.tokens) / self.rate) + 1))
+            raise Refused(
+                429, "rate_limited", retry_after=max(1, int((1 - b.tokens) / self.rate) + 1)
+            )
         b.tokens -= 1

@@ -142,7 +142,9 @@ def schema(cluster: str | None, database: str) -> None:
     from rkd.server import ddl
 
     try:
-        stmts = ddl.statements(database) if cluster is None else ddl.cluster_variant(database, cluster)
+        stmts = (
+            ddl.statements(database) if cluster is None else ddl.cluster_variant(database, cluster)
+        )
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(";\n\n".join(stmts) + ";")

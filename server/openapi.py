@@ -10,8 +10,21 @@ import msgspec
 from rkd.client import cloud
 from rkd.client.report import CommunityReport
 
+
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an access request: the raw events held for the sessions named."""
+
+    events: list[dict[str, Any]]
+
+
 REF: Final = "#/components/schemas/{name}"
-SIGNED: Final = [cloud.H_KEY_ID, cloud.H_TIMESTAMP, cloud.H_NONCE, cloud.H_BATCH_ID, cloud.H_SIGNATURE]
+SIGNED: Final = [
+    cloud.H_KEY_ID,
+    cloud.H_TIMESTAMP,
+    cloud.H_NONCE,
+    cloud.H_BATCH_ID,
+    cloud.H_SIGNATURE,
+]
 
 
 def _ref(t: type) -> dict[str, str]:
@@ -41,21 +54,28 @@ def _post(summary: str, body: type, ok: int, answer: type, signed: bool) -> dict
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     types = [cloud.EventBatch, CommunityReport, cloud.SessionsRequest, cloud.Answer,
-             cloud.Erased, cloud.Problem]  # fmt: skip
+             cloud.Erased, Held, cloud.Problem]  # fmt: skip
     _, components = msgspec.json.schema_components(types, ref_template=REF)
     return {
         "openapi": "3.1.0",
         "info": {"title": "rkd ingestion API", "version": str(cloud.PROTOCOL_VERSION)},
         "paths": {
-            cloud.EVENTS_PATH: _post("A Pro sync batch.", cloud.EventBatch, 202, cloud.Answer, True),
-            cloud.REPORTS_PATH: _post("A community report (no key, no id).", CommunityReport, 202,
-                                      cloud.Answer, False),  # fmt: skip
-            cloud.ERASURE_PATH: _post("Erase the raw events of sessions.", cloud.SessionsRequest,
-                                      200, cloud.Erased, True),  # fmt: skip
-            cloud.ACCESS_PATH: _post("The raw events held for sessions.", cloud.SessionsRequest,
-                                     200, cloud.Erased, True),  # fmt: skip
+            cloud.EVENTS_PATH: _post(
+                "A Pro sync batch.", cloud.EventBatch, 202, cloud.Answer, True
+            ),
+            cloud.REPORTS_PATH: _post(
+                "A community report (no key, no id).", CommunityReport, 202, cloud.Answer, False
+            ),
+            cloud.ERASURE_PATH: _post(
+                "Erase the raw events of sessions.", cloud.SessionsRequest, 200, cloud.Erased, True
+            ),
+            cloud.ACCESS_PATH: _post(
+                "The raw events held for sessions.", cloud.SessionsRequest, 200, Held, True
+            ),
             "/healthz": {"get": {"summary": "Alive.", "responses": {"200": {"description": "ok"}}}},
-            "/metrics": {"get": {"summary": "Prometheus text.", "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {
+                "get": {"summary": "Prometheus text.", "responses": {"200": {"description": "ok"}}}
+            },
         },
         "components": {"schemas": components},
     }

@@ -42,7 +42,7 @@ def daemon_owned(env: Envelope) -> bool:
     payload: Any = env.payload  # type: ignore[attr-defined]
     if payload.event_type in SESSION_TYPES or env.source.product == RKD_PRODUCT:
         return True
-    return payload.event_type == "crash_detected" and payload.component == "daemon"
+    return bool(payload.event_type == "crash_detected" and payload.component == "daemon")
 
 
 class PrivacyFilter:
@@ -87,7 +87,9 @@ class PrivacyFilter:
                 continue
             field = prefix + ".".join(f.path)
             if f.many:
-                new: Any = tuple(self._value(field, v, f.max_len, vocabulary, counts) for v in value)
+                new: Any = tuple(
+                    self._value(field, v, f.max_len, vocabulary, counts) for v in value
+                )
                 new = value if new == value else new
             else:
                 new = self._value(field, value, f.max_len, vocabulary, counts)

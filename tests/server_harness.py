@@ -103,7 +103,9 @@ class RunningServer:
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample of /metrics (0 when absent)."""
         _, _, text = self.request("GET", "/metrics")
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        )
         for line in text.decode().splitlines():
             if line.startswith(want + " "):
                 return float(line.rsplit(" ", 1)[1])
