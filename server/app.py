@@ -10,9 +10,10 @@ in uvicorn's access log (off), and forwarded headers are ignored.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
-import re
+import multiprocessing
 import time
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rkd.client import cloud
 from rkd.client.report import decode_report
+from rkd.server import prepare
 from rkd.server.commit import GroupCommit
 from rkd.server.config import ServerSettings
 from rkd.server.guard import (
@@ -38,8 +40,8 @@ from rkd.server.guard import (
 from rkd.server.keys import load_keys
 from rkd.server.metrics import Metrics
 from rkd.server.openapi import openapi_document
-from rkd.server.privacy import Forged, PrivacyFilter, filter_report
-from rkd.server.rows import event_row, report_row
+from rkd.server.privacy import filter_report
+from rkd.server.rows import report_row
 from rkd.server.warehouse import Warehouse, connect
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -49,7 +51,6 @@ from starlette.routing import Route
 log = structlog.get_logger("rkd.server")
 ANOMALY_INTERVAL_SECS: Final = 60.0
 MAX_REPORT_BYTES: Final = 64 * 1024
-_PATH: Final = re.compile(r" - at `(\$[A-Za-z0-9_.\[\]]{0,200})`")
 _sessions_decoder: Final = msgspec.msgpack.Decoder(cloud.SessionsRequest)
 
 
@@ -64,7 +65,9 @@ class Server:
         self.key_limiter = RateLimiter(settings.key_rate_per_sec, settings.key_burst)
         self.report_limiter = RateLimiter(settings.report_rate_per_sec, settings.report_burst)
         self.bucket_limiter = RateLimiter(settings.bucket_rate_per_sec, settings.bucket_burst)
-        self.filter = PrivacyFilter(settings.vocabularies())
+        prepare.init(settings.vocabulary_files)  # this process's filter: reports, workers=0
+        self.vocabularies = prepare.load_vocabularies(settings.vocabulary_files)
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.warehouse: Warehouse | None = None
         self.commit: GroupCommit | None = None
 
@@ -72,6 +75,14 @@ class Server:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        if self.settings.workers:
+            # spawn, before the engine starts: a fork of a process running ClickHouse's
+            # threads is not safe.
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                self.settings.workers, multiprocessing.get_context("spawn"),
+                initializer=prepare.init, initargs=(self.settings.vocabulary_files,),
+            )  # fmt: skip
+            await asyncio.gather(*(self._prepare(b"", "") for _ in range(self.settings.workers)))
         self.warehouse = Warehouse(connect(self.settings.warehouse_dsn), self.settings.database)
         applied = self.warehouse.migrate()
         self.commit = GroupCommit(self.warehouse, self.metrics, self.settings.commit_window_secs)
@@ -84,6 +95,8 @@ class Server:
         finally:
             anomalies.cancel()
             await self.commit.stop()
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
             self._log_anomalies()
             self.warehouse.close()
             log.info("server_stopped")
@@ -109,21 +122,19 @@ class Server:
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
         self.key_limiter.take(signed.key_id)
-        batch = _decode(cloud.decode_batch, raw)
-        if batch.batch_id != signed.batch_id:
-            raise Refused(400, "batch_id_mismatch")
-        counts: Counter[str] = Counter()
-        rows = self._rows(batch, counts)
+        prepared = await self._prepare(raw, signed.batch_id)
+        if prepared.status:
+            raise Refused(prepared.status, prepared.reason)
+        counts = Counter(dict(prepared.counts))
         self.metrics.filter_counts(counts)
-        assert self.commit is not None
-        new = await self._commit("events", batch.batch_id, rows)
-        outcome = "accepted" if new else "duplicate"
-        self.metrics.events.labels(outcome).inc(len(rows))
+        n = prepared.n_rows
+        new = await self._commit("events", signed.batch_id, prepared.rows, n)
+        self.metrics.events.labels("accepted" if new else "duplicate").inc(n)
         dropped = {
-            k.removeprefix("dropped."): n for k, n in counts.items() if k.startswith("dropped.")
+            k.removeprefix("dropped."): v for k, v in counts.items() if k.startswith("dropped.")
         }
-        answer = cloud.Answer(accepted=len(rows) if new else 0,
-                              duplicates=0 if new else len(rows), rejected=dropped)  # fmt: skip
+        answer = cloud.Answer(accepted=n if new else 0, duplicates=0 if new else n,
+                              rejected=dropped)  # fmt: skip
         return _json(202, answer)
 
     async def reports(self, request: Request) -> Response:
@@ -133,13 +144,15 @@ class Server:
         self.report_limiter.take("all")
         report = _decode(decode_report, raw)
         self.bucket_limiter.take(f"{report.product}|{report.version}|{report.os}|{report.arch}")
-        vocabulary = self.filter.vocabularies.get(report.product)
+        vocabulary = self.vocabularies.get(report.product)
         if vocabulary is None:
             raise Refused(400, "undeclared_product")
         counts: Counter[str] = Counter()
         report = filter_report(report, vocabulary, counts)
         self.metrics.filter_counts(counts)
-        await self._commit("reports", uuid.uuid4().hex, [report_row(report, _now())])
+        await self._commit(
+            "reports", uuid.uuid4().hex, prepare.encode_rows([report_row(report, _now())]), 1
+        )
         self.metrics.reports.inc()
         return _json(202, cloud.Answer(accepted=1))
 
@@ -180,23 +193,16 @@ class Server:
         verify(signed, self.keys, request.method, request.url.path, body, self.replay, time.time())
         return signed
 
-    def _rows(self, batch: cloud.EventBatch, counts: Counter[str]) -> list[dict[str, Any]]:
-        now = _now()
-        received = now.strftime("%Y-%m-%d %H:%M:%S")
-        rows = []
-        for env in batch.events:
-            try:
-                kept = self.filter(env, now, counts)
-            except Forged:
-                raise Refused(400, "daemon_owned") from None
-            if kept is not None:
-                rows.append(event_row(kept, batch.batch_id, received))
-        return rows
+    async def _prepare(self, raw: bytes, signed_batch_id: str) -> prepare.Prepared:
+        if self.pool is None:
+            return prepare.prepare(raw, signed_batch_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, prepare.prepare, raw, signed_batch_id)
 
-    async def _commit(self, table: str, batch_id: str, rows: list[dict[str, Any]]) -> bool:
+    async def _commit(self, table: str, batch_id: str, rows: bytes, n_rows: int) -> bool:
         assert self.commit is not None
         try:
-            return await self.commit.submit(table, batch_id, rows)
+            return await self.commit.submit(table, batch_id, rows, n_rows)
         except asyncio.QueueFull:
             raise Refused(503, "busy", retry_after=1) from None
         except Exception:
@@ -229,23 +235,9 @@ def _decode(decode: Callable[[bytes], Any], raw: bytes) -> Any:
     try:
         return decode(raw)
     except msgspec.ValidationError as e:
-        raise Refused(400, _reason(str(e))) from None
+        raise Refused(400, prepare.reason_of(str(e))) from None
     except msgspec.DecodeError:
         raise Refused(400, "malformed") from None
-
-
-def _reason(message: str) -> str:
-    m = _PATH.search(message)
-    path = m[1] if m else "$"
-    if path.endswith(".schema_version"):
-        return f"unknown_schema_version at {path}"
-    if path.endswith(".event_type") or "`event_type`" in message:
-        return f"unknown_event_type at {path}"
-    if message.startswith("Object missing required field"):
-        return f"missing_field at {path}"
-    if message.startswith("Object contains unknown field"):
-        return f"unknown_field at {path}"
-    return f"invalid at {path}"
 
 
 def _json(status: int, value: Any) -> Response:

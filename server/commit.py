@@ -28,7 +28,8 @@ MAX_QUEUE: Final = 1024  # waiting batches; beyond it the app answers 503
 class Pending:
     table: str  # "events" (deduplicated by batch id) or "reports" (no id, by design)
     batch_id: str
-    rows: list[dict[str, Any]]
+    rows: bytes  # JSONEachRow lines
+    n_rows: int
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -58,9 +59,9 @@ class GroupCommit:
                 await self._task
         self.pool.shutdown(wait=True)
 
-    async def submit(self, table: str, batch_id: str, rows: list[dict[str, Any]]) -> bool:
+    async def submit(self, table: str, batch_id: str, rows: bytes, n_rows: int) -> bool:
         """Wait until the rows are written; False if the batch was there already (a retry)."""
-        pending = Pending(table, batch_id, rows)
+        pending = Pending(table, batch_id, rows, n_rows)
         self.queue.put_nowait(pending)  # QueueFull: the app answers 503
         return await pending.done
 
@@ -87,7 +88,7 @@ class GroupCommit:
 
     async def _gather(self) -> list[Pending]:
         group = [await self.queue.get()]
-        rows = len(group[0].rows)
+        rows = group[0].n_rows
         end = time.monotonic() + self.window_secs
         while rows < self.max_rows:
             left = end - time.monotonic()
@@ -98,7 +99,7 @@ class GroupCommit:
             except TimeoutError:
                 break
             group.append(p)
-            rows += len(p.rows)
+            rows += p.n_rows
         return group
 
     def _write(self, group: list[Pending]) -> dict[str, set[int]]:
@@ -106,15 +107,15 @@ class GroupCommit:
         events = [p for p in group if p.table == "events"]
         known = self.warehouse.known_batches(sorted({p.batch_id for p in events}))
         new: dict[str, set[int]] = {}
-        rows: list[dict[str, Any]] = []
+        blocks: list[bytes] = []
         for p in events:
             if p.batch_id in known or p.batch_id in new:
                 continue
             new[p.batch_id] = {id(p)}
-            rows.extend(p.rows)
+            blocks.append(p.rows)
         reports = [p for p in group if p.table == "reports"]
         for p in reports:
             new[p.batch_id] = {id(p)}
-        self.warehouse.insert_json("events", rows)
-        self.warehouse.insert_json("reports", [r for p in reports for r in p.rows])
+        self.warehouse.insert_lines("events", blocks)
+        self.warehouse.insert_lines("reports", [p.rows for p in reports])
         return new

@@ -6,8 +6,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rkd.client.vocabulary import Vocabulary, parse_vocabulary, reasonkit_vocabulary
-
 
 class ConfigError(ValueError):
     """Settings that cannot run; one line."""
@@ -32,6 +30,7 @@ class ServerSettings:
     bucket_burst: float = 100.0
     commit_window_secs: float = 0.02
     vocabulary_files: tuple[Path, ...] = field(default_factory=tuple)
+    workers: int = 2  # processes that decode and filter batches (0: in the event loop)
 
     @property
     def warehouse_dsn(self) -> str:
@@ -53,14 +52,6 @@ class ServerSettings:
             raise ConfigError(
                 "plain HTTP only on loopback: give --tls-cert/--tls-key, or --behind-proxy"
             )
-
-    def vocabularies(self) -> dict[str, Vocabulary]:
-        """Product -> its declared vocabulary (ReasonKit's always, plus the files given)."""
-        out = {v.product: v for v in [reasonkit_vocabulary()]}
-        for path in self.vocabulary_files:
-            v = parse_vocabulary(path.read_bytes())
-            out[v.product] = v
-        return out
 
 
 def _loopback(host: str) -> bool:

@@ -58,11 +58,14 @@ def main() -> None:
 @click.option("--key-burst", default=20.0, show_default=True)
 @click.option("--report-rate", default=200.0, show_default=True, help="Reports/s, all senders.")
 @click.option("--commit-window-ms", default=20.0, show_default=True)
+@click.option("--workers", default=2, show_default=True,
+              help="Processes that decode and filter batches (0: in the event loop).")  # fmt: skip
 @click.option("--vocabulary", "vocabularies", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="A product's vocabulary file (ReasonKit's is built in).")  # fmt: skip
 def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         behind_proxy: bool, dsn: str, database: str, key_rate: float, key_burst: float,
-        report_rate: float, commit_window_ms: float, vocabularies: tuple[Path, ...]) -> None:  # fmt: skip
+        report_rate: float, commit_window_ms: float, workers: int,
+        vocabularies: tuple[Path, ...]) -> None:  # fmt: skip
     """Serve the ingestion API until SIGINT/SIGTERM."""
     import uvicorn
     from rkd.server.app import build_app
@@ -73,6 +76,7 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
         behind_proxy=behind_proxy, dsn=dsn, database=database, key_rate_per_sec=key_rate,
         key_burst=key_burst, report_rate_per_sec=report_rate,
         commit_window_secs=commit_window_ms / 1000, vocabulary_files=vocabularies,
+        workers=workers,
     )  # fmt: skip
     try:
         settings.check()

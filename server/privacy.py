@@ -22,7 +22,7 @@ from typing import Any, Final, get_args
 import msgspec
 from rkd.client.fields import StringField, set_at, string_fields
 from rkd.client.report import CommunityReport
-from rkd.client.schema import Envelope, ErrorCategory, Profile
+from rkd.client.schema import Envelope, ErrorCategory, Profile, Source
 from rkd.client.upload import OTHER
 from rkd.client.vocabulary import Vocabulary
 from rkd.daemon.redact import Scanner
@@ -54,7 +54,9 @@ class PrivacyFilter:
         self.vocabularies = dict(vocabularies)
         self.scanner = Scanner()  # everything on: secrets, PII and paths
         self._plans: dict[type, tuple[StringField, ...]] = {}
-        self._clean: set[str] = set()
+        self._clean: set[str] = set()  # values the scanner found nothing in
+        self._kept: set[tuple[str, str, str]] = set()  # (product, field, value): clean, declared
+        self._kept_sources: set[Source] = set()  # sources kept whole before
 
     def __call__(self, env: Envelope, now: dt.datetime, counts: Counter[str]) -> Envelope | None:
         if daemon_owned(env):
@@ -67,7 +69,11 @@ class PrivacyFilter:
             counts["dropped.timestamp"] += 1
             return None
         payload = self._strings(env.payload, vocabulary, "", counts)  # type: ignore[attr-defined]
-        source = self._strings(env.source, vocabulary, "source.", counts)
+        source = env.source
+        if source not in self._kept_sources:
+            source = self._strings(source, vocabulary, "source.", counts)
+            if source is env.source:
+                _remember(self._kept_sources, source)
         if payload is env.payload and source is env.source:  # type: ignore[attr-defined]
             return env
         return msgspec.structs.replace(env, payload=payload, source=source)
@@ -99,7 +105,8 @@ class PrivacyFilter:
 
     def _value(self, field: str, value: str, max_len: int, vocabulary: Vocabulary,
                counts: Counter[str]) -> str:  # fmt: skip
-        if value == OTHER:
+        key = (vocabulary.product, field, value)
+        if value == OTHER or key in self._kept:
             return value
         if len(value) > max_len:
             counts["undeclared"] += 1
@@ -109,7 +116,10 @@ class PrivacyFilter:
         declared = vocabulary.declared(field, value)
         if not declared:
             counts["undeclared"] += 1
-        return value if clean and declared else OTHER
+        elif clean:
+            _remember(self._kept, key)
+            return value
+        return OTHER
 
     def _scan(self, value: str, counts: Counter[str]) -> bool:
         """Whether the scanner finds nothing in ``value``; findings are counted."""
@@ -118,10 +128,14 @@ class PrivacyFilter:
             counts[f"pii.{category}"] += n
         if hits:
             return False
-        if len(self._clean) >= CLEAN_CACHE_MAX:
-            self._clean.clear()
-        self._clean.add(value)
+        _remember(self._clean, value)
         return True
+
+
+def _remember(cache: set[Any], value: Any) -> None:
+    if len(cache) >= CLEAN_CACHE_MAX:
+        cache.clear()
+    cache.add(value)
 
 
 # Report dimensions -> the vocabulary field (or closed enumeration) that declares them.

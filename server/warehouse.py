@@ -84,15 +84,18 @@ class Warehouse:
         return {_text(r[0]) for r in rows.result_rows}
 
     def insert_json(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
-        """Insert ``rows`` (one dict per row, columns by name) in one statement: the
-        materialized views see the same block, so raw and rollups move together."""
+        """Insert ``rows`` (one dict per row, columns by name) in one statement."""
         lines = [_json.encode(r) for r in rows]
-        if lines:
-            self.client.raw_insert(
-                f"{self.db}.{table}", None, insert_block=b"\n".join(lines),
-                fmt="JSONEachRow", settings=INSERT_SETTINGS,
-            )  # fmt: skip
+        self.insert_lines(table, [b"\n".join(lines)] if lines else [])
         return len(lines)
+
+    def insert_lines(self, table: str, blocks: Sequence[bytes]) -> None:
+        """Insert JSONEachRow ``blocks`` in one statement: the materialized views see the
+        same block, so raw and rollups move together."""
+        data = b"\n".join(b for b in blocks if b)
+        if data:
+            self.client.raw_insert(f"{self.db}.{table}", None, insert_block=data,
+                                   fmt="JSONEachRow", settings=INSERT_SETTINGS)  # fmt: skip
 
     # -- the user's rights (Art. 15, Art. 17) ------------------------------------------------
 

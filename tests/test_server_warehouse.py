@@ -17,6 +17,7 @@ from rkd.client.vocabulary import reasonkit_vocabulary
 from rkd.server import ddl
 from rkd.server.commit import GroupCommit
 from rkd.server.metrics import Metrics
+from rkd.server.prepare import encode_rows
 from rkd.server.rows import event_row
 from rkd.server.warehouse import Warehouse, connect
 
@@ -82,10 +83,10 @@ def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Ware
     async def scenario() -> list[bool]:
         commit = GroupCommit(warehouse, Metrics(), window_secs=0.05)
         commit.start()
-        batch = with_product(rows(5, bid), "retry-test")
-        first = await asyncio.gather(commit.submit("events", bid, batch),
-                                     commit.submit("events", bid, batch))  # fmt: skip
-        later = await commit.submit("events", bid, batch)
+        batch = encode_rows(with_product(rows(5, bid), "retry-test"))
+        first = await asyncio.gather(commit.submit("events", bid, batch, 5),
+                                     commit.submit("events", bid, batch, 5))  # fmt: skip
+        later = await commit.submit("events", bid, batch, 5)
         await commit.stop()
         return [*first, later]
 
