@@ -64,6 +64,7 @@ class Server:
         self.replay = Replay()
         self.key_limiter = RateLimiter(settings.key_rate_per_sec, settings.key_burst)
         self.report_limiter = RateLimiter(settings.report_rate_per_sec, settings.report_burst)
+        self.limited_keys: set[str] = set()  # in the current anomaly window
         self.bucket_limiter = RateLimiter(settings.bucket_rate_per_sec, settings.bucket_burst)
         prepare.init(settings.vocabulary_files)  # this process's filter: reports, workers=0
         self.vocabularies = prepare.load_vocabularies(settings.vocabulary_files)
@@ -109,6 +110,7 @@ class Server:
     def _log_anomalies(self) -> None:
         """One structured line per interval with what was refused or filtered (§9.3)."""
         window = self.metrics.take_window()
+        self.limited_keys.clear()
         if window:
             log.warning(
                 "anomalies", interval_secs=ANOMALY_INTERVAL_SECS, **dict(sorted(window.items()))
@@ -121,7 +123,7 @@ class Server:
                                  cloud.MAX_BODY_BYTES)  # fmt: skip
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
-        self.key_limiter.take(signed.key_id)
+        self._take(self.key_limiter, "key", signed.key_id)
         prepared = await self._prepare(raw, signed.batch_id)
         if prepared.status:
             raise Refused(prepared.status, prepared.reason)
@@ -141,9 +143,10 @@ class Server:
         body = await read_capped(request.headers.get("content-length"), request.stream(),
                                  MAX_REPORT_BYTES)  # fmt: skip
         raw = self._inflate(request, body, MAX_REPORT_BYTES)
-        self.report_limiter.take("all")
+        self._take(self.report_limiter, "reports", "all")
         report = _decode(decode_report, raw)
-        self.bucket_limiter.take(f"{report.product}|{report.version}|{report.os}|{report.arch}")
+        bucket = f"{report.product}|{report.version}|{report.os}|{report.arch}"
+        self._take(self.bucket_limiter, "report_bucket", bucket)
         vocabulary = self.vocabularies.get(report.product)
         if vocabulary is None:
             raise Refused(400, "undeclared_product")
@@ -193,6 +196,18 @@ class Server:
         verify(signed, self.keys, request.method, request.url.path, body, self.replay, time.time())
         return signed
 
+    def _take(self, limiter: RateLimiter, source: str, name: str) -> None:
+        """A token, or 429: counted by source; the keys limited in the current anomaly
+        window are counted too (how many, never which: a per-key spike is an anomaly)."""
+        try:
+            limiter.take(name)
+        except Refused:
+            self.metrics.rate_limited.labels(source).inc()
+            if source == "key":
+                self.limited_keys.add(name)
+                self.metrics.window["rate_limited_keys"] = len(self.limited_keys)
+            raise
+
     async def _prepare(self, raw: bytes, signed_batch_id: str) -> prepare.Prepared:
         if self.pool is None:
             return prepare.prepare(raw, signed_batch_id)
@@ -214,7 +229,7 @@ class Server:
                                  cloud.MAX_BODY_BYTES)  # fmt: skip
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
-        self.key_limiter.take(signed.key_id)
+        self._take(self.key_limiter, "key", signed.key_id)
         req: cloud.SessionsRequest = _decode(_sessions_decoder.decode, raw)
         if req.request_id != signed.batch_id:
             raise Refused(400, "batch_id_mismatch")
@@ -255,7 +270,7 @@ def _answer_refusal(metrics: Metrics) -> Callable[[Request, Exception], Awaitabl
     return handler
 
 
-def build_app(settings: ServerSettings) -> Starlette:
+def build_app(settings: ServerSettings) -> CountResponses:
     server = Server(settings)
     app = Starlette(
         routes=[
@@ -271,4 +286,28 @@ def build_app(settings: ServerSettings) -> Starlette:
         lifespan=server.lifespan,
     )
     app.state.server = server
-    return app
+    return CountResponses(app, server.metrics)
+
+
+class CountResponses:
+    """ASGI wrapper: every response counted by route and status (no address, no path
+    beyond the fixed routes)."""
+
+    ROUTES: Final = frozenset((cloud.EVENTS_PATH, cloud.REPORTS_PATH, cloud.ERASURE_PATH,
+                               cloud.ACCESS_PATH, "/healthz", "/metrics", "/openapi.json"))  # fmt: skip
+
+    def __init__(self, app: Starlette, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.ROUTES else "other"
+
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)

@@ -27,6 +27,9 @@ class Metrics:
                                  ["what"], registry=r)  # fmt: skip
         self.events = PCounter("rkd_server_events", "Events of accepted batches, by outcome.",
                                ["outcome"], registry=r)  # fmt: skip
+        self.rate_limited = PCounter("rkd_server_rate_limited", "429s, by bucket kind: key, "
+                                     "reports (all senders), report_bucket (coarse).",
+                                     ["source"], registry=r)  # fmt: skip
         self.reports = PCounter("rkd_server_reports", "Community reports stored.", registry=r)
         self.erasures = PCounter("rkd_server_erasure_requests", "Erasure requests served.",
                                  registry=r)  # fmt: skip

@@ -47,19 +47,23 @@ def _success(payload: Any) -> int | None:
 
 
 def event_row(env: Envelope, batch_id: str, received: str) -> dict[str, Any]:
-    """The ``events`` row of a filtered envelope (``received``: ISO seconds, UTC)."""
+    """The ``events`` row of a filtered envelope (``received``: ISO seconds, UTC).
+
+    Values stay objects for msgspec to encode (UUIDs and datetimes as strings); the
+    payload is written as a JSON object, which the insert reads into its String column
+    as text (``input_format_json_read_objects_as_strings``): encoded once, not twice."""
     payload: Any = env.payload  # type: ignore[attr-defined]
     source, session = env.source, env.session
     return {
-        "batch_id": batch_id, "event_id": str(env.event_id), "event_type": payload.event_type,
+        "batch_id": batch_id, "event_id": env.event_id, "event_type": payload.event_type,
         "category": payload.category, "schema_version": env.schema_version,
-        "ts": env.timestamp.isoformat(), "received": received, "product": source.product,
+        "ts": env.timestamp, "received": received, "product": source.product,
         "version": source.version, "tier": source.tier, "os": source.os,
         "arch": source.arch, "python_version": source.python_version,
-        "session_id": None if session is None else str(session.id),
+        "session_id": None if session is None else session.id,
         "session_seq": None if session is None else session.sequence,
         "subject": subject_of(payload), "duration_ms": _duration(payload),
-        "success": _success(payload), "payload": _json.encode(payload).decode(),
+        "success": _success(payload), "payload": payload,
     }  # fmt: skip
 
 

@@ -20,7 +20,10 @@ import msgspec
 from clickhouse_connect.driver.client import Client
 from rkd.server import ddl
 
-INSERT_SETTINGS: Final = {"date_time_input_format": "best_effort"}
+INSERT_SETTINGS: Final = {
+    "date_time_input_format": "best_effort",  # RFC 3339, as msgspec writes datetimes
+    "input_format_json_read_objects_as_strings": 1,  # an event's payload: stored as its JSON
+}
 _json: Final = msgspec.json.Encoder()
 
 

@@ -212,6 +212,7 @@ def test_a_replayed_nonce_is_401(server: RunningServer) -> None:
 def test_a_key_over_its_rate_gets_429_with_retry_after(server: RunningServer) -> None:
     """Bursting one key past its bucket: 429 and Retry-After; other keys unaffected."""
     statuses, retry = [], None
+    before = server.metric("rkd_server_rate_limited_total", source="key")
     for _ in range(300):  # burst 200 (module server), 5/s
         status, headers, _ = server.request(
             "POST",
@@ -225,6 +226,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(server: RunningServer) ->
             break
     assert 429 == statuses[-1] and {400} == set(statuses[:-1])
     assert retry is not None and int(retry) >= 1
+    assert before + 1 == server.metric("rkd_server_rate_limited_total", source="key")
     events = good_events(1)
     assert 202 == post_batch(server, events)[0]
     LEDGER["stored"].update(e["event_id"] for e in events)
@@ -442,6 +444,7 @@ def test_metrics_are_prometheus_text(server: RunningServer) -> None:
     status, headers, data = server.request("GET", "/metrics")
     assert 200 == status and headers["content-type"].startswith("text/plain")
     assert b"# TYPE rkd_server_rejections_total counter" in data
+    assert 1 <= server.metric("rkd_server_requests_total", endpoint="/healthz", status="200")
 
 
 # -- last: the warehouse holds exactly what was accepted, and no address ------------------
@@ -456,7 +459,10 @@ def test_zz_the_warehouse_holds_exactly_the_accepted_events(server: RunningServe
     server.stop()
     log = server.log_path.read_text()
     assert '"event": "server_stopped"' in log  # a clean shutdown (uvicorn re-raises SIGTERM)
-    assert '"event": "anomalies"' in log  # the structured line, at shutdown at least
+    anomalies = [json.loads(x) for x in log.splitlines() if '"event": "anomalies"' in x]
+    assert anomalies  # the structured line (every minute, and at shutdown)
+    assert 1 <= sum(a.get("rate_limited_keys", 0) for a in anomalies)
+    assert 1 <= sum(a.get("pii.ip", 0) for a in anomalies)
     wh = Warehouse(connect(f"chdb://{(server.data_dir / 'warehouse').resolve()}"))
     try:
         ids = {str(r[0]) for r in wh.rows("SELECT event_id FROM {db}.events")}
