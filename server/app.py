@@ -84,8 +84,10 @@ class Server:
                 initializer=prepare.init, initargs=(self.settings.vocabulary_files,),
             )  # fmt: skip
             await asyncio.gather(*(self._prepare(b"", "") for _ in range(self.settings.workers)))
-        self.warehouse = Warehouse(connect(self.settings.warehouse_dsn), self.settings.database)
-        applied = self.warehouse.migrate()
+        dsn, db = self.settings.warehouse_dsn, self.settings.database
+        self.warehouse = Warehouse(connect(dsn), db, self.settings.distributed)
+        # On a cluster the DDL is applied by hand (rkd-server schema --cluster): not here.
+        applied = [] if self.settings.distributed else self.warehouse.migrate()
         self.commit = GroupCommit(self.warehouse, self.metrics, self.settings.commit_window_secs)
         self.commit.start()
         anomalies = asyncio.get_running_loop().create_task(self._anomaly_lines())

@@ -21,6 +21,7 @@ class ServerSettings:
     behind_proxy: bool = False  # plain HTTP behind a TLS-terminating proxy
     dsn: str = ""  # default: chdb:///<data_dir>/warehouse
     database: str = "rkd"
+    distributed: bool = False  # a cluster: write through the <table>_all Distributed tables
     keys_file: Path | None = None  # default: <data_dir>/keys.toml
     key_rate_per_sec: float = 5.0  # Pro batches per key
     key_burst: float = 20.0

@@ -54,6 +54,8 @@ def main() -> None:
 @click.option("--dsn", default="", envvar="RKD_SERVER_DSN",
               help="Warehouse: chdb:///path (default: <data-dir>/warehouse) or http(s)://...")  # fmt: skip
 @click.option("--database", default="rkd", show_default=True)
+@click.option("--distributed", is_flag=True,
+              help="A cluster: write through the <table>_all tables of `schema --cluster`.")  # fmt: skip
 @click.option("--key-rate", default=5.0, show_default=True, help="Pro batches/s per key.")
 @click.option("--key-burst", default=20.0, show_default=True)
 @click.option("--report-rate", default=200.0, show_default=True, help="Reports/s, all senders.")
@@ -63,7 +65,7 @@ def main() -> None:
 @click.option("--vocabulary", "vocabularies", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="A product's vocabulary file (ReasonKit's is built in).")  # fmt: skip
 def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
-        behind_proxy: bool, dsn: str, database: str, key_rate: float, key_burst: float,
+        behind_proxy: bool, dsn: str, database: str, distributed: bool, key_rate: float, key_burst: float,
         report_rate: float, commit_window_ms: float, workers: int,
         vocabularies: tuple[Path, ...]) -> None:  # fmt: skip
     """Serve the ingestion API until SIGINT/SIGTERM."""
@@ -73,7 +75,8 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
 
     settings = ServerSettings(
         data_dir=data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-        behind_proxy=behind_proxy, dsn=dsn, database=database, key_rate_per_sec=key_rate,
+        behind_proxy=behind_proxy, dsn=dsn, database=database, distributed=distributed,
+        key_rate_per_sec=key_rate,
         key_burst=key_burst, report_rate_per_sec=report_rate,
         commit_window_secs=commit_window_ms / 1000, vocabulary_files=vocabularies,
         workers=workers,

@@ -35,8 +35,11 @@ def connect(dsn: str) -> Client:
 class Warehouse:
     """The tables of ``schema.sql`` in database ``db``, behind a few typed calls."""
 
-    def __init__(self, client: Client, db: str = "rkd") -> None:
+    def __init__(self, client: Client, db: str = "rkd", distributed: bool = False) -> None:
+        """``distributed``: write and check through the ``<table>_all`` Distributed tables
+        of ``rkd-server schema --cluster`` (a cluster), not the local tables."""
         self.client, self.db = client, db
+        self.suffix = "_all" if distributed else ""
 
     def close(self) -> None:
         self.client.close()
@@ -81,7 +84,7 @@ class Warehouse:
         if not batch_ids:
             return set()
         rows = self.client.query(
-            f"SELECT DISTINCT batch_id FROM {self.db}.batches WHERE batch_id IN {{ids:Array(String)}}",
+            f"SELECT DISTINCT batch_id FROM {self.db}.batches{self.suffix} WHERE batch_id IN {{ids:Array(String)}}",
             parameters={"ids": list(batch_ids)},
         )
         return {_text(r[0]) for r in rows.result_rows}
@@ -97,7 +100,8 @@ class Warehouse:
         same block, so raw and rollups move together."""
         data = b"\n".join(b for b in blocks if b)
         if data:
-            self.client.raw_insert(f"{self.db}.{table}", None, insert_block=data,
+            name = f"{self.db}.{table}{self.suffix if table in ddl.WRITTEN else ''}"
+            self.client.raw_insert(name, None, insert_block=data,
                                    fmt="JSONEachRow", settings=INSERT_SETTINGS)  # fmt: skip
 
     # -- the user's rights (Art. 15, Art. 17) ------------------------------------------------

@@ -173,3 +173,24 @@ def test_every_report_field_is_stored(warehouse: Warehouse) -> None:
     derived = {"counts": "count_key", "privacy": "dp_epsilon", "funnel": "body"}
     for f in info.fields:
         assert derived.get(f.name, f.name) in columns, f.name
+
+
+def test_distributed_mode_writes_and_checks_through_the_all_tables(warehouse: Warehouse) -> None:
+    """With ``distributed``, inserts go to ``events_all`` and the duplicate check reads
+    ``batches_all`` (stand-ins here: chdb has no cluster; a Null table forwarding to the
+    local one plays the Distributed table)."""
+    db = "rkd_dist"
+    local = Warehouse(warehouse.client, db)
+    local.migrate()
+    c = warehouse.client
+    c.command(f"CREATE TABLE {db}.events_all AS {db}.events ENGINE = Null")
+    c.command(
+        f"CREATE MATERIALIZED VIEW {db}.forward TO {db}.events AS SELECT * FROM {db}.events_all"
+    )
+    c.command(f"CREATE VIEW {db}.batches_all AS SELECT * FROM {db}.batches")
+    dist = Warehouse(warehouse.client, db, distributed=True)
+    bid = uuid.uuid4().hex
+    dist.insert_lines("events", [encode_rows(rows(2, bid))])
+    assert {bid} == dist.known_batches([bid, uuid.uuid4().hex])
+    assert 2 == local.scalar("SELECT count() FROM {db}.events")
+    assert 0 == local.scalar("SELECT count() FROM {db}.events_all")
