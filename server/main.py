@@ -59,6 +59,9 @@ def main() -> None:
 @click.option("--key-rate", default=5.0, show_default=True, help="Pro batches/s per key.")
 @click.option("--key-burst", default=20.0, show_default=True)
 @click.option("--report-rate", default=200.0, show_default=True, help="Reports/s, all senders.")
+@click.option("--report-bucket-rate", default=20.0, show_default=True,
+              help="Reports/s per coarse bucket (product, version, os, arch).")  # fmt: skip
+@click.option("--report-bucket-burst", default=100.0, show_default=True)
 @click.option("--commit-window-ms", default=20.0, show_default=True)
 @click.option("--workers", default=2, show_default=True,
               help="Processes that decode and filter batches (0: in the event loop).")  # fmt: skip
@@ -66,7 +69,8 @@ def main() -> None:
               help="A product's vocabulary file (ReasonKit's is built in).")  # fmt: skip
 def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         behind_proxy: bool, dsn: str, database: str, distributed: bool, key_rate: float, key_burst: float,
-        report_rate: float, commit_window_ms: float, workers: int,
+        report_rate: float, report_bucket_rate: float, report_bucket_burst: float,
+        commit_window_ms: float, workers: int,
         vocabularies: tuple[Path, ...]) -> None:  # fmt: skip
     """Serve the ingestion API until SIGINT/SIGTERM."""
     import uvicorn
@@ -76,7 +80,8 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
     settings = ServerSettings(
         data_dir=data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
         behind_proxy=behind_proxy, dsn=dsn, database=database, distributed=distributed,
-        key_rate_per_sec=key_rate,
+        key_rate_per_sec=key_rate, bucket_rate_per_sec=report_bucket_rate,
+        bucket_burst=report_bucket_burst,
         key_burst=key_burst, report_rate_per_sec=report_rate,
         commit_window_secs=commit_window_ms / 1000, vocabulary_files=vocabularies,
         workers=workers,

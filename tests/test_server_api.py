@@ -40,6 +40,7 @@ from tests.server_harness import (
 RATE_KEY = "k_ratelimited"
 PII = "10.20.30.40"  # an IP address: fits every identifier and version pattern
 PII_PRODUCT = "pii-test"
+FORWARDED = "203.0.113.77"  # a forwarded-for address: must appear nowhere
 VOCAB = reasonkit_vocabulary()
 LEDGER: dict[str, set[str]] = {"stored": set(), "refused": set()}
 
@@ -79,7 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
                      for p, c in (("", t), ("source.", Source)) for f in string_fields(c)})  # fmt: skip
     lines = "".join(f'"{f}" = ["{PII}", "think"]\n' for f in fields if f != "source.product")
     vocab.write_text(f'product = "{PII_PRODUCT}"\nversion = 1\n[values]\n{lines}')
-    s = start_server(root, "--vocabulary", str(vocab), "--key-burst", "200",
+    s = start_server(root, "--vocabulary", str(vocab), "--key-burst", "200", "--report-bucket-burst", "3",
                      keys={KEY_ID: SECRET, RATE_KEY: SECRET})  # fmt: skip
     yield s
     s.stop()
@@ -111,7 +112,14 @@ def test_a_batch_is_accepted_and_a_retry_is_a_duplicate(server: RunningServer) -
     """202 with the count; the same batch id again answers duplicates, not accepted."""
     events = good_events(3)
     batch_id = uuid.uuid4().hex
-    assert {"accepted": 3, "duplicates": 0, "rejected": {}} == accepted(server, events, batch_id)
+    _, body = batch_body(events, batch_id)
+    headers = signed_headers(cloud.EVENTS_PATH, body, batch_id)
+    headers.update(
+        {"X-Forwarded-For": FORWARDED, "X-Real-IP": FORWARDED, "Forwarded": f"for={FORWARDED}"}
+    )
+    status, _, data = server.request("POST", cloud.EVENTS_PATH, body, headers)
+    assert (202, {"accepted": 3, "duplicates": 0, "rejected": {}}) == (status, json.loads(data))
+    LEDGER["stored"].update(e["event_id"] for e in events)
     status, _, again = post_batch(server, events, batch_id)
     assert (202, {"accepted": 0, "duplicates": 3, "rejected": {}}) == (status, again)
 
@@ -371,6 +379,16 @@ def test_a_report_is_stored_with_undeclared_keys_folded(server: RunningServer) -
         lambda r: (r[0], r[2]))(post_report(server, report()))  # fmt: skip
 
 
+def test_reports_over_their_coarse_bucket_get_429(server: RunningServer) -> None:
+    """Reports are limited per (product, version, os, arch) bucket, never per sender:
+    the fourth of a bucket with burst 3 waits; another bucket does not."""
+    body = report(product="nobody-prod")  # refused after the bucket: nothing stored
+    statuses = [post_report(server, body)[0] for _ in range(4)]
+    assert [400, 400, 400, 429] == statuses
+    assert 400 == post_report(server, report(product="nobody-prod", version="9.9"))[0]
+    assert 1 == server.metric("rkd_server_rate_limited_total", source="report_bucket")
+
+
 def test_a_report_that_does_not_fit_the_schema_is_400(server: RunningServer) -> None:
     bad = gzip.compress(msgspec.msgpack.encode({"day": "2026-12-07", "session_id": "x"}))
     status, _, answer = post_report(server, bad)
@@ -486,12 +504,19 @@ def test_zz_the_warehouse_holds_exactly_the_accepted_events(server: RunningServe
         counts = dict(wh.rows("SELECT key, n FROM {db}.report_counts_daily FINAL"))
         assert {"think": 3, OTHER: 2} == counts
         assert 1 == wh.scalar("SELECT sum(reports) FROM {db}.reports_daily")
-        assert (1, 1, 3) == wh.rows("SELECT requests, sessions, events_deleted FROM {db}.erasures")[
-            0
-        ]
+        erasures = wh.rows("SELECT requests, sessions, events_deleted FROM {db}.erasures")
+        assert [(1, 1, 3)] == erasures
+        tables = [r[0] for r in wh.rows("SELECT name FROM system.tables WHERE database = 'rkd' "
+                                         "AND engine NOT LIKE '%View%'")]  # fmt: skip
+        assert len(tables) >= 9
+        for table in tables:  # every stored value, decompressed: no address anywhere
+            for address in ("127.0.0.1", FORWARDED):
+                assert 0 == wh.scalar(f"SELECT count() FROM {{db}}.{table} "
+                                      f"WHERE position(toString(tuple(*)), '{address}') > 0"), table  # fmt: skip
     finally:
         wh.close()
     for path in server.root.rglob("*"):
         if path.is_file():
-            assert b"127.0.0.1" not in path.read_bytes(), path
+            data = path.read_bytes()
+            assert b"127.0.0.1" not in data and FORWARDED.encode() not in data, path
     assert not re.search(r"\b127\.0\.0\.1\b", log)
