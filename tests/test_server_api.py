@@ -474,6 +474,8 @@ def test_zz_the_warehouse_holds_exactly_the_accepted_events(server: RunningServe
     no file the server wrote holds the clients' address."""
     from rkd.server.warehouse import Warehouse, connect
 
+    if not LEDGER["stored"]:
+        pytest.skip("checks what the module's other tests sent: run the whole module")
     server.stop()
     log = server.log_path.read_text()
     assert '"event": "server_stopped"' in log  # a clean shutdown (uvicorn re-raises SIGTERM)
