@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,10 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
     try:
         settings.check()
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # clickhouse-connect's chdb backend passes each insert through a temporary file:
+        # keep those rows inside the data folder, not in the machine's shared /tmp.
+        (data_dir / "tmp").mkdir(exist_ok=True, mode=0o700)
+        tempfile.tempdir = str(data_dir / "tmp")
         app = build_app(settings)
     except (ConfigError, KeysError, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -23,6 +23,9 @@ from rkd.server import ddl
 INSERT_SETTINGS: Final = {
     "date_time_input_format": "best_effort",  # RFC 3339, as msgspec writes datetimes
     "input_format_json_read_objects_as_strings": 1,  # an event's payload: stored as its JSON
+    # A group commit is a few MB: parse it on several threads (the default chunk, 10 MB,
+    # left one thread parsing while the event loop waited on it).
+    "min_chunk_bytes_for_parallel_parsing": 1 << 20,
 }
 _json: Final = msgspec.json.Encoder()
 
