@@ -194,3 +194,35 @@ def test_distributed_mode_writes_and_checks_through_the_all_tables(warehouse: Wa
     assert {bid} == dist.known_batches([bid, uuid.uuid4().hex])
     assert 2 == local.scalar("SELECT count() FROM {db}.events")
     assert 0 == local.scalar("SELECT count() FROM {db}.events_all")
+
+
+def test_a_failed_write_answers_no_one_yes_and_the_retry_is_not_a_duplicate(
+    warehouse: Warehouse,
+) -> None:
+    """The group's waiters hear the write's error (the app answers 503); the same batch
+    sent again is then written, not taken for a duplicate."""
+
+    class Failing(Warehouse):
+        fail = True
+
+        def insert_lines(self, table: str, blocks: Any) -> None:
+            if self.fail and blocks:
+                raise RuntimeError("disk full")
+            super().insert_lines(table, blocks)
+
+    flaky = Failing(warehouse.client, warehouse.db)
+    bid = uuid.uuid4().hex
+    batch = encode_rows(with_product(rows(4, bid), "failing-write"))
+
+    async def scenario() -> bool:
+        commit = GroupCommit(flaky, Metrics())
+        commit.start()
+        with pytest.raises(RuntimeError):
+            await commit.submit("events", bid, batch, 4)
+        flaky.fail = False
+        again = await commit.submit("events", bid, batch, 4)
+        await commit.stop()
+        return again
+
+    assert asyncio.run(scenario()) is True
+    assert {"raw": 4, **dict.fromkeys(ROLLUPS, 4)} == counts(warehouse, [bid])
