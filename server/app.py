@@ -121,8 +121,7 @@ class Server:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
-        body = await read_capped(request.headers.get("content-length"), request.stream(),
-                                 cloud.MAX_BODY_BYTES)  # fmt: skip
+        body = await self._body(request, cloud.MAX_BODY_BYTES)
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
         self._take(self.key_limiter, "key", signed.key_id)
@@ -142,8 +141,7 @@ class Server:
         return _json(202, answer)
 
     async def reports(self, request: Request) -> Response:
-        body = await read_capped(request.headers.get("content-length"), request.stream(),
-                                 MAX_REPORT_BYTES)  # fmt: skip
+        body = await self._body(request, MAX_REPORT_BYTES)
         raw = self._inflate(request, body, MAX_REPORT_BYTES)
         self._take(self.report_limiter, "reports", "all")
         report = _decode(decode_report, raw)
@@ -184,6 +182,10 @@ class Server:
         return Response(msgspec.json.encode(openapi_document()), media_type="application/json")
 
     # -- the steps ---------------------------------------------------------------------------
+
+    async def _body(self, request: Request, cap: int) -> bytes:
+        return await read_capped(request.headers.get("content-length"), request.stream(), cap,
+                                 self.settings.body_timeout_secs)  # fmt: skip
 
     def _inflate(self, request: Request, body: bytes, cap: int) -> bytes:
         encoding = request.headers.get("content-encoding", "identity").lower()
@@ -228,8 +230,7 @@ class Server:
             raise Refused(503, "write_failed", retry_after=5) from None
 
     async def _sessions_request(self, request: Request) -> list[uuid.UUID]:
-        body = await read_capped(request.headers.get("content-length"), request.stream(),
-                                 cloud.MAX_BODY_BYTES)  # fmt: skip
+        body = await self._body(request, cloud.MAX_BODY_BYTES)
         raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
         signed = self._verify(request, body)
         self._take(self.key_limiter, "key", signed.key_id)

@@ -30,6 +30,8 @@ class ServerSettings:
     bucket_rate_per_sec: float = 20.0  # community reports per coarse bucket
     bucket_burst: float = 100.0
     commit_window_secs: float = 0.02
+    body_timeout_secs: float = 30.0  # a request body not all there by then: 408
+    max_concurrency: int = 256  # requests at once; beyond, uvicorn answers 503
     vocabulary_files: tuple[Path, ...] = field(default_factory=tuple)
     workers: int = 2  # processes that decode and filter batches (0: in the event loop)
 

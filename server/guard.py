@@ -8,6 +8,7 @@ one, so they are safe in a response, a log line and a metric label.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections import OrderedDict
@@ -30,14 +31,23 @@ class Refused(Exception):
         self.status, self.reason, self.retry_after = status, reason, retry_after
 
 
-async def read_capped(declared: str | None, chunks: AsyncIterator[bytes], cap: int) -> bytes:
+async def read_capped(declared: str | None, chunks: AsyncIterator[bytes], cap: int,
+                      timeout_secs: float) -> bytes:  # fmt: skip
     """The body, refused (413) past ``cap`` bytes: by Content-Length before reading,
-    and while streaming (a chunked or lying sender)."""
+    and while streaming (a chunked or lying sender); 408 if it has not all arrived
+    within ``timeout_secs`` (a slow sender would hold a connection slot and its memory)."""
     if declared is not None:
         if not declared.isdigit():
             raise Refused(400, "bad_content_length")
         if int(declared) > cap:
             raise Refused(413, "body_too_large")
+    try:
+        return await asyncio.wait_for(_read(chunks, cap), timeout_secs)
+    except TimeoutError:
+        raise Refused(408, "body_timeout") from None
+
+
+async def _read(chunks: AsyncIterator[bytes], cap: int) -> bytes:
     parts, size = [], 0
     async for chunk in chunks:
         size += len(chunk)

@@ -63,6 +63,10 @@ def main() -> None:
 @click.option("--report-bucket-rate", default=20.0, show_default=True,
               help="Reports/s per coarse bucket (product, version, os, arch).")  # fmt: skip
 @click.option("--report-bucket-burst", default=100.0, show_default=True)
+@click.option("--body-timeout", default=30.0, show_default=True,
+              help="Seconds for a request body to arrive (408 after).")  # fmt: skip
+@click.option("--max-concurrency", default=256, show_default=True,
+              help="Requests at once (503 beyond): bounds memory, ~9 MB per request.")  # fmt: skip
 @click.option("--commit-window-ms", default=20.0, show_default=True)
 @click.option("--workers", default=2, show_default=True,
               help="Processes that decode and filter batches (0: in the event loop).")  # fmt: skip
@@ -71,7 +75,7 @@ def main() -> None:
 def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
         behind_proxy: bool, dsn: str, database: str, distributed: bool, key_rate: float, key_burst: float,
         report_rate: float, report_bucket_rate: float, report_bucket_burst: float,
-        commit_window_ms: float, workers: int,
+        body_timeout: float, max_concurrency: int, commit_window_ms: float, workers: int,
         vocabularies: tuple[Path, ...]) -> None:  # fmt: skip
     """Serve the ingestion API until SIGINT/SIGTERM."""
     import uvicorn
@@ -85,7 +89,7 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
         bucket_burst=report_bucket_burst,
         key_burst=key_burst, report_rate_per_sec=report_rate,
         commit_window_secs=commit_window_ms / 1000, vocabulary_files=vocabularies,
-        workers=workers,
+        workers=workers, body_timeout_secs=body_timeout, max_concurrency=max_concurrency,
     )  # fmt: skip
     try:
         settings.check()
@@ -105,7 +109,8 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
         extra["ssl_certfile"] = str(cert)  # uvicorn's is_ssl switch; the context is ours
     config = uvicorn.Config(
         app, host=host, port=port, lifespan="on", access_log=False, proxy_headers=False,
-        server_header=False, date_header=False, log_config=None, **extra,
+        server_header=False, date_header=False, log_config=None,
+        limit_concurrency=max_concurrency, **extra,
     )  # fmt: skip
     structlog.get_logger("rkd.server").info("listening", port=port, tls=settings.tls)
     uvicorn.Server(config).run()
