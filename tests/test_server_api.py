@@ -80,7 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
                      for p, c in (("", t), ("source.", Source)) for f in string_fields(c)})  # fmt: skip
     lines = "".join(f'"{f}" = ["{PII}", "think"]\n' for f in fields if f != "source.product")
     vocab.write_text(f'product = "{PII_PRODUCT}"\nversion = 1\n[values]\n{lines}')
-    s = start_server(root, "--vocabulary", str(vocab), "--key-burst", "200", "--report-bucket-burst", "3", "--body-timeout", "1",
+    s = start_server(root, "--vocabulary", str(vocab), "--key-burst", "200", "--report-bucket-burst", "3", "--body-timeout", "2",
                      keys={KEY_ID: SECRET, RATE_KEY: SECRET})  # fmt: skip
     yield s
     s.stop()
@@ -167,7 +167,7 @@ def test_a_chunked_body_over_the_cap_is_413_while_streaming(server: RunningServe
 
 def test_a_body_that_does_not_arrive_in_time_is_408(server: RunningServer) -> None:
     """A sender that announces 100 bytes and sends 10 does not hold its slot: 408 after
-    the body timeout (1 s for this server)."""
+    the body timeout (2 s for this server)."""
     conn = server.connection()
     conn.putrequest("POST", cloud.EVENTS_PATH)
     conn.putheader("Content-Length", "100")
@@ -176,7 +176,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408(server: RunningServer) -> No
     started = time.monotonic()
     resp = conn.getresponse()
     assert (408, b'{"error":"body_timeout"}') == (resp.status, resp.read())
-    assert 0.9 < time.monotonic() - started < 10
+    assert 1.9 < time.monotonic() - started < 15
     conn.close()
 
 
@@ -236,7 +236,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(server: RunningServer) ->
     """Bursting one key past its bucket: 429 and Retry-After; other keys unaffected."""
     statuses, retry = [], None
     before = server.metric("rkd_server_rate_limited_total", source="key")
-    for _ in range(300):  # burst 200 (module server), 5/s
+    for _ in range(2000):  # burst 200 (module server), 5/s: ends at the first 429
         status, headers, _ = server.request(
             "POST",
             cloud.EVENTS_PATH,
