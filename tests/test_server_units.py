@@ -121,3 +121,13 @@ def test_run_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--data-dir", str(tmp_path), "--host", "0.0.0.0"])
     assert 1 == result.exit_code
     assert "plain HTTP only on loopback" in result.output
+
+
+def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
+    """`rkd-server migrate` on a new data folder applies migration 1; again, nothing."""
+    runner = CliRunner()
+    args = ["migrate", "--data-dir", str(tmp_path)]
+    first = runner.invoke(main, args)
+    assert (0, {"applied": [1], "version": 1}) == (first.exit_code, json.loads(first.output))
+    again = runner.invoke(main, args)
+    assert {"applied": [], "version": 1} == json.loads(again.output)
