@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import uuid
 from typing import Annotated, Final
 
 import msgspec
@@ -25,6 +26,9 @@ from rkd.client.schema import Event
 PROTOCOL_VERSION: Final = 1
 EVENTS_PATH: Final = "/v1/telemetry/events"
 REPORTS_PATH: Final = "/v1/telemetry/reports"
+ERASURE_PATH: Final = "/v1/telemetry/erasure"  # Art. 17: delete the raw events of sessions
+ACCESS_PATH: Final = "/v1/telemetry/access"  # Art. 15: the raw events held for sessions
+MAX_SESSIONS: Final = 10_000  # session ids named in one erasure or access request
 CONTENT_TYPE: Final = "application/msgpack"
 
 MAX_BATCH_EVENTS: Final = 1000  # spec §4.4
@@ -48,6 +52,20 @@ class EventBatch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, 
 
     batch_id: BatchId
     events: Annotated[list[Event], Meta(max_length=MAX_BATCH_EVENTS)]  # type: ignore[valid-type]
+
+
+class SessionsRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """The body of an erasure or access request (msgpack, signed like a batch, with
+    ``request_id`` in RK-Batch-Id): the session ids this install uploaded."""
+
+    request_id: BatchId
+    session_ids: Annotated[list[uuid.UUID], Meta(min_length=1, max_length=MAX_SESSIONS)]
+
+
+class Erased(Struct, frozen=True, kw_only=True, gc=False):
+    """The answer to an erasure request: raw events deleted (aggregates hold no session)."""
+
+    deleted: int
 
 
 class Answer(Struct, frozen=True, kw_only=True, gc=False):

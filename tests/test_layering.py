@@ -79,3 +79,31 @@ def test_importing_every_client_module_loads_no_daemon_or_cli() -> None:
     ).stdout
     assert [] == json.loads(out)
     assert len(MODULES) >= 15  # every module of client/ was imported, not none
+
+
+ROOT = CLIENT.parent
+SERVER_MAY_USE = ("rkd.client", "rkd.server", "rkd.daemon.redact", "rkd.daemon.detectors")
+
+
+def _module_of(path: Path) -> str:
+    package = "rkd." + path.parent.name
+    return package if path.stem == "__init__" else f"{package}.{path.stem}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for d in ("client", "daemon", "cli") for p in (ROOT / d).glob("*.py")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_nothing_imports_the_server(path: Path) -> None:
+    """rkd.server is the maintainers' side: no module of client/, daemon/ or cli/ names it."""
+    names = _imported(ast.parse(path.read_text("utf-8")), _module_of(path))
+    assert [] == sorted(n for n in names if n == "rkd.server" or n.startswith("rkd.server."))
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "server").glob("*.py")), ids=lambda p: p.name)
+def test_the_server_uses_only_the_client_and_the_daemons_scanner(path: Path) -> None:
+    """server/ imports rkd.client and the daemon's pure scanner, nothing else of ours."""
+    names = _imported(ast.parse(path.read_text("utf-8")), _module_of(path))
+    ours = {n for n in names if n == "rkd" or n.startswith("rkd.")}
+    assert [] == sorted(n for n in ours if not n.startswith(SERVER_MAY_USE))

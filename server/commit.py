@@ -1,0 +1,121 @@
+"""Group commit: accepted batches are written together, and each request learns only
+after the write succeeded.
+
+Requests put their rows on a queue and wait. One writer task takes whatever arrived
+within ``window_secs`` of the first (up to ``max_rows``), and in one worker thread
+drops the batches the warehouse already holds (and a second copy inside the group),
+then inserts the rest in one statement. Every waiter then gets its answer: how many
+events were new and how many duplicates, or the write's exception (the app answers
+503 and the sender retries the same batch id, which makes the retry safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from rkd.server.metrics import Metrics
+from rkd.server.warehouse import Warehouse
+
+MAX_QUEUE: Final = 1024  # waiting batches; beyond it the app answers 503
+
+
+@dataclass
+class Pending:
+    table: str  # "events" (deduplicated by batch id) or "reports" (no id, by design)
+    batch_id: str
+    rows: bytes  # JSONEachRow lines
+    n_rows: int
+    done: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupCommit:
+    def __init__(self, warehouse: Warehouse, metrics: Metrics, window_secs: float = 0.02,
+                 max_rows: int = 50_000) -> None:  # fmt: skip
+        self.warehouse, self.metrics = warehouse, metrics
+        self.window_secs, self.max_rows = window_secs, max_rows
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue(MAX_QUEUE)
+        # One thread: every warehouse call is serialized, so check-then-insert is atomic.
+        self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="warehouse")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self, deadline_secs: float = 10.0) -> None:
+        """Write what is queued (bounded by ``deadline_secs``), then stop."""
+        end = time.monotonic() + deadline_secs
+        while not self.queue.empty() and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.pool.shutdown(wait=True)
+
+    async def submit(self, table: str, batch_id: str, rows: bytes, n_rows: int) -> bool:
+        """Wait until the rows are written; False if the batch was there already (a retry)."""
+        pending = Pending(table, batch_id, rows, n_rows)
+        self.queue.put_nowait(pending)  # QueueFull: the app answers 503
+        return await pending.done
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run another warehouse call on the writer's thread (erasure, access)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def _run(self) -> None:
+        while True:
+            group = await self._gather()
+            started = time.perf_counter()
+            try:
+                new = await self.call(self._write, group)
+            except Exception as e:  # the write failed: every waiter hears it, none waits
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_exception(e)
+                continue
+            self.metrics.commit_seconds.observe(time.perf_counter() - started)
+            self.metrics.commit_batches.observe(len(group))
+            for p in group:
+                if not p.done.done():
+                    p.done.set_result(p.batch_id in new and id(p) in new[p.batch_id])
+
+    async def _gather(self) -> list[Pending]:
+        group = [await self.queue.get()]
+        rows = group[0].n_rows
+        end = time.monotonic() + self.window_secs
+        while rows < self.max_rows:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                p = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                break
+            group.append(p)
+            rows += p.n_rows
+        return group
+
+    def _write(self, group: list[Pending]) -> dict[str, set[int]]:
+        """Insert the group's new batches; batch id -> the id() of the copy written."""
+        events = [p for p in group if p.table == "events"]
+        known = self.warehouse.known_batches(sorted({p.batch_id for p in events}))
+        new: dict[str, set[int]] = {}
+        blocks: list[bytes] = []
+        for p in events:
+            if p.batch_id in known or p.batch_id in new:
+                continue
+            new[p.batch_id] = {id(p)}
+            blocks.append(p.rows)
+        reports = [p for p in group if p.table == "reports"]
+        for p in reports:
+            new[p.batch_id] = {id(p)}
+        self.warehouse.insert_lines("events", blocks)
+        self.warehouse.insert_lines("reports", [p.rows for p in reports])
+        return new

@@ -1,0 +1,154 @@
+"""The checks a request passes before any work, in order: size, gunzip, signature,
+skew and replay, rate. Each refuses by raising :class:`Refused` (status, reason), which
+the app turns into a counted rejection and a :class:`~rkd.client.cloud.Problem` body.
+
+Reasons are fixed words: nothing from the request (no key id, no value) is ever put in
+one, so they are safe in a response, a log line and a metric label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from rkd.client import cloud
+
+NONCE_TTL_SECS: Final = 2 * cloud.MAX_SKEW_SECS  # a nonce older than this fails the skew check
+MAX_NONCES: Final = 1_000_000  # ~100 MB at most; beyond it, refuse rather than forget
+MAX_BUCKETS: Final = 100_000
+
+
+class Refused(Exception):
+    """A request refused before any work: HTTP ``status`` and a fixed ``reason``."""
+
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.retry_after = status, reason, retry_after
+
+
+async def read_capped(declared: str | None, chunks: AsyncIterator[bytes], cap: int,
+                      timeout_secs: float) -> bytes:  # fmt: skip
+    """The body, refused (413) past ``cap`` bytes: by Content-Length before reading,
+    and while streaming (a chunked or lying sender); 408 if it has not all arrived
+    within ``timeout_secs`` (a slow sender would hold a connection slot and its memory)."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "bad_content_length")
+        if int(declared) > cap:
+            raise Refused(413, "body_too_large")
+    try:
+        return await asyncio.wait_for(_read(chunks, cap), timeout_secs)
+    except TimeoutError:
+        raise Refused(408, "body_timeout") from None
+
+
+async def _read(chunks: AsyncIterator[bytes], cap: int) -> bytes:
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > cap:
+            raise Refused(413, "body_too_large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def gunzip_capped(body: bytes, cap: int) -> bytes:
+    """The gunzipped body, never more than ``cap`` bytes in memory: a zip bomb is
+    refused (413) after inflating ``cap + 1`` bytes, not at the end."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, cap + 1)
+    except zlib.error:
+        raise Refused(400, "bad_gzip") from None
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise Refused(413, "inflated_too_large")
+    if not inflater.eof or inflater.unused_data:
+        raise Refused(400, "bad_gzip")
+    return out
+
+
+@dataclass(frozen=True)
+class Signed:
+    """The signature headers of a request, checked for shape only."""
+
+    key_id: str
+    timestamp: str
+    nonce: str
+    batch_id: str
+    signature: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> Signed:
+        values = [headers.get(h, "") for h in (cloud.H_KEY_ID, cloud.H_TIMESTAMP, cloud.H_NONCE,
+                                                cloud.H_BATCH_ID, cloud.H_SIGNATURE)]  # fmt: skip
+        signed = cls(*values)
+        if not (cloud.KEY_ID.fullmatch(signed.key_id) and signed.timestamp.isdigit()
+                and cloud.NONCE.fullmatch(signed.nonce) and len(signed.timestamp) <= 12
+                and len(signed.signature) == 64):  # fmt: skip
+            raise Refused(401, "bad_signature_headers")
+        return signed
+
+
+class Replay:
+    """Nonces seen within the skew window; a second use is refused."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def check(self, nonce: str, now: float) -> None:
+        while self._seen and next(iter(self._seen.values())) < now - NONCE_TTL_SECS:
+            self._seen.popitem(last=False)
+        if nonce in self._seen:
+            raise Refused(401, "replay")
+        if len(self._seen) >= MAX_NONCES:
+            raise Refused(503, "busy", retry_after=5)
+        self._seen[nonce] = now
+
+
+def verify(signed: Signed, keys: Mapping[str, bytes], method: str, path: str, body: bytes,
+           replay: Replay, now: float) -> None:  # fmt: skip
+    """Signature (constant time), then skew, then replay: 401 on any."""
+    secret = keys.get(signed.key_id)
+    # An unknown key costs the same HMAC as a known one (no timing oracle on key ids).
+    ok = cloud.signature_ok(secret or b"\0" * 32, signed.signature, method, path,
+                            signed.timestamp, signed.nonce, signed.batch_id, body)  # fmt: skip
+    if secret is None or not ok:
+        raise Refused(401, "bad_signature")
+    if abs(now - int(signed.timestamp)) > cloud.MAX_SKEW_SECS:
+        raise Refused(401, "skew")
+    replay.check(signed.nonce, now)
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass
+class RateLimiter:
+    """Token buckets by name: ``rate`` per second, ``burst`` at most. A refused take
+    says when one token will be there (Retry-After, whole seconds)."""
+
+    rate: float
+    burst: float
+    buckets: OrderedDict[str, Bucket] = field(default_factory=OrderedDict)
+
+    def take(self, name: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        b = self.buckets.pop(name, None) or Bucket(self.burst, now)
+        b.tokens = min(self.burst, b.tokens + (now - b.at) * self.rate)
+        b.at = now
+        self.buckets[name] = b  # most recent last; the oldest go first when full
+        if len(self.buckets) > MAX_BUCKETS:
+            self.buckets.popitem(last=False)
+        if b.tokens < 1:
+            raise Refused(
+                429, "rate_limited", retry_after=max(1, int((1 - b.tokens) / self.rate) + 1)
+            )
+        b.tokens -= 1

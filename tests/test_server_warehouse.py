@@ -1,0 +1,228 @@
+"""The warehouse DDL on embedded ClickHouse (chdb, in this process): migrations, TTL tiers,
+rollups fed at insert time, retries counted once everywhere, and the cluster variant."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rkd.client.schema import PAYLOAD_TYPES
+from rkd.client.upload import upload_filter
+from rkd.client.vocabulary import reasonkit_vocabulary
+from rkd.server import ddl
+from rkd.server.commit import GroupCommit
+from rkd.server.metrics import Metrics
+from rkd.server.prepare import encode_rows
+from rkd.server.rows import event_row
+from rkd.server.warehouse import Warehouse, connect
+
+from tests.samples import envelope, sample_payload
+
+COMMAND = next(p for p in PAYLOAD_TYPES if p.event_type == "command_executed")
+ROLLUPS = ("events_hourly", "events_daily", "events_monthly")
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    path = tmp_path_factory.mktemp("warehouse") / "ch"
+    wh = Warehouse(connect(f"chdb://{path}"))
+    wh.migrate()
+    yield wh
+    wh.close()
+
+
+def rows(
+    n: int, batch_id: str, days_ago: float = 0, subject_check: bool = True
+) -> list[dict[str, Any]]:
+    ts = dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)
+    vocab = reasonkit_vocabulary()
+    import msgspec
+    from rkd.client.cloud import decode_batch
+
+    events = [
+        upload_filter(envelope(sample_payload(COMMAND), timestamp=ts), vocab) for _ in range(n)
+    ]
+    batch = decode_batch(msgspec.msgpack.encode({"batch_id": batch_id, "events": events}))
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return [event_row(e, batch_id, now) for e in batch.events]
+
+
+def counts(wh: Warehouse, batch_ids: list[str]) -> dict[str, int]:
+    """Events of these batches in raw, and in each rollup (all rows are theirs: a fresh
+    product name per test keeps tests apart)."""
+    product = wh.scalar(
+        "SELECT any(product) FROM {db}.events WHERE batch_id IN ("
+        + ",".join(f"'{b}'" for b in batch_ids)
+        + ")"
+    )
+    out = {"raw": int(wh.scalar(f"SELECT count() FROM {{db}}.events WHERE product = '{product}'"))}
+    for t in ROLLUPS:
+        out[t] = int(wh.scalar(f"SELECT sum(events) FROM {{db}}.{t} WHERE product = '{product}'"))
+    return out
+
+
+def with_product(rs: list[dict[str, Any]], product: str) -> list[dict[str, Any]]:
+    return [{**r, "product": product} for r in rs]
+
+
+def test_migrations_apply_once(warehouse: Warehouse) -> None:
+    """The fixture applied every migration; a second run applies none."""
+    assert [m.version for m in ddl.migrations()][-1] == warehouse.version()
+    assert [] == warehouse.migrate()
+
+
+def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Warehouse) -> None:
+    """Through the group commit: the same batch id three times (two in one group, one
+    later) is written once; raw and all three rollups hold its 5 events once."""
+
+    async def scenario() -> list[bool]:
+        commit = GroupCommit(warehouse, Metrics(), window_secs=0.05)
+        commit.start()
+        batch = encode_rows(with_product(rows(5, bid), "retry-test"))
+        first = await asyncio.gather(commit.submit("events", bid, batch, 5),
+                                     commit.submit("events", bid, batch, 5))  # fmt: skip
+        later = await commit.submit("events", bid, batch, 5)
+        await commit.stop()
+        return [*first, later]
+
+    bid = uuid.uuid4().hex
+    assert [True, False, False] == sorted(asyncio.run(scenario()), reverse=True)
+    assert {"raw": 5, **dict.fromkeys(ROLLUPS, 5)} == counts(warehouse, [bid])
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "expected"),
+    [
+        (10, {"raw": 3, "events_hourly": 3, "events_daily": 3, "events_monthly": 3}),
+        (120, {"raw": 0, "events_hourly": 3, "events_daily": 3, "events_monthly": 3}),
+        (500, {"raw": 0, "events_hourly": 0, "events_daily": 3, "events_monthly": 3}),
+        (1200, {"raw": 0, "events_hourly": 0, "events_daily": 0, "events_monthly": 3}),
+    ],
+    ids=["10d", "120d", "500d", "1200d"],
+)
+def test_ttl_tiers(warehouse: Warehouse, days_ago: int, expected: dict[str, int]) -> None:
+    """Old events (an offline client's) feed every rollup at insert, and each tier keeps
+    them only for its lifetime (raw 90 days, hourly 1 year, daily 3 years, monthly
+    forever) once the engine applies TTL (forced here with OPTIMIZE ... FINAL)."""
+    product = f"ttl-{days_ago}"
+    bid = uuid.uuid4().hex
+    warehouse.insert_json("events", with_product(rows(3, bid, days_ago), product))
+    for table in ("events", *ROLLUPS):
+        warehouse.client.command(f"OPTIMIZE TABLE {warehouse.db}.{table} FINAL")
+    got = {
+        "raw": int(
+            warehouse.scalar(f"SELECT count() FROM {{db}}.events WHERE product = '{product}'")
+        )
+    }
+    for t in ROLLUPS:
+        got[t] = int(warehouse.scalar(
+            f"SELECT sum(events) FROM {{db}}.{t} WHERE product = '{product}'"))  # fmt: skip
+    assert expected == got
+
+
+def test_ttl_removes_rows_that_aged_while_stored(warehouse: Warehouse) -> None:
+    """Rows stored while young are removed by the engine once past the raw table's own
+    TTL: a copy of the table without TTL takes 120-day-old rows, then gets the real
+    table's TTL expression back, and the engine drops them (materialized TTL)."""
+    db = warehouse.db
+    engine = warehouse.scalar("SELECT engine_full FROM system.tables "
+                              "WHERE database = '{db}' AND name = 'events'")  # fmt: skip
+    ttl = re.search(r"TTL (.+?) SETTINGS", engine)
+    assert ttl is not None and "toIntervalDay(90)" in ttl[1]
+    warehouse.client.command(f"CREATE TABLE {db}.aging AS {db}.events")
+    warehouse.client.command(f"ALTER TABLE {db}.aging REMOVE TTL")
+    warehouse.insert_json("aging", rows(2, uuid.uuid4().hex, 120))
+    assert 2 == warehouse.scalar("SELECT count() FROM {db}.aging")
+    warehouse.client.command(f"ALTER TABLE {db}.aging MODIFY TTL {ttl[1]}",
+                             settings={"mutations_sync": 2})  # fmt: skip
+    warehouse.client.command(f"OPTIMIZE TABLE {db}.aging FINAL")
+    assert 0 == warehouse.scalar("SELECT count() FROM {db}.aging")
+
+
+def test_the_cluster_variant_parses(warehouse: Warehouse) -> None:
+    """Every statement of `rkd-server schema --cluster` is accepted by the engine's parser,
+    and every table is replicated."""
+    statements = ddl.cluster_variant("rkd", "main")
+    for s in statements:
+        assert warehouse.parses(s), s
+    tables = [s for s in statements if s.startswith("CREATE TABLE") and "Distributed" not in s]
+    assert tables and all("ENGINE = Replicated" in s and "ON CLUSTER main" in s for s in tables)
+    assert 3 == sum("ENGINE = Distributed(main, rkd," in s for s in statements)
+
+
+def test_no_table_has_an_address_or_key_column(warehouse: Warehouse) -> None:
+    names = {r[0] for r in warehouse.rows("SELECT name FROM system.columns WHERE database = 'rkd'")}
+    assert not {n for n in names if any(w in n for w in ("ip", "addr", "key_id", "host"))}
+
+
+def test_every_report_field_is_stored(warehouse: Warehouse) -> None:
+    """Each scalar field of the report schema has a column; the rest are in the columns
+    derived from them (counts, latency, privacy) and in ``body``, which holds all."""
+    import msgspec.inspect as mi
+    from rkd.client.report import CommunityReport
+
+    info = mi.type_info(CommunityReport)
+    assert isinstance(info, mi.StructType)
+    columns = {r[0] for r in warehouse.rows(
+        "SELECT name FROM system.columns WHERE database = 'rkd' AND table = 'reports'")}  # fmt: skip
+    derived = {"counts": "count_key", "privacy": "dp_epsilon", "funnel": "body"}
+    for f in info.fields:
+        assert derived.get(f.name, f.name) in columns, f.name
+
+
+def test_distributed_mode_writes_and_checks_through_the_all_tables(warehouse: Warehouse) -> None:
+    """With ``distributed``, inserts go to ``events_all`` and the duplicate check reads
+    ``batches_all`` (stand-ins here: chdb has no cluster; a Null table forwarding to the
+    local one plays the Distributed table)."""
+    db = "rkd_dist"
+    local = Warehouse(warehouse.client, db)
+    local.migrate()
+    c = warehouse.client
+    c.command(f"CREATE TABLE {db}.events_all AS {db}.events ENGINE = Null")
+    c.command(
+        f"CREATE MATERIALIZED VIEW {db}.forward TO {db}.events AS SELECT * FROM {db}.events_all"
+    )
+    c.command(f"CREATE VIEW {db}.batches_all AS SELECT * FROM {db}.batches")
+    dist = Warehouse(warehouse.client, db, distributed=True)
+    bid = uuid.uuid4().hex
+    dist.insert_lines("events", [encode_rows(rows(2, bid))])
+    assert {bid} == dist.known_batches([bid, uuid.uuid4().hex])
+    assert 2 == local.scalar("SELECT count() FROM {db}.events")
+    assert 0 == local.scalar("SELECT count() FROM {db}.events_all")
+
+
+def test_a_failed_write_answers_no_one_yes_and_the_retry_is_not_a_duplicate(
+    warehouse: Warehouse,
+) -> None:
+    """The group's waiters hear the write's error (the app answers 503); the same batch
+    sent again is then written, not taken for a duplicate."""
+
+    class Failing(Warehouse):
+        fail = True
+
+        def insert_lines(self, table: str, blocks: Any) -> None:
+            if self.fail and blocks:
+                raise RuntimeError("disk full")
+            super().insert_lines(table, blocks)
+
+    flaky = Failing(warehouse.client, warehouse.db)
+    bid = uuid.uuid4().hex
+    batch = encode_rows(with_product(rows(4, bid), "failing-write"))
+
+    async def scenario() -> bool:
+        commit = GroupCommit(flaky, Metrics())
+        commit.start()
+        with pytest.raises(RuntimeError):
+            await commit.submit("events", bid, batch, 4)
+        flaky.fail = False
+        again = await commit.submit("events", bid, batch, 4)
+        await commit.stop()
+        return again
+
+    assert asyncio.run(scenario()) is True
+    assert {"raw": 4, **dict.fromkeys(ROLLUPS, 4)} == counts(warehouse, [bid])
