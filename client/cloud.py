@@ -44,6 +44,9 @@ H_SIGNATURE: Final = "RK-Signature"
 
 BatchId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}\Z", description="uuid4, hex.")]
 KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{4,64}")
+# A key's secret as given to the customer and kept in the server's keys file: 32 random
+# bytes as 64 hex digits. The HMAC key is the bytes (``bytes.fromhex``), on both sides.
+SECRET_HEX: Final = re.compile(r"[0-9a-fA-F]{64}")
 NONCE: Final = re.compile(r"[0-9a-f]{32}")
 
 

@@ -121,6 +121,9 @@ def build(db: apsw.Connection, cursor: int, since_ms: int,
             skipped += 1
             continue
         event = row_to_envelope(row[:14])
+        if daemon_owned(event):
+            skipped += 1  # the daemon's own bookkeeping: the server refuses it as forged
+            continue
         if row[10] is None:
             event["session"] = None  # its session row is gone: the event still goes
         vocabulary = vocabulary_for(event["source"]["product"] or "")
@@ -136,6 +139,17 @@ def build(db: apsw.Connection, cursor: int, since_ms: int,
         return build(db, cursor, since_ms, vocabulary_for, max(1, len(rows) // 2), max_bytes)
     return Batch(batch_id, rows[0][14], rows[-1][14], len(events), skipped, body,
                  hashlib.sha256(body).hexdigest())  # fmt: skip
+
+
+def daemon_owned(event: dict[str, Any]) -> bool:
+    """Session boundaries and rkd's own events never leave: the server derives sessions
+    from every event's session stamp, and refuses these as forged (server/privacy.py)."""
+    from rkd.daemon.derived import SESSION_TYPES
+
+    kind = event.get("event_type")
+    if kind in SESSION_TYPES or event["source"].get("product") == "rkd":
+        return True
+    return kind == "crash_detected" and event["payload"].get("component") == "daemon"
 
 
 def encode(batch_id: str, events: list[dict[str, Any]]) -> bytes:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from rkd.client import cloud
 from rkd.client.files import UnsafePath, open_private_file, write_atomic
 from rkd.daemon.uplink import SyncKey
 
 KEY_FILE: Final = "sync_key.json"
 KEY_ID: Final = re.compile(r"[A-Za-z0-9_-]{4,64}")
-SECRET: Final = re.compile(r"[A-Za-z0-9_+/=.-]{32,256}")
+SECRET: Final = cloud.SECRET_HEX
 
 
 class SyncKeyError(ValueError):
@@ -35,8 +36,8 @@ def check(key_id: str, secret: str) -> SyncKey:
     if not KEY_ID.fullmatch(key_id):
         raise SyncKeyError("the key id must be 4-64 letters, digits, '_' or '-'")
     if not SECRET.fullmatch(secret):
-        raise SyncKeyError("the secret must be 32-256 characters of base64 or hex")
-    return SyncKey(key_id, secret.encode())
+        raise SyncKeyError("the secret must be 64 hex digits (as your Pro account shows it)")
+    return SyncKey(key_id, bytes.fromhex(secret))
 
 
 def read_sync_key(data_dir: Path, env: Mapping[str, str] | None = None) -> SyncKey | None:

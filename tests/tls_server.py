@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from rkd.client import cloud
 
 KEY_ID = "test-key-1"
-SECRET = "s3cr3t-" + "k" * 40
+SECRET = "5ec7e7" + "ab" * 29
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             h = {k: v for k, v in self.headers.items()}
             ok = cloud.signature_ok(
-                SECRET.encode(), h.get(cloud.H_SIGNATURE, ""), "POST", self.path,
+                bytes.fromhex(SECRET), h.get(cloud.H_SIGNATURE, ""), "POST", self.path,
                 h.get(cloud.H_TIMESTAMP, ""), h.get(cloud.H_NONCE, ""),
                 h.get(cloud.H_BATCH_ID, ""), body,
             )  # fmt: skip

@@ -1,0 +1,63 @@
+"""Issue 12 against issue 13: the real daemon syncs to the real `rkd-server` (TLS 1.3,
+a test CA, embedded ClickHouse): each event lands once, undeclared values as
+__other__, the daemon's own session events never leave, and a restart of the daemon
+mid-way does not duplicate anything."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from rkd.client import schema as s
+from rkd.client.upload import OTHER
+
+from tests.conftest import Daemon, Sandbox, wait_for
+from tests.samples import frame
+from tests.server_harness import start_server
+
+KEY_ID, SECRET_HEX = "k_sync0001", "a1" * 32
+RawPush = Callable[[list[bytes]], None]
+
+
+def test_the_daemon_syncs_to_the_real_server_exactly_once(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush, tmp_path: Path
+) -> None:
+    from rkd.server.warehouse import Warehouse, connect
+
+    server = start_server(tmp_path, keys={KEY_ID: bytes.fromhex(SECRET_HEX)})
+    try:
+        sandbox.env.update(RK_TELEMETRY_SYNC_KEY_ID=KEY_ID, RK_TELEMETRY_SYNC_SECRET=SECRET_HEX)
+        sandbox.write_config(
+            f'[telemetry]\nsync_enabled = true\nsync_endpoint = "https://127.0.0.1:{server.port}"\n'
+            f'flush_interval_secs = 0.2\n[telemetry.sync]\nca_file = "{server.ca}"\n'
+            "interval_secs = 1\nmax_batch_events = 7\n"
+        )
+        d = start_daemon()
+        frames = [frame(s.CommandExecuted(command="think" if i % 2 else "my-private-dir"))
+                  for i in range(20)]  # fmt: skip
+        raw_push(frames[:10])
+
+        def results() -> list[str]:
+            proc = sandbox.rkd("sync", "log", "--json")
+            return [r["result"] for r in json.loads(proc.stdout) if r["kind"] == "events"]
+
+        wait_for(lambda: any(r.startswith("ok") for r in results()), timeout=30, what="a batch")
+        d.stop()
+        d = start_daemon()
+        raw_push(frames[10:])
+        wait_for(lambda: d.flush() >= 0 and json.loads(
+            sandbox.rkd("sync", "status", "--json").stdout)["queue_depth"] == 0,
+            timeout=40, what="everything sent")  # fmt: skip
+        assert all(r.startswith("ok") for r in results()), results()
+        d.stop()
+    finally:
+        server.stop()
+    wh = Warehouse(connect(f"chdb://{(server.data_dir / 'warehouse').resolve()}"))
+    try:
+        rows = wh.rows("SELECT event_type, subject FROM {db}.events")
+    finally:
+        wh.close() if hasattr(wh, "close") else None
+    commands = sorted(subject for kind, subject in rows if kind == "command_executed")
+    assert [OTHER] * 10 + ["think"] * 10 == commands
+    assert not any(kind.startswith("session_") for kind, _ in rows)
