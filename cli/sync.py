@@ -59,11 +59,16 @@ def gather(s: Any) -> dict[str, Any]:
     except DaemonUnavailable:
         pass
     info["daemon_running"] = bool(daemon)
-    info["mode"] = daemon.get("mode") or ("pro" if info["requested"] and info["key_id"] else "off")
+    community = bool(s.enabled and s.community_contribution)
+    offline_mode = (
+        "pro" if info["requested"] and info["key_id"] else "community" if community else "off"
+    )
+    info["mode"] = daemon.get("mode") or offline_mode
     info["problem"] = daemon.get("problem") if daemon else _offline_problem(info)
     info["next_attempt_in_secs"] = daemon.get("next_attempt_in_secs")
     db = open_read_only(s.db_path)
-    info.update(queue_depth=0, batches={}, last_success=None, expired_unsynced=0, since=None)
+    info.update(queue_depth=0, batches={}, last_success=None, expired_unsynced=0, since=None,
+                reports={"sent": 0, "waiting": 0}, privacy_budget=[])  # fmt: skip
     if db is not None:
         try:
             info["queue_depth"] = outbox.queue_depth(db)
@@ -74,11 +79,30 @@ def gather(s: Any) -> dict[str, Any]:
             info["expired_unsynced"] = expired if isinstance(expired, int) else 0
             since = outbox.meta(db, "sync_since_ms")
             info["since"] = iso_ms(since) if isinstance(since, int) else None
+            info["reports"], info["privacy_budget"] = _reports(db)
         except Exception:  # an older database without the outbox: nothing was ever sent
             pass
         finally:
             db.close()
     return info
+
+
+def _reports(db: Any) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Community reports sent and waiting, and the ε ledger by ISO week (what the
+    differential privacy spent: ε adds up over a week's reports)."""
+    from rkd.daemon.reports import budget
+
+    rows = db.execute("SELECT sent_ms IS NOT NULL, count(*) FROM report_days GROUP BY 1").fetchall()
+    counts = {"sent": 0, "waiting": 0}
+    for sent, n in rows:
+        counts["sent" if sent else "waiting"] += int(n)
+    ledger = []
+    for (product,) in db.execute("SELECT DISTINCT product FROM report_days ORDER BY 1"):
+        for week, eps, n in budget(db, str(product), "week"):
+            ledger.append(
+                {"product": product, "week": week, "epsilon": round(eps, 6), "reports": n}
+            )
+    return counts, ledger
 
 
 def _offline_problem(info: dict[str, Any]) -> str | None:
@@ -90,7 +114,8 @@ def _offline_problem(info: dict[str, Any]) -> str | None:
 
 
 def render_status(i: dict[str, Any]) -> str:
-    mode = {"pro": "on (Pro cloud sync)", "off": "off"}.get(i["mode"], i["mode"])
+    mode = {"pro": "on (Pro cloud sync)", "community": "community reports (anonymous)",
+            "off": "off"}.get(i["mode"], i["mode"])  # fmt: skip
     rows = [
         ("Cloud Sync", mode + (f" - {i['problem']}" if i["problem"] else "")),
         ("Endpoint", i["endpoint"]),
@@ -101,7 +126,12 @@ def render_status(i: dict[str, Any]) -> str:
         ("Next attempt", "-" if i["next_attempt_in_secs"] is None else f"in {i['next_attempt_in_secs']:g} s"),
         ("Batches", ", ".join(f"{k} {v:,}" for k, v in sorted(i["batches"].items())) or "none"),
         ("Expired unsent", f"{i['expired_unsynced']:,} (pruned by retention before upload)"),
+        ("Reports", f"{i['reports']['sent']:,} sent, {i['reports']['waiting']:,} waiting"),
     ]  # fmt: skip
+    if i["privacy_budget"]:
+        last = i["privacy_budget"][-1]
+        rows.append(("Privacy budget", f"ε {last['epsilon']:g} spent in {last['week']}"
+                     f" over {last['reports']} report(s) (see --json for every week)"))  # fmt: skip
     return "\n".join(f"{k + ':':<15} {v}" for k, v in rows)
 
 

@@ -123,7 +123,8 @@ class Daemon:
         )
         storage.tagger = self.vocabularies.undeclared
         self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary)
-        self.sync = Sync(settings, storage, self.counters, self.vocabularies.get)
+        self.sync = Sync(settings, storage, self.counters, self.vocabularies.get,
+                         lambda: sorted(self.vocabularies.all()))  # fmt: skip
         self.spool = SpoolIngest(settings.spool_dir, storage, self.writer, self.counters,
                                  self.intake)  # fmt: skip
         self.spool.batch_size = settings.batch_size

@@ -23,7 +23,7 @@ from rkd.client.clock import DAY_MS, iso_ms, now_ms
 from rkd.client.config import DB_FILENAME
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
 from rkd.client.schema import Envelope, Source
-from rkd.daemon import aggregates, derived, outbox
+from rkd.daemon import aggregates, derived, outbox, reports
 from rkd.daemon.seen import key_of
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
@@ -70,6 +70,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     """,
     outbox.MIGRATION,  # step 5: the sync outbox (batches, log, expired-unsynced trigger)
+    reports.REPORT_TABLES_SQL,  # step 6: community reports, their state and ε ledger
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -536,7 +537,8 @@ class Storage:
             # meta first: with no sync cursor, the outbox's trigger counts nothing as
             # expired. The sync log stays (it holds no event data: counts and hashes).
             for table in ("meta", "events", "sessions", "sources", "counters", "spool_ledger",
-                          "sync_batches", *aggregates.TABLES, *derived.TABLES, *stats):  # fmt: skip
+                          "sync_batches", *reports.REPORT_TABLES, *aggregates.TABLES,
+                          *derived.TABLES, *stats):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
         self._sources.clear()
         self._n_sources = None

@@ -11,6 +11,8 @@ TLS context and no socket: nothing here runs.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import gzip
 import os
 import queue
 import random
@@ -24,10 +26,10 @@ from typing import Any, Final, NamedTuple
 import apsw
 import structlog
 from rkd.client import cloud
-from rkd.client.clock import now_ms
+from rkd.client.clock import DAY_MS, now_ms
 from rkd.client.config import Settings
 from rkd.client.vocabulary import Vocabulary
-from rkd.daemon import outbox
+from rkd.daemon import outbox, reports
 from rkd.daemon.storage import Storage
 from rkd.daemon.synckey import SyncKeyError, read_sync_key
 from rkd.daemon.uplink import Outcome, Uplink, deliver, tls_context
@@ -35,14 +37,22 @@ from rkd.daemon.uplink import Outcome, Uplink, deliver, tls_context
 log = structlog.get_logger("rkd.daemon")
 
 CHECK_SECS: Final = 1.0  # the loop looks at the schedule this often
+REPORT_CHECK_SECS: Final = 3600.0  # days that ended get their report within the hour
+# Tests only: "1" sends a community report as soon as it is built, instead of at a
+# random time of the following day (which keeps reports of one install unlinkable).
+SEND_NOW_ENV: Final = "RK_TELEMETRY_REPORTS_SEND_NOW"
 
 
 class Job(NamedTuple):
-    kind: str  # "events"
+    kind: str  # "events" (Pro, signed) or "report" (community, anonymous)
     path: str
-    batch_id: str
+    batch_id: str  # a report's: "<product> <day>"
     body: bytes
     events: int
+
+    @property
+    def signed(self) -> bool:
+        return self.kind == "events"
 
 
 class Worker(threading.Thread):
@@ -58,9 +68,8 @@ class Worker(threading.Thread):
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
             try:
-                outcome = deliver(
-                    self.uplink, job.path, job.body, job.batch_id, self.stop, self.rng
-                )
+                outcome = deliver(self.uplink, job.path, job.body, job.batch_id, self.stop,
+                                  self.rng, signed=job.signed)  # fmt: skip
             except Exception as e:  # never let the thread die with a job in flight
                 outcome = Outcome("retry", None, f"internal error: {type(e).__name__}", 1)
             self.results.put((job, outcome))
@@ -73,8 +82,12 @@ class Sync:
 
     def __init__(self, settings: Settings, storage: Storage, counters: Counter[str],
                  vocabulary_for: Callable[[str], Vocabulary | None],
+                 products: Callable[[], list[str]] = lambda: [],
                  env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.storage, self.counters, self.vocabulary_for = storage, counters, vocabulary_for
+        self.products = products  # the products with a vocabulary: those reports cover
+        self.next_reports = 0.0  # monotonic: when to look for days to report next
+        self.rng = random.Random()
         self.env = dict(os.environ) if env is None else env
         self.wake_r, self._wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
@@ -87,6 +100,7 @@ class Sync:
         self.mode = "off"
         self.problem: str | None = None  # why sync is off although asked for
         self.settings = settings
+        self.community = False
         self.configure(settings)
 
     # -- mode ----------------------------------------------------------------------------
@@ -109,6 +123,8 @@ class Sync:
                     self.problem = "not enrolled: run `rkd sync enroll`"
         on = key is not None
         db = self.storage.db
+        self._configure_community(settings, community=settings.enabled
+                                  and settings.community_contribution and not on)  # fmt: skip
         was_on = outbox.meta(db, "sync_on") == 1
         with db:
             if on and not was_on:
@@ -124,8 +140,8 @@ class Sync:
                 why = self.problem or "sync off"
                 outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
                            f"{why}: nothing more leaves")  # fmt: skip
-        if on:
-            assert key is not None
+        mode = "pro" if on else "community" if self.community else "off"
+        if mode != "off":
             self.stop.clear()
             uplink = Uplink(settings.sync_endpoint, tls_context(settings.sync.ca_file),
                             settings.sync.pins, key)  # fmt: skip
@@ -135,15 +151,30 @@ class Sync:
             else:
                 self.worker.uplink = uplink
             self.max_events = settings.sync.max_batch_events
-            self.mode = "pro"
-            if not was_on:
-                self.next_at = 0.0
-            log.info("sync_on", endpoint=settings.sync_endpoint)
+            if mode != self.mode:
+                self.next_at = self.next_reports = 0.0
+                log.info("sync_on", mode=mode, endpoint=settings.sync_endpoint)
         else:
             self.stop.set()  # a request in flight ends; no next one starts
-            self.mode = "off"
-            if was_on:
+            if self.mode != "off":
                 log.info("sync_off", reason=self.problem or "sync off")
+        self.mode = mode
+
+    def _configure_community(self, settings: Settings, community: bool) -> None:
+        """Community reports cover the days from the one consent was given on."""
+        db = self.storage.db
+        was = outbox.meta(db, "community_since_day")
+        with db:
+            if community and not isinstance(was, int):
+                today = now_ms() // DAY_MS
+                outbox.set_meta(db, "community_since_day", today)
+                outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
+                           "community reports on: days from today on are reported")  # fmt: skip
+            elif not community and isinstance(was, int):
+                outbox.set_meta(db, "community_since_day", None)
+                outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
+                           "community reports off: nothing more leaves")  # fmt: skip
+        self.community = community
 
     # -- the loop's side -----------------------------------------------------------------
 
@@ -153,7 +184,7 @@ class Sync:
             return
         if time.monotonic() < self.next_at:
             return
-        job = self._next_job()
+        job = self._next_report() if self.mode == "community" else self._next_job()
         if job is None:
             self.next_at = time.monotonic() + self.settings.sync.interval_secs
             return
@@ -164,6 +195,45 @@ class Sync:
         """`rkd sync now`: the next round at once (False when sync is off)."""
         self.next_at = 0.0
         return self.mode != "off"
+
+    def _next_report(self) -> Job | None:
+        """Build the reports of days that ended (hourly), then the oldest one due."""
+        db = self.storage.db
+        if time.monotonic() >= self.next_reports:
+            self.next_reports = time.monotonic() + REPORT_CHECK_SECS
+            self._build_reports(db)
+        due = reports.pending(db, now_ms())
+        if not due:
+            return None
+        product, day, body = due[0]
+        return Job("report", cloud.REPORTS_PATH, f"{product} {day.isoformat()}",
+                   gzip.compress(body, mtime=0), 1)  # fmt: skip
+
+    def _build_reports(self, db: apsw.Connection) -> None:
+        since = outbox.meta(db, "community_since_day")
+        if not isinstance(since, int):
+            return
+        t = now_ms()
+        today = dt.date(1970, 1, 1) + dt.timedelta(days=t // DAY_MS)
+        send_now = self.env.get(SEND_NOW_ENV) == "1"
+        with db:  # a report missed by more than a day gets a new time, not a burst
+            db.execute(
+                "UPDATE report_days SET send_at_ms = ? + abs(random()) % ? WHERE sent_ms IS NULL"
+                " AND send_at_ms < ?", (t, DAY_MS, t - DAY_MS),
+            )  # fmt: skip
+        for product in self.products():
+            vocabulary = self.vocabulary_for(product)
+            if vocabulary is None:
+                continue
+            start = dt.date(1970, 1, 1) + dt.timedelta(days=since)
+            for day in reports.due_days(db, product, start, today):
+                state = reports.load_state(db, product)
+                built = reports.build_report(db, state, day, vocabulary, self.settings.privacy)
+                if built is None:
+                    continue
+                at = t if send_now else reports.send_time(day, self.rng)
+                reports.record_built(db, built, at, t)
+                self.counters["sync.reports_built"] += 1
 
     def _next_job(self) -> Job | None:
         db = self.storage.db
@@ -207,6 +277,9 @@ class Sync:
             self._record(job, outcome)
 
     def _record(self, job: Job, o: Outcome) -> None:
+        if job.kind == "report":
+            self._record_report(job, o)
+            return
         db = self.storage.db
         t = now_ms()
         state, result = outbox.PENDING, f"{o.kind}: {o.detail}"
@@ -244,10 +317,36 @@ class Sync:
         except apsw.Error as e:  # the batch stays pending: sent again, counted once
             log.warning("sync_record_failed", error=str(e))
 
+    def _record_report(self, job: Job, o: Outcome) -> None:
+        """A report is sent once: taken (202) or refused for good (a final 4xx, logged),
+        it is marked sent; otherwise it waits for the next round."""
+        db = self.storage.db
+        t = now_ms()
+        product, day = job.batch_id.split(" ")
+        result = f"{o.kind}: {o.detail}" if o.kind != "ok" else f"ok {o.status}"
+        if o.kind in ("ok", "quarantine"):
+            self.counters["sync.reports_sent" if o.kind == "ok" else "sync.reports_refused"] += 1
+            self.next_at = 0.0
+        elif o.kind == "wait":
+            self.next_at = time.monotonic() + o.retry_after
+        else:
+            self.next_at = time.monotonic() + self.settings.sync.interval_secs
+            self.counters[f"sync.{o.kind}"] += 1
+        try:
+            if o.kind in ("ok", "quarantine"):
+                reports.record_sent(db, product, dt.date.fromisoformat(day), t)
+            with db:
+                outbox.log(db, t, "report", self.settings.sync_endpoint, None, 1, len(job.body),
+                           outbox.body_sha(job.body), result)  # fmt: skip
+        except apsw.Error as e:
+            log.warning("sync_record_failed", error=str(e))
+
     def expire(self, retention_days: int) -> None:
         """Maintenance: drop batch copies past retention."""
         with self.storage.db:
             outbox.expire(self.storage.db, retention_days, now_ms())
+        cutoff = dt.date(1970, 1, 1) + dt.timedelta(days=now_ms() // DAY_MS - retention_days)
+        reports.prune_reports(self.storage.db, cutoff)
 
     def status(self) -> dict[str, Any]:
         db = self.storage.db
@@ -258,10 +357,21 @@ class Sync:
             "next_attempt_in_secs": max(0.0, round(self.next_at - time.monotonic(), 1))
             if self.mode != "off" else None,
             "queue_depth": outbox.queue_depth(db),
+            "reports_waiting": len(reports.pending(db, 1 << 62)) if self.mode == "community" else 0,
             "batches": outbox.counts_by_state(db),
         }  # fmt: skip
 
-    def close(self) -> None:
+    def close(self, wait_secs: float = 2.0) -> None:
+        """At shutdown: a request on the wire may finish (its outcome is recorded, so a
+        report the server took is not sent again), then the worker stops."""
+        if self.worker is not None and self.in_flight is not None:
+            try:
+                job, outcome = self.worker.results.get(timeout=wait_secs)
+            except queue.Empty:
+                pass
+            else:
+                self.in_flight = None
+                self._record(job, outcome)
         self.stop.set()
         if self.worker is not None:
             self.worker.jobs.put(None)

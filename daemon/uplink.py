@@ -129,7 +129,8 @@ class Uplink:
         self.pins = frozenset(p.removeprefix("sha256/") for p in pins)
         self.key = key
 
-    def post(self, path: str, body: bytes, batch_id: str = "") -> tuple[int, dict[str, str], bytes]:
+    def post(self, path: str, body: bytes, batch_id: str = "",
+             signed: bool = True) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         """One POST; (status, headers lower-cased, body). Raises OSError (timeouts,
         refused, reset), ssl.SSLError (TLS below 1.3, bad certificate, PinMismatch)."""
         import http.client
@@ -137,7 +138,7 @@ class Uplink:
         full = self.base + path
         headers = {"Content-Type": cloud.CONTENT_TYPE, "Content-Encoding": "gzip",
                    "User-Agent": "rkd-sync/1"}  # fmt: skip
-        if self.key is not None:
+        if signed and self.key is not None:
             ts, nonce = str(int(time.time())), secrets.token_hex(16)
             headers.update({
                 cloud.H_KEY_ID: self.key.key_id, cloud.H_TIMESTAMP: ts, cloud.H_NONCE: nonce,
@@ -166,8 +167,8 @@ class Uplink:
 
 
 def deliver(uplink: Uplink, path: str, body: bytes, batch_id: str, stop: threading.Event,
-            rng: random.Random | None = None,
-            sleep: Callable[[float], bool] | None = None) -> Outcome:  # fmt: skip
+            rng: random.Random | None = None, sleep: Callable[[float], bool] | None = None,
+            signed: bool = True) -> Outcome:  # fmt: skip
     """Send ``body`` until it is taken or the round's tries are used up."""
     rng = rng or random.Random()
     sleep = sleep or stop.wait  # returns True when sync was switched off meanwhile
@@ -176,7 +177,7 @@ def deliver(uplink: Uplink, path: str, body: bytes, batch_id: str, stop: threadi
         if stop.is_set():
             return Outcome("stopped", status, "sync was switched off", attempt - 1)
         try:
-            status, headers, raw = uplink.post(path, body, batch_id)
+            status, headers, raw = uplink.post(path, body, batch_id, signed)
         except PinMismatch as e:
             return Outcome("retry", None, f"refused the server: {e}", attempt)
         except ssl.SSLError as e:

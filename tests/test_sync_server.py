@@ -61,3 +61,33 @@ def test_the_daemon_syncs_to_the_real_server_exactly_once(
     commands = sorted(subject for kind, subject in rows if kind == "command_executed")
     assert [OTHER] * 10 + ["think"] * 10 == commands
     assert not any(kind.startswith("session_") for kind, _ in rows)
+
+
+def test_community_reports_reach_the_real_server(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    from rkd.server.warehouse import Warehouse, connect
+
+    from tests.test_community import plant_history
+
+    plant_history(sandbox, (2, 1), since_days_ago=3)
+    server = start_server(tmp_path)
+    try:
+        sandbox.write_config(
+            f"[telemetry]\ncommunity_contribution = true\n"
+            f'sync_endpoint = "https://127.0.0.1:{server.port}"\n'
+            f'[telemetry.sync]\nca_file = "{server.ca}"\ninterval_secs = 1\n'
+        )
+        sandbox.env["RK_TELEMETRY_REPORTS_SEND_NOW"] = "1"
+        d = start_daemon()
+        wait_for(lambda: json.loads(sandbox.rkd("sync", "status", "--json").stdout)["reports"]
+                 == {"sent": 2, "waiting": 0}, timeout=30, what="two reports sent")  # fmt: skip
+        log = json.loads(sandbox.rkd("sync", "log", "--json").stdout)
+        assert ["ok 202", "ok 202"] == [r["result"] for r in log if r["kind"] == "report"]
+        d.stop()
+    finally:
+        server.stop()
+    wh = Warehouse(connect(f"chdb://{(server.data_dir / 'warehouse').resolve()}"))
+    assert 2 == wh.scalar("SELECT sum(reports) FROM {db}.reports_daily")
+    counts = dict(wh.rows("SELECT key, sum(n) FROM {db}.report_counts_daily FINAL GROUP BY key"))
+    assert {"think": 2, OTHER: 2} == counts  # one of each a day, over two days

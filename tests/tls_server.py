@@ -106,6 +106,7 @@ class Server:
     script: list[Any] = field(default_factory=list)  # one action per request; then "ok"
     requests: list[Received] = field(default_factory=list)  # every request, retries included
     batches: dict[str, Received] = field(default_factory=dict)  # accepted, once per id
+    reports: list[tuple[Any, dict[str, str]]] = field(default_factory=list)  # (report, headers)
     arrived: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -145,6 +146,15 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             body = self.rfile.read(length)
             h = {k: v for k, v in self.headers.items()}
+            if self.path == cloud.REPORTS_PATH:
+                from rkd.client.report import decode_report
+
+                report = decode_report(gzip.decompress(body))
+                with server.lock:
+                    server.reports.append((report, h))
+                server.arrived.set()
+                self._answer(202, b'{"accepted": 1}')
+                return
             ok = cloud.signature_ok(
                 bytes.fromhex(SECRET), h.get(cloud.H_SIGNATURE, ""), "POST", self.path,
                 h.get(cloud.H_TIMESTAMP, ""), h.get(cloud.H_NONCE, ""),
