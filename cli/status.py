@@ -10,7 +10,7 @@ from typing import Any
 import apsw
 import msgspec
 from rkd.client.clock import iso_ms
-from rkd.client.config import MAX_CONFIG_BYTES, Settings, read_small_file
+from rkd.client.config import Settings
 from rkd.client.consent import consent_dict
 from rkd.client.control import DaemonUnavailable, UnsafeRuntimeDir, daemon_pid, request
 from rkd.client.schema import CATEGORIES
@@ -49,12 +49,6 @@ def _offline(db_path: Path) -> dict[str, Any]:
 RELOADED: tuple[str, ...] = (
     "flush_interval_secs", "batch_size", "retention_days", "max_db_size_mb"
 )  # fmt: skip
-# Accepted in config.toml (the spec names them) but nothing acts on them yet.
-NO_EFFECT: dict[str, str] = {
-    "community_contribution": "community reports are not built yet: nothing is sent",
-    "privacy.differential_privacy": "differential privacy is not built yet: no noise is added",
-    "privacy.dp_epsilon": "differential privacy is not built yet: no noise is added",
-}
 
 
 def file_differs(
@@ -70,26 +64,6 @@ def file_differs(
     )
 
 
-def _no_effect_keys(path: Path) -> list[str]:
-    """Keys set in the config file that nothing acts on yet (see NO_EFFECT)."""
-    try:
-        raw = read_small_file(path, MAX_CONFIG_BYTES)
-    except (OSError, ValueError):  # missing or unreadable: said elsewhere
-        return []
-    import tomllib  # ~3 ms: only when there is a file
-
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # bad: load_settings said so already
-        return []
-    section = doc.get("telemetry")
-    if not isinstance(section, dict):
-        return []
-    privacy = section.get("privacy")
-    keys = set(section) | {f"privacy.{k}" for k in (privacy if isinstance(privacy, dict) else ())}
-    return sorted(keys & NO_EFFECT.keys())
-
-
 def _warnings(settings: Settings, st: DaemonStatus | None) -> list[str]:
     """What `rkd status` must not leave unsaid: the settings it shows are not the ones
     in use, or ask for something that does not happen."""
@@ -97,12 +71,12 @@ def _warnings(settings: Settings, st: DaemonStatus | None) -> list[str]:
     if os.environ.get("RK_CONFIG") and not settings.config_path.exists():
         out.append(f"RK_CONFIG names {settings.config_path}, which does not exist:"
                    " the defaults are used")  # fmt: skip
-    for key in _no_effect_keys(settings.config_path):
-        out.append(f"telemetry.{key} is set in {settings.config_path} but has no effect:"
-                   f" {NO_EFFECT[key]}")  # fmt: skip
-    if settings.cloud_sync:
-        out.append("RK_TELEMETRY_CLOUD_SYNC asks for cloud sync, which is not built yet:"
-                   " nothing leaves this machine")  # fmt: skip
+    if settings.privacy.differential_privacy and not settings.community_contribution:
+        out.append("telemetry.privacy.differential_privacy is on but community reports are"
+                   " off: it randomizes community reports only, so it changes nothing now")  # fmt: skip
+    if settings.enabled and settings.cloud_sync and _sync_mode(settings) != "pro":
+        out.append("cloud sync is asked for (sync_enabled or RK_TELEMETRY_CLOUD_SYNC) but no"
+                   " key is enrolled: nothing is uploaded until `rkd sync enroll`")  # fmt: skip
     used = st.settings if st is not None else None
     if st is None or used is None:
         return out
@@ -127,7 +101,7 @@ def gather(settings: Settings) -> dict[str, Any]:
         "database": str(settings.db_path),
         "database_bytes": _db_size(settings.db_path),
         "config": str(settings.config_path),
-        "cloud_sync": "disabled",  # nothing is ever sent: sync is not built yet
+        "cloud_sync": _sync_mode(settings),  # off | community | pro (the daemon's, if it runs)
         "cloud_sync_requested": settings.cloud_sync,
         "retention_days": settings.retention_days,
         "categories": {c: c in settings.categories for c in CATEGORIES},
@@ -158,6 +132,9 @@ def gather(settings: Settings) -> dict[str, Any]:
             events_stored=st.events_stored, pending=st.pending, last_flush=st.last_flush,
             counters=st.counters, session_id=st.session_id, recovered=st.recovered,
         )  # fmt: skip
+        if st.sync:
+            info["cloud_sync"] = st.sync.get("mode", info["cloud_sync"])
+            info["sync"] = dict(st.sync)
         if st.settings is not None:  # what the daemon uses, not what this shell would
             used = st.settings
             daemon["settings"] = msgspec.to_builtins(used)
@@ -169,6 +146,21 @@ def gather(settings: Settings) -> dict[str, Any]:
     info["daemon"] = daemon
     info["recovered"] = _recovered(info.get("recovered"))
     return info
+
+
+def _sync_mode(settings: Settings) -> str:
+    """What would run without asking the daemon: pro with a key, community, or off."""
+    from rkd.daemon.synckey import SyncKeyError, read_sync_key
+
+    if not settings.enabled:
+        return "off"
+    if settings.cloud_sync:
+        try:
+            if read_sync_key(settings.data_dir) is not None:
+                return "pro"
+        except SyncKeyError:
+            pass
+    return "community" if settings.community_contribution else "off"
 
 
 def _recovered(text: Any) -> dict[str, str] | None:
@@ -240,9 +232,12 @@ def render(info: dict[str, Any]) -> str:
         daemon = "not running"
     c = info["counters"]
     pending = "-" if info["pending"] is None else f"{info['pending']:,}"
-    sync = "disabled (Pro feature)"
-    if info["cloud_sync_requested"]:  # until sync exists, nothing is sent whatever it says
-        sync = "disabled (requested by RK_TELEMETRY_CLOUD_SYNC; not built yet)"
+    sync = {"pro": "on (Pro cloud sync; see `rkd sync status`)",
+            "community": "community reports only (anonymous; see `rkd sync status`)",
+            }.get(info["cloud_sync"], "off (nothing leaves this machine)")  # fmt: skip
+    if info["cloud_sync"] == "off" and info["cloud_sync_requested"]:
+        problem = (info.get("sync") or {}).get("problem") or "not enrolled: run `rkd sync enroll`"
+        sync = f"off - requested, but {problem}"
     rows = [
         ("Enabled", _enabled_text(info)),
         ("Database", f"{_tilde(info['database'])} ({_size(info['database_bytes'])})"),

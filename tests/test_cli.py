@@ -31,7 +31,7 @@ def test_status_with_nothing_installed_yet(sandbox: Sandbox) -> None:
     assert [
         "Events Stored:  0",
         "Last Flush:     never",
-        "Cloud Sync:     disabled (Pro feature)",
+        "Cloud Sync:     off (nothing leaves this machine)",
     ] == lines[4:7]
     assert "Daemon:         not running" in lines
     assert not (sandbox.root / "data").exists() and not (sandbox.root / "home/.local").exists()

@@ -327,33 +327,29 @@ def test_status_shows_the_daemons_database_not_the_shells(
     assert not other.exists()
 
 
-def test_cloud_sync_and_unbuilt_privacy_keys_are_shown_as_they_are(sandbox: Sandbox) -> None:
-    """RK_TELEMETRY_CLOUD_SYNC=true does not make status claim sync; config keys that
-    nothing acts on yet are named."""
-    path = sandbox.write_config(
-        "[telemetry]\ncommunity_contribution = true\n"
-        "[telemetry.privacy]\ndifferential_privacy = true\ndp_epsilon = 0.5\n"
-    )
+def test_status_says_what_sync_does_and_what_a_key_changes_nothing(sandbox: Sandbox) -> None:
+    """Cloud sync asked for without a key is shown as off, with why; differential privacy
+    without community reports is named as changing nothing; community reports and a
+    Pro key are shown as what runs."""
+    sandbox.write_config("[telemetry.privacy]\ndifferential_privacy = true\ndp_epsilon = 0.5\n")
     proc = sandbox.rkd("status", RK_TELEMETRY_CLOUD_SYNC="true")
     assert (
-        "Cloud Sync:     disabled (requested by RK_TELEMETRY_CLOUD_SYNC; not built yet)"
+        "Cloud Sync:     off - requested, but not enrolled: run `rkd sync enroll`"
         in proc.stdout.splitlines()
     )
-    dp = "differential privacy is not built yet: no noise is added"
     assert [
-        f"Warning: telemetry.community_contribution is set in {path} but has no effect:"
-        " community reports are not built yet: nothing is sent",
-        f"Warning: telemetry.privacy.differential_privacy is set in {path} but has no effect: {dp}",
-        f"Warning: telemetry.privacy.dp_epsilon is set in {path} but has no effect: {dp}",
-        "Warning: RK_TELEMETRY_CLOUD_SYNC asks for cloud sync, which is not built yet:"
-        " nothing leaves this machine",
+        "Warning: telemetry.privacy.differential_privacy is on but community reports are off:"
+        " it randomizes community reports only, so it changes nothing now",
+        "Warning: cloud sync is asked for (sync_enabled or RK_TELEMETRY_CLOUD_SYNC) but no key"
+        " is enrolled: nothing is uploaded until `rkd sync enroll`",
     ] == warnings_of(proc)
-    assert (
-        "disabled"
-        == json.loads(sandbox.rkd("status", "--json", RK_TELEMETRY_CLOUD_SYNC="1").stdout)[
-            "cloud_sync"
-        ]
-    )
+    sandbox.write_config("[telemetry]\ncommunity_contribution = true\n")
+    info = json.loads(sandbox.rkd("status", "--json").stdout)
+    assert ("community", []) == (info["cloud_sync"], info["warnings"])
+    enroll = sandbox.rkd("sync", "enroll", "--key-id", "k_1234", "--secret-stdin", input="ab" * 32)
+    assert 0 == enroll.returncode, enroll.stderr
+    proc = sandbox.rkd("status", RK_TELEMETRY_CLOUD_SYNC="true")
+    assert "Cloud Sync:     on (Pro cloud sync; see `rkd sync status`)" in proc.stdout.splitlines()
 
 
 # -- files, timestamps, words ------------------------------------------------------------------
