@@ -247,14 +247,36 @@ def test_migration_fills_the_aggregates_of_events_already_stored(tmp_path: Path)
     storage.close()
 
 
+def downgrade_to_schema_1(db: Any) -> None:
+    """Take away everything the migrations after the first one added (tables, triggers,
+    indexes, columns): what rkd at schema 1 left on disk, with its rows."""
+    from rkd.daemon.storage import MIGRATIONS
+
+    first = apsw.Connection(":memory:")
+    first.execute(MIGRATIONS[0])
+    keep = {n for (n,) in first.execute("SELECT name FROM sqlite_schema")}
+    columns = {t: {c[1] for c in first.execute(f"PRAGMA table_info({t})")}
+               for (t,) in first.execute("SELECT name FROM sqlite_schema WHERE type='table'")}  # fmt: skip
+    with db:
+        for kind in ("trigger", "index", "table"):
+            for (name,) in db.execute(
+                "SELECT name FROM sqlite_schema WHERE type = ? AND name NOT LIKE 'sqlite_%'",
+                (kind,),
+            ).fetchall():
+                if name not in keep:
+                    db.execute(f"DROP {kind.upper()} IF EXISTS {name}")
+        for table, cols in columns.items():
+            for c in db.execute(f"PRAGMA table_info({table})").fetchall():
+                if c[1] not in cols:
+                    db.execute(f"ALTER TABLE {table} DROP COLUMN {c[1]}")
+        db.execute("PRAGMA user_version = 1")
+
+
 def test_upgrade_from_schema_1_counts_existing_events(tmp_path: Path) -> None:
     """A database of schema 1 opened by this rkd gets its aggregates from its events."""
     path = tmp_path / "t.db"
     storage = write(path, dataset(now_ms()))
-    storage.db.execute("DROP TABLE agg_daily; DROP TABLE agg_latency; DROP TABLE agg_sessions;"
-                       "DROP TABLE features; ALTER TABLE sessions DROP COLUMN ended_ms;"
-                       "ALTER TABLE events DROP COLUMN undeclared; DROP TABLE vocabularies;"
-                       "PRAGMA user_version = 1")  # fmt: skip
+    downgrade_to_schema_1(storage.db)
     storage.close()
     Storage(path).close()  # migrates 1 -> 2
     today = now_ms() // DAY
