@@ -91,12 +91,15 @@ def run_delete(settings: Settings, confirm: bool, echo: Callable[[str], Any]) ->
             ) from None
         if not reply.ok:
             raise click.ClickException(reply.error or "delete failed")
-        deleted = reply.deleted
+        deleted, cloud = reply.deleted, reply.cloud_erasure
     else:
         try:
-            deleted = delete_offline(settings)
+            deleted, cloud = delete_offline(settings)
         except RuntimeDirError as e:
             raise click.ClickException(f"cannot delete now: {e}") from None
     freed = max(0, before - owned_bytes(settings))
     echo(f"Deleted {deleted:,} events.")
     echo(f"Database vacuumed, freed {human_size(freed)} on disk.")
+    if cloud:  # counted by the delete itself: opening the database now would add files
+        echo(f"Asked the server to erase what was uploaded ({cloud:,} sessions): the"
+             " daemon sends the request until the server confirms (see `rkd sync log`).")  # fmt: skip

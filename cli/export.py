@@ -226,7 +226,9 @@ def report(count: int, files: list[Path], fmt: str, settings: Any, pending: int 
     "--format", "-f", "fmt", type=click.Choice(FORMATS), default=None,
     help="Output format  [default: from FILE's extension (.csv, .ndjson, .jsonl), else json]",
 )  # fmt: skip
-def export(output: str, fmt: str | None) -> None:
+@click.option("--cloud", is_flag=True,
+              help="Export what the sync server holds for this install's sessions instead.")  # fmt: skip
+def export(output: str, fmt: str | None, cloud: bool) -> None:
     """Export everything stored about you, with your consent record (GDPR Art. 15, 20).
 
     \b
@@ -235,6 +237,9 @@ def export(output: str, fmt: str | None) -> None:
     ndjson  that object without "events" on the first line, then one event per line
     csv     one event per row under a fixed header (nested fields as dotted columns);
             the consent record goes to FILE.consent.json beside FILE
+
+    With --cloud: what the sync server holds for the sessions this install uploaded
+    (Pro; a signed request), in the same formats, instead of the local data.
 
     Reads the database read-only, whether or not the daemon runs, and never creates it.
     A running daemon is first asked to write what it holds and to store the spool, so
@@ -250,6 +255,11 @@ def export(output: str, fmt: str | None) -> None:
 
     settings = load_settings(lenient=True)
     fmt = fmt or guess_format(output)
+    if cloud:
+        from rkd.cli.export_cloud import export_cloud
+
+        export_cloud(settings, output, fmt)
+        return
     pending = flush_first(settings)
     count, files = export_to(settings, output, fmt)
     report(count, files, fmt, settings, pending)

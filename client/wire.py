@@ -166,3 +166,4 @@ class Reply(Struct, frozen=True, kw_only=True):
     events: list[dict[str, Any]] = []
     pid: int = 0  # the answering daemon's pid (sync replies): a restart shows as a new pid
     refiltered: dict[str, int] = {}  # `rkd audit --fix`: scanned, rewritten, retagged, removed
+    cloud_erasure: int = 0  # `rkd delete`: uploaded sessions the server is asked to erase

@@ -36,7 +36,7 @@ class Operations(Protocol):
     def synced(self, token: int) -> tuple[bool, int]: ...  # (processed?, daemon pid)
     def status(self) -> DaemonStatus: ...
     def flush_all(self) -> int | None: ...  # events written, None: cannot write now
-    def delete_all(self) -> int: ...  # raises ControlError
+    def delete_all(self) -> tuple[int, int]: ...  # (events, cloud sessions); ControlError
     def prune_now(self) -> int | None: ...
     def reload(self) -> str | None: ...  # None, or the error
     def show(self, limit: int) -> tuple[int, list[dict[str, Any]]]: ...  # (pending, events)
@@ -97,7 +97,8 @@ class Control:
                     return Reply(ok=False, error="the database cannot be written; events are kept")
                 return Reply(ok=True, flushed=n)
             case DeleteRequest():
-                return Reply(ok=True, deleted=ops.delete_all())
+                deleted, cloud = ops.delete_all()
+                return Reply(ok=True, deleted=deleted, cloud_erasure=cloud)
             case PruneRequest():
                 removed = ops.prune_now()
                 if removed is None:

@@ -91,6 +91,7 @@ class Batch(NamedTuple):
     skipped: int  # after the cursor but not uploadable (another product, before consent)
     body: bytes  # gzip(msgpack({batch_id, events}))
     body_sha256: str
+    sessions: frozenset[str] = frozenset()  # session ids in the batch (for erasure later)
 
 
 def meta(db: apsw.Connection, key: str) -> Any:
@@ -137,8 +138,9 @@ def build(db: apsw.Connection, cursor: int, since_ms: int,
     body = encode(batch_id, events)
     if len(body) > max_bytes and len(rows) > 1:  # halve until it fits the byte cap
         return build(db, cursor, since_ms, vocabulary_for, max(1, len(rows) // 2), max_bytes)
+    sessions = frozenset(e["session"]["id"] for e in events if e.get("session"))
     return Batch(batch_id, rows[0][14], rows[-1][14], len(events), skipped, body,
-                 hashlib.sha256(body).hexdigest())  # fmt: skip
+                 hashlib.sha256(body).hexdigest(), sessions)  # fmt: skip
 
 
 def daemon_owned(event: dict[str, Any]) -> bool:
@@ -166,6 +168,9 @@ def record(db: apsw.Connection, batch: Batch, now_ms: int) -> None:
          batch.body, batch.body_sha256, PENDING),
     )  # fmt: skip
     set_meta(db, "sync_cursor", batch.last_id)
+    from rkd.daemon.cloud_rights import remember_sessions
+
+    remember_sessions(db, set(batch.sessions), now_ms)
 
 
 def next_pending(db: apsw.Connection) -> tuple[str, bytes, int] | None:

@@ -443,9 +443,10 @@ class Daemon:
             self.writer.pruned(removed)
         return removed
 
-    def delete_all(self) -> int:
+    def delete_all(self) -> tuple[int, int]:
         """Erase everything: events held and stored, the spool, counters; a new salt.
-        Returns how many events went: stored, pending, and spooled ones not also held."""
+        Returns how many events went (stored, pending, and spooled ones not also held)
+        and how many uploaded sessions the server is now asked to erase."""
         self.drain(flush=False)
         held = len(self.writer.pending)
         spooled = spooled_event_ids(self.settings.spool_dir)
@@ -467,8 +468,8 @@ class Daemon:
         self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)
         self._mark_running()  # delete_all erased the marker with everything else
         self.guarded("sync", self.sync.configure, self.settings)  # a new consent moment
-        log.info("deleted", events=n)
-        return n
+        log.info("deleted", events=n, cloud_sessions=self.storage.cloud_erasure)
+        return n, self.storage.cloud_erasure
 
     def reload(self) -> str | None:
         """SIGHUP or `rkd enable/disable`: re-read config and consent; None or the error.

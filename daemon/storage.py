@@ -23,7 +23,7 @@ from rkd.client.clock import DAY_MS, iso_ms, now_ms
 from rkd.client.config import DB_FILENAME
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
 from rkd.client.schema import Envelope, Source
-from rkd.daemon import aggregates, derived, outbox, reports
+from rkd.daemon import aggregates, cloud_rights, derived, outbox, reports
 from rkd.daemon.seen import key_of
 
 # Index i holds the statements that take user_version i to i + 1. Never edit a step
@@ -71,6 +71,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     outbox.MIGRATION,  # step 5: the sync outbox (batches, log, expired-unsynced trigger)
     reports.REPORT_TABLES_SQL,  # step 6: community reports, their state and ε ledger
+    cloud_rights.MIGRATION,  # step 7: uploaded session ids, and those to erase in the cloud
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -225,6 +226,7 @@ class Storage:
         self._n_sources: int | None = None
         self.erased_fully = True  # the last delete_all's final checkpoint completed
         self.capped_sources = 0  # new sources stored as version "other" (the cap was reached)
+        self.cloud_erasure = 0  # uploaded sessions the last delete_all asked the server to erase
         # Envelope -> its undeclared fields (the events.undeclared tag); set by the daemon.
         self.tagger: Callable[[Envelope], str | None] = lambda e: None
 
@@ -534,10 +536,14 @@ class Storage:
         stats = [name for (name,) in self.db.execute(
             "SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'")]  # fmt: skip
         with self.db:
+            # What this install uploaded is to be erased in the cloud too: the session ids
+            # move to cloud_erasure (kept until the server confirms), then go with the rest.
+            self.cloud_erasure = cloud_rights.ask_erasure(self.db, now_ms())
             # meta first: with no sync cursor, the outbox's trigger counts nothing as
             # expired. The sync log stays (it holds no event data: counts and hashes).
             for table in ("meta", "events", "sessions", "sources", "counters", "spool_ledger",
-                          "sync_batches", *reports.REPORT_TABLES, *aggregates.TABLES,
+                          "sync_batches", "sync_sessions", *reports.REPORT_TABLES,
+                          *aggregates.TABLES,
                           *derived.TABLES, *stats):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
         self._sources.clear()
@@ -635,28 +641,30 @@ def iter_envelopes(path: Path) -> Iterator[dict[str, Any]]:
         db.close()
 
 
-def delete_offline(settings: Any) -> int:
+def delete_offline(settings: Any) -> tuple[int, int]:
     """Erase everything while no daemon runs, holding the daemon's lock meanwhile; return
-    how many events went: those stored, and those in spool files not also stored."""
+    how many events went (those stored, and those in spool files not also stored) and
+    how many uploaded sessions the next daemon is to have erased in the cloud."""
     from rkd.daemon.firewall import SALT_FILE
     from rkd.daemon.runtime import DaemonLock
     from rkd.daemon.spooling import spooled_event_ids
 
     with DaemonLock(settings.runtime_dir):
         spooled = spooled_event_ids(settings.spool_dir)
-        n = 0
+        n = cloud = 0
         if settings.db_path.exists():
             storage = Storage(settings.db_path)
             try:
                 if spooled:
                     spooled.difference_update(storage.event_ids())
                 n = storage.delete_all()
+                cloud = storage.cloud_erasure
             finally:
                 storage.close()
         erase_folder_files(settings.spool_dir)  # complete, temporary and quarantined files
         remove_corrupt_copies(settings.db_path)
         (settings.data_dir / SALT_FILE).unlink(missing_ok=True)  # the next daemon makes a new one
-        return n + len(spooled)
+        return n + len(spooled), cloud
 
 
 def erase_folder_files(folder: Path) -> int:

@@ -24,15 +24,16 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import apsw
+import msgspec
 import structlog
 from rkd.client import cloud
 from rkd.client.clock import DAY_MS, now_ms
 from rkd.client.config import Settings
 from rkd.client.vocabulary import Vocabulary
-from rkd.daemon import outbox, reports
+from rkd.daemon import cloud_rights, outbox, reports
 from rkd.daemon.storage import Storage
 from rkd.daemon.synckey import SyncKeyError, read_sync_key
-from rkd.daemon.uplink import Outcome, Uplink, deliver, tls_context
+from rkd.daemon.uplink import Outcome, SyncKey, Uplink, deliver, tls_context
 
 log = structlog.get_logger("rkd.daemon")
 
@@ -52,7 +53,7 @@ class Job(NamedTuple):
 
     @property
     def signed(self) -> bool:
-        return self.kind == "events"
+        return self.kind != "report"
 
 
 class Worker(threading.Thread):
@@ -101,6 +102,8 @@ class Sync:
         self.problem: str | None = None  # why sync is off although asked for
         self.settings = settings
         self.community = False
+        self.key: SyncKey | None = None
+        self._erasing: list[str] = []
         self.configure(settings)
 
     # -- mode ----------------------------------------------------------------------------
@@ -111,17 +114,18 @@ class Sync:
         turning off is recorded, and the worker stops before its next request."""
         self.settings = settings
         self.problem = None
-        key = None
+        key_problem: str | None
+        try:  # the key also serves erasure requests, which `rkd delete` makes in any mode
+            self.key = read_sync_key(settings.data_dir, self.env)
+        except SyncKeyError as e:
+            self.key, key_problem = None, str(e)
+        else:
+            key_problem = None if self.key else "not enrolled: run `rkd sync enroll`"
+        key = self.key
         wanted = settings.enabled and settings.cloud_sync
         if wanted:
-            try:
-                key = read_sync_key(settings.data_dir, self.env)
-            except SyncKeyError as e:
-                self.problem = str(e)
-            else:
-                if key is None:
-                    self.problem = "not enrolled: run `rkd sync enroll`"
-        on = key is not None
+            self.problem = key_problem
+        on = wanted and key is not None
         db = self.storage.db
         self._configure_community(settings, community=settings.enabled
                                   and settings.community_contribution and not on)  # fmt: skip
@@ -141,7 +145,10 @@ class Sync:
                 outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
                            f"{why}: nothing more leaves")  # fmt: skip
         mode = "pro" if on else "community" if self.community else "off"
-        if mode != "off":
+        # `rkd delete` asked the server to erase this install's sessions: the user's
+        # right, whatever the mode (with a key; without one nothing was ever uploaded).
+        erasing = key is not None and bool(cloud_rights.erasure_due(db))
+        if mode != "off" or erasing:
             self.stop.clear()
             uplink = Uplink(settings.sync_endpoint, tls_context(settings.sync.ca_file),
                             settings.sync.pins, key)  # fmt: skip
@@ -180,11 +187,13 @@ class Sync:
 
     def step(self) -> None:
         """Timer job: start the next round when one is due and none is in flight."""
-        if self.mode == "off" or self.in_flight is not None or self.worker is None:
+        if self.in_flight is not None or self.worker is None:
             return
         if time.monotonic() < self.next_at:
             return
-        job = self._next_report() if self.mode == "community" else self._next_job()
+        job = self._next_erasure()
+        if job is None and self.mode != "off":
+            job = self._next_report() if self.mode == "community" else self._next_job()
         if job is None:
             self.next_at = time.monotonic() + self.settings.sync.interval_secs
             return
@@ -195,6 +204,17 @@ class Sync:
         """`rkd sync now`: the next round at once (False when sync is off)."""
         self.next_at = 0.0
         return self.mode != "off"
+
+    def _next_erasure(self) -> Job | None:
+        """`rkd delete` asked the server to erase what this install uploaded: first."""
+        if self.key is None:
+            return None
+        ids = cloud_rights.erasure_due(self.storage.db)
+        if not ids:
+            return None
+        request_id, body = cloud_rights.request_body(ids)
+        self._erasing = ids
+        return Job("erasure", cloud.ERASURE_PATH, request_id, body, len(ids))
 
     def _next_report(self) -> Job | None:
         """Build the reports of days that ended (hourly), then the oldest one due."""
@@ -280,6 +300,9 @@ class Sync:
         if job.kind == "report":
             self._record_report(job, o)
             return
+        if job.kind == "erasure":
+            self._record_erasure(job, o)
+            return
         db = self.storage.db
         t = now_ms()
         state, result = outbox.PENDING, f"{o.kind}: {o.detail}"
@@ -315,6 +338,25 @@ class Sync:
                 outbox.log(db, t, job.kind, self.settings.sync_endpoint, job.batch_id, job.events,
                            len(job.body), outbox.body_sha(job.body), result)  # fmt: skip
         except apsw.Error as e:  # the batch stays pending: sent again, counted once
+            log.warning("sync_record_failed", error=str(e))
+
+    def _record_erasure(self, job: Job, o: Outcome) -> None:
+        db = self.storage.db
+        t = now_ms()
+        if o.kind == "ok":
+            deleted = msgspec.json.decode(o.raw, type=cloud.Erased).deleted if o.raw else 0
+            result = f"ok {o.status}: the server erased {deleted} events"
+            self.next_at = 0.0
+        else:
+            result = f"{o.kind}: {o.detail}"
+            self.next_at = time.monotonic() + (o.retry_after or self.settings.sync.interval_secs)
+        try:
+            with db:
+                if o.kind == "ok":
+                    cloud_rights.erased(db, self._erasing)
+                outbox.log(db, t, "erasure", self.settings.sync_endpoint, job.batch_id,
+                           job.events, len(job.body), outbox.body_sha(job.body), result)  # fmt: skip
+        except apsw.Error as e:
             log.warning("sync_record_failed", error=str(e))
 
     def _record_report(self, job: Job, o: Outcome) -> None:
@@ -357,6 +399,7 @@ class Sync:
             "next_attempt_in_secs": max(0.0, round(self.next_at - time.monotonic(), 1))
             if self.mode != "off" else None,
             "queue_depth": outbox.queue_depth(db),
+            "cloud_erasure_pending": len(cloud_rights.erasure_due(db)),
             "reports_waiting": len(reports.pending(db, 1 << 62)) if self.mode == "community" else 0,
             "batches": outbox.counts_by_state(db),
         }  # fmt: skip

@@ -59,6 +59,7 @@ class Outcome(NamedTuple):
     attempts: int
     retry_after: float = 0.0
     answer: cloud.Answer | None = None
+    raw: bytes = b""  # the answer's body (an erasure's counts)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -129,8 +130,8 @@ class Uplink:
         self.pins = frozenset(p.removeprefix("sha256/") for p in pins)
         self.key = key
 
-    def post(self, path: str, body: bytes, batch_id: str = "",
-             signed: bool = True) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    def post(self, path: str, body: bytes, batch_id: str = "", signed: bool = True,
+             max_answer: int = MAX_ANSWER_BYTES) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
         """One POST; (status, headers lower-cased, body). Raises OSError (timeouts,
         refused, reset), ssl.SSLError (TLS below 1.3, bad certificate, PinMismatch)."""
         import http.client
@@ -157,7 +158,7 @@ class Uplink:
                     raise PinMismatch("the server's key is not one of the pinned keys")
             conn.request("POST", full, body=body, headers=headers)
             resp = conn.getresponse()
-            answer = resp.read(MAX_ANSWER_BYTES)
+            answer = resp.read(max_answer)
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, answer
         finally:
             conn.close()
@@ -202,7 +203,7 @@ def _answer(status: int, headers: dict[str, str], raw: bytes, attempt: int) -> O
     """The outcome a status decides, or None to try again within the round."""
     if status in (200, 202):
         answer = _decode(raw, cloud.Answer) or cloud.Answer()
-        return Outcome("ok", status, "accepted", attempt, answer=answer)
+        return Outcome("ok", status, "accepted", attempt, answer=answer, raw=raw)
     if status == 429:
         return Outcome("wait", status, "rate limited", attempt, _retry_after(headers))
     if status == 413:

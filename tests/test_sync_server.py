@@ -91,3 +91,49 @@ def test_community_reports_reach_the_real_server(
     assert 2 == wh.scalar("SELECT sum(reports) FROM {db}.reports_daily")
     counts = dict(wh.rows("SELECT key, sum(n) FROM {db}.report_counts_daily FINAL GROUP BY key"))
     assert {"think": 2, OTHER: 2} == counts  # one of each a day, over two days
+
+
+def test_access_and_erasure_in_the_cloud(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush, tmp_path: Path
+) -> None:
+    """`rkd export --cloud` returns what the server holds for this install's sessions;
+    `rkd delete` has the daemon ask the server to erase them, until it confirms."""
+    from rkd.server.warehouse import Warehouse, connect
+
+    server = start_server(tmp_path, keys={KEY_ID: bytes.fromhex(SECRET_HEX)})
+    try:
+        sandbox.env.update(RK_TELEMETRY_SYNC_KEY_ID=KEY_ID, RK_TELEMETRY_SYNC_SECRET=SECRET_HEX)
+        sandbox.write_config(
+            f'[telemetry]\nsync_enabled = true\nsync_endpoint = "https://127.0.0.1:{server.port}"\n'
+            f'flush_interval_secs = 0.2\n[telemetry.sync]\nca_file = "{server.ca}"\n'
+            "interval_secs = 1\n"
+        )
+        d = start_daemon()
+        raw_push([frame(s.CommandExecuted(command="think")) for _ in range(6)])
+        wait_for(lambda: d.flush() >= 0 and json.loads(
+            sandbox.rkd("sync", "status", "--json").stdout)["queue_depth"] == 0
+            and sandbox.count() == 6, timeout=40, what="sent")  # fmt: skip
+        out = sandbox.rkd("export", "--cloud", "--format", "json")
+        assert 0 == out.returncode, out.stderr
+        cloud = json.loads(out.stdout)
+        kinds = [e["event_type"] for e in cloud["events"]]
+        assert 6 == kinds.count("command_executed") and 1 == cloud["sessions"]
+        proc = sandbox.rkd("delete", "--confirm")
+        assert 0 == proc.returncode, proc.stderr
+        assert "Asked the server to erase what was uploaded (1 sessions)" in proc.stdout
+
+        def erasure() -> list[str]:
+            log = json.loads(sandbox.rkd("sync", "log", "--json").stdout)
+            return [r["result"] for r in log if r["kind"] == "erasure"]
+
+        wait_for(lambda: any(r.startswith("ok") for r in erasure()), timeout=30, what="erased")
+        assert f"ok 200: the server erased {len(kinds)} events" == erasure()[-1]
+        assert 0 == json.loads(sandbox.rkd("sync", "status", "--json").stdout)["queue_depth"]
+        d.stop()
+    finally:
+        server.stop()
+    wh = Warehouse(connect(f"chdb://{(server.data_dir / 'warehouse').resolve()}"))
+    assert 0 == wh.scalar("SELECT count() FROM {db}.events")
+    assert [(1, 1, len(kinds))] == wh.rows(
+        "SELECT requests, sessions, events_deleted FROM {db}.erasures"
+    )
