@@ -71,6 +71,7 @@ END;
 PENDING: Final = "pending"
 SENT: Final = "sent"
 QUARANTINED: Final = "quarantined"
+WITHDRAWN: Final = "withdrawn"  # not sent when sync was turned off; never sent
 MAX_LOG_ROWS: Final = 100_000  # the oldest log rows go first past this
 
 _SELECT: Final = """
@@ -187,9 +188,10 @@ def finish(db: apsw.Connection, batch_id: str, state: str, result: str, attempts
            now_ms: int) -> None:  # fmt: skip
     db.execute(
         "UPDATE sync_batches SET state = ?, result = ?, attempts = attempts + ?, done_ms = ?"
-        " WHERE batch_id = ?",
-        (state, result, attempts, now_ms if state != PENDING else None, batch_id),
-    )
+        " WHERE batch_id = ? AND (state != ? OR ? = ?)",  # withdrawn stays, unless it went
+        (state, result, attempts, now_ms if state != PENDING else None, batch_id,
+         WITHDRAWN, state, SENT),
+    )  # fmt: skip
 
 
 def unbatch(db: apsw.Connection, batch_id: str) -> None:

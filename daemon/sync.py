@@ -141,6 +141,9 @@ class Sync:
             elif was_on and not on:
                 outbox.set_meta(db, "sync_on", None)
                 outbox.set_meta(db, "sync_cursor", None)
+                # Batches not sent yet never go, even if sync is turned on again later.
+                db.execute("UPDATE sync_batches SET state = ? WHERE state = ?",
+                           (outbox.WITHDRAWN, outbox.PENDING))  # fmt: skip
                 why = self.problem or "sync off"
                 outbox.log(db, now_ms(), "consent", settings.sync_endpoint, None, 0, 0, None,
                            f"{why}: nothing more leaves")  # fmt: skip

@@ -213,6 +213,8 @@ def test_disabling_sync_stops_the_next_request(
     assert n == len(server.requests)
     log = json.loads(sandbox.rkd("sync", "log", "--json").stdout)
     assert any(r["kind"] == "consent" and "nothing more leaves" in r["result"] for r in log)
+    status = json.loads(sandbox.rkd("sync", "status", "--json").stdout)
+    assert {"withdrawn": 1} == status["batches"]  # the batch that never went never will
     # The round that was retrying when sync went off ended there, and said so.
     assert log[-1]["result"].startswith(("stopped", "sync off")) or log[-1]["kind"] == "consent"
 
@@ -302,3 +304,34 @@ def test_expired_before_upload_is_counted(tmp_path: Path) -> None:
     assert 3 == outbox.meta(st.db, "sync_expired_unsynced")
     st.close()
     _ = msgspec  # the module is used by the other tests' helpers
+
+
+def test_sync_show_next_previews_and_sync_now_sends_at_once(
+    sandbox: Sandbox, server: tls_server.Server, certs: tls_server.Certs,
+    start_daemon: Callable[..., Daemon], raw_push: RawPush,
+) -> None:  # fmt: skip
+    """With an hour between rounds, `rkd sync show next` shows what would go (through
+    the upload filter, nothing recorded) and `rkd sync now` sends it at once."""
+    sandbox.env.update(KEY_ENV)
+    sync_config(sandbox, server, certs)
+    sandbox.write_config(sandbox.config_file.read_text().replace("interval_secs = 1",
+                                                                 "interval_secs = 3600"))  # fmt: skip
+    d = start_daemon()
+    time.sleep(1.5)  # the first round found nothing: the next is an hour away
+    raw_push([frame(s.HelpViewed(topic="think")), frame(s.HelpViewed(topic="zq-private"))])
+    wait_for(lambda: d.flush() >= 0 and sandbox.count() == 2, what="stored")
+    preview = json.loads(sandbox.rkd("sync", "show", "next", "--json").stdout)
+    assert "(next)" == preview["batch_id"]
+    assert [OTHER, "think"] == topics(preview["body"]["events"])
+    assert [] == server.requests and [] == json.loads(
+        sandbox.rkd("sync", "log", "--json").stdout)[1:]  # only the consent row  # fmt: skip
+    proc = sandbox.rkd("sync", "now")
+    assert 0 == proc.returncode, proc.stderr
+    assert "ok 202: 2 accepted, 0 duplicates" in proc.stdout
+    assert [OTHER, "think"] == topics(app_events(server))
+
+
+def test_sync_now_says_why_when_sync_is_off(sandbox: Sandbox, daemon: Daemon) -> None:
+    proc = sandbox.rkd("sync", "now")
+    assert 1 == proc.returncode
+    assert "Error: sync is off (set sync_enabled = true, then rkd sync enroll)\n" == proc.stderr
