@@ -78,7 +78,12 @@ class TelemetryConfig:
 
     @classmethod
     def from_env(cls) -> TelemetryConfig:
-        """Resolve from kill switches, env vars, config.toml and defaults (never raises)."""
+        """Resolve from kill switches, env vars, config.toml and defaults (never raises).
+        Under a kill switch nothing is read: not even config.toml is opened."""
+        from rkd.client.switches import kill_switch
+
+        if kill_switch(os.environ) is not None:
+            return cls(enabled=False)
         try:
             s = load_settings()
         except Exception:  # a ConfigError, or no home folder at all: telemetry stays off

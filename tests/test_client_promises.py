@@ -555,3 +555,24 @@ def test_sdk_management_call_that_fails_warns_instead_of_raising(sandbox: Sandbo
     assert 2 == len(lines), proc.stderr
     assert lines[0].startswith(f"rkd.client WARNING rkd export: Error: {db}: ")
     assert lines[1].startswith(f"rkd.client WARNING rkd status: Error: {db}: ")
+
+
+def test_the_spec_sdk_opens_no_file_under_a_kill_switch(sandbox: Sandbox) -> None:
+    """Issue 15: `TelemetryConfig.from_env()` read config.toml under DO_NOT_TRACK=1 (strace
+    showed it); like `Telemetry`, the spec's SDK now reads nothing under a kill switch."""
+    sandbox.write_config("[telemetry]\nenabled = true\n")
+    out = sandbox.python(
+        """
+        import sys
+        opened = []
+        sys.addaudithook(lambda ev, args: ev == "open" and opened.append(str(args[0])))
+        from rkd.client import TelemetryCollector, TelemetryConfig, CommandEvent
+        mark = len(opened)
+        config = TelemetryConfig.from_env()
+        c = TelemetryCollector(config)
+        c.record_command(CommandEvent(command="think"))
+        print(config.enabled, c.enabled, [p for p in opened[mark:] if "reasonkit" in p])
+    """,
+        DO_NOT_TRACK="1",
+    ).stdout
+    assert "False False []\n" == out
