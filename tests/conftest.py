@@ -21,6 +21,9 @@ from rkd.client.config import Settings, load_settings
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.wire import EVENTS_SOCKET, FlushRequest, StatusRequest
 
+# The TLS test server and its certificates, as fixtures for every sync test.
+pytest_plugins = ["tests.tls_server"]
+
 # What the daemon writes on its own around the applications' events.
 DERIVED_TYPES = ("session_started", "session_ended", "feature_first_use", "feature_adoption")
 APP = f"event_type NOT IN {DERIVED_TYPES!r}"  # SQL: the applications' own events
@@ -28,6 +31,8 @@ APP = f"event_type NOT IN {DERIVED_TYPES!r}"  # SQL: the applications' own event
 KILL_VARS = (
     "DO_NOT_TRACK", "RK_TELEMETRY_ENABLED", "REASONKIT_TELEMETRY", "RK_TELEMETRY_PATH",
     "RK_CONFIG", "RK_TELEMETRY_COMMUNITY", "RK_TELEMETRY_CLOUD_SYNC",
+    "RK_TELEMETRY_SYNC_ENDPOINT", "RK_TELEMETRY_SYNC_KEY_ID", "RK_TELEMETRY_SYNC_SECRET",
+    "RK_TELEMETRY_REPORTS_SEND_NOW",
 )  # fmt: skip
 
 

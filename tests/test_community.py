@@ -7,10 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
 from rkd.client import schema as s
 from rkd.client.clock import DAY_MS, now_ms
 from rkd.client.upload import OTHER
@@ -20,17 +18,6 @@ from rkd.daemon.storage import Record, SessionRow, Storage
 from tests import tls_server
 from tests.conftest import Daemon, Sandbox, wait_for
 from tests.samples import envelope
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> tls_server.Certs:
-    return tls_server.make_certs(tmp_path / "certs")
-
-
-@pytest.fixture
-def server(certs: tls_server.Certs) -> Iterator[tls_server.Server]:
-    with tls_server.serve(certs) as srv:
-        yield srv
 
 
 def plant_history(sandbox: Sandbox, days_ago: tuple[int, ...], since_days_ago: int) -> None:

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -25,17 +25,6 @@ from tests.samples import frame
 RawPush = Callable[[list[bytes]], None]
 KEY_ENV = {"RK_TELEMETRY_SYNC_KEY_ID": tls_server.KEY_ID,
            "RK_TELEMETRY_SYNC_SECRET": tls_server.SECRET}  # fmt: skip
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> tls_server.Certs:
-    return tls_server.make_certs(tmp_path / "certs")
-
-
-@pytest.fixture
-def server(certs: tls_server.Certs) -> Iterator[tls_server.Server]:
-    with tls_server.serve(certs) as srv:
-        yield srv
 
 
 def sync_config(sandbox: Sandbox, server: tls_server.Server, certs: tls_server.Certs,

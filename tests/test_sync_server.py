@@ -14,10 +14,23 @@ from rkd.client.upload import OTHER
 
 from tests.conftest import Daemon, Sandbox, wait_for
 from tests.samples import frame
-from tests.server_harness import start_server
+from tests.server_harness import RunningServer, start_server
 
 KEY_ID, SECRET_HEX = "k_sync0001", "a1" * 32
 RawPush = Callable[[list[bytes]], None]
+
+
+def pro_server(sandbox: Sandbox, tmp_path: Path, extra: str = "") -> RunningServer:
+    """The real server with this test's Pro key, and the sandbox's daemon set to sync
+    to it (started by the caller)."""
+    server = start_server(tmp_path, keys={KEY_ID: bytes.fromhex(SECRET_HEX)})
+    sandbox.env.update(RK_TELEMETRY_SYNC_KEY_ID=KEY_ID, RK_TELEMETRY_SYNC_SECRET=SECRET_HEX)
+    sandbox.write_config(
+        f'[telemetry]\nsync_enabled = true\nsync_endpoint = "https://127.0.0.1:{server.port}"\n'
+        f'flush_interval_secs = 0.2\n[telemetry.sync]\nca_file = "{server.ca}"\n'
+        f"interval_secs = 1\n{extra}"
+    )
+    return server
 
 
 def test_the_daemon_syncs_to_the_real_server_exactly_once(
@@ -25,14 +38,8 @@ def test_the_daemon_syncs_to_the_real_server_exactly_once(
 ) -> None:
     from rkd.server.warehouse import Warehouse, connect
 
-    server = start_server(tmp_path, keys={KEY_ID: bytes.fromhex(SECRET_HEX)})
+    server = pro_server(sandbox, tmp_path, "max_batch_events = 7\n")
     try:
-        sandbox.env.update(RK_TELEMETRY_SYNC_KEY_ID=KEY_ID, RK_TELEMETRY_SYNC_SECRET=SECRET_HEX)
-        sandbox.write_config(
-            f'[telemetry]\nsync_enabled = true\nsync_endpoint = "https://127.0.0.1:{server.port}"\n'
-            f'flush_interval_secs = 0.2\n[telemetry.sync]\nca_file = "{server.ca}"\n'
-            "interval_secs = 1\nmax_batch_events = 7\n"
-        )
         d = start_daemon()
         frames = [frame(s.CommandExecuted(command="think" if i % 2 else "my-private-dir"))
                   for i in range(20)]  # fmt: skip
@@ -100,14 +107,8 @@ def test_access_and_erasure_in_the_cloud(
     `rkd delete` has the daemon ask the server to erase them, until it confirms."""
     from rkd.server.warehouse import Warehouse, connect
 
-    server = start_server(tmp_path, keys={KEY_ID: bytes.fromhex(SECRET_HEX)})
+    server = pro_server(sandbox, tmp_path)
     try:
-        sandbox.env.update(RK_TELEMETRY_SYNC_KEY_ID=KEY_ID, RK_TELEMETRY_SYNC_SECRET=SECRET_HEX)
-        sandbox.write_config(
-            f'[telemetry]\nsync_enabled = true\nsync_endpoint = "https://127.0.0.1:{server.port}"\n'
-            f'flush_interval_secs = 0.2\n[telemetry.sync]\nca_file = "{server.ca}"\n'
-            "interval_secs = 1\n"
-        )
         d = start_daemon()
         raw_push([frame(s.CommandExecuted(command="think")) for _ in range(6)])
         wait_for(lambda: d.flush() >= 0 and json.loads(

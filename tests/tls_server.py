@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -218,3 +219,17 @@ def serve(certs: Certs, tls12_only: bool = False) -> Iterator[Server]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# -- the fixtures the sync tests share (import them into a test module to use them) --------
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path / "certs")
+
+
+@pytest.fixture
+def server(certs: Certs) -> Iterator[Server]:
+    with serve(certs) as srv:
+        yield srv
