@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 BACKLOG_MAX: Final = 1000  # frames held in memory before spilling to the spool
 EXIT_BUDGET_SECS: Final = 0.2  # the most telemetry may add to a process's exit
+TEARDOWN_RESERVE_SECS: Final = 0.04  # of that, kept for spooling the copies and teardown
 PROBE_INTERVAL_SECS: Final = 2.0  # how often to look for a daemon that was down
 REPORT_INTERVAL_SECS: Final = 10.0
 SNDHWM: Final = 10_000
@@ -129,7 +130,12 @@ class Transport:
             with self._lock:
                 if not self._started:
                     return
-                deadline = time.monotonic() + budget_secs
+                # Leaving: spooling and teardown come out of the same budget, and against
+                # a daemon that is provably gone (nobody holds its lock) nothing is waited for.
+                reserve = TEARDOWN_RESERVE_SECS if final else 0.0
+                deadline = time.monotonic() + budget_secs - reserve
+                if final and self._sock is not None and not self._daemon_alive():
+                    deadline = 0.0
                 if self._unreported:
                     self._report()
                 self._drain(deadline)
@@ -234,6 +240,15 @@ class Transport:
             return False
         self._sock.poll(max(1, int(min(left, 0.02) * 1000)), self._zmq.POLLOUT)
         return True
+
+    def _daemon_alive(self) -> bool:
+        """Whether a daemon holds the lock in our runtime folder (a killed one does not)."""
+        from rkd.client.control import daemon_pid
+
+        try:
+            return daemon_pid(self._runtime_dir) is not None
+        except OSError:
+            return True  # cannot tell: wait for it as before
 
     def _confirm(self, deadline: float) -> bool:
         """Have the daemon confirm every frame sent so far (see the module docstring)."""

@@ -489,3 +489,33 @@ def test_rolling_confirmation_survives_a_daemon_restart(
         "SELECT json_extract(payload, '$.tool_name'), count(DISTINCT event_id) FROM events"
         " WHERE event_type = 'thinktool_completed' GROUP BY 1 ORDER BY 1"
     )
+
+
+def test_exit_is_immediate_when_no_daemon_holds_the_lock(sandbox: Sandbox, daemon: Daemon) -> None:
+    """Issue 15: against a daemon that is provably gone (killed: nobody holds its lock),
+    close() spooled the copies only after waiting the whole 200 ms for an answer that
+    could not come. Now it does not wait; the events still land once, from the spool."""
+    app = sandbox.spawn_python("""
+        import sys, time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        tel.thinktool("warmup")
+        tel.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(100):
+            tel.thinktool("orphan", duration_ms=i)
+        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
+    """)
+    assert app.stdout is not None and app.stdin is not None
+    assert "ready\n" == app.stdout.readline()
+    wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 1, what="the warm-up stored")
+    daemon.kill()
+    app.stdin.write("go\n")
+    app.stdin.flush()
+    out, err = app.communicate(timeout=60)
+    assert 0 == app.returncode, err
+    assert float(out) < 0.1, out
+    Daemon(sandbox)  # a new daemon stores the spooled copies, once
+    wait_for(lambda: sandbox.count("event_type = 'thinktool_completed'") == 101, timeout=20,
+             what="101 events")  # fmt: skip
