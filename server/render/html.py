@@ -33,7 +33,7 @@ h3 { font-size: 15px; margin: 18px 0 6px; color: #333; }
 .meta, .muted { color: #666; }
 .notes { background: #f6f8fa; border-left: 4px solid #0072B2; padding: 8px 16px; margin: 12px 0; }
 .notes ul { margin: 4px 0; padding-left: 20px; }
-.numbers { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px; }
+.numbers { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 10px 14px; }
 .card .label { color: #555; font-size: 13px; }
 .card .value { font-size: 24px; font-weight: 600; font-variant-numeric: tabular-nums; }
