@@ -28,6 +28,8 @@ from rkd.client.report import decode_report
 from rkd.server import prepare
 from rkd.server.commit import GroupCommit
 from rkd.server.config import ServerSettings
+from rkd.server.dashboards import ROUTES as dashboards_routes
+from rkd.server.dashboards import Dashboards
 from rkd.server.guard import (
     RateLimiter,
     Refused,
@@ -243,6 +245,11 @@ class Server:
         assert self.warehouse is not None
         return self.warehouse
 
+    async def warehouse_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(warehouse, *args)`` on the writer's thread (the dashboards' reports)."""
+        assert self.commit is not None
+        return await self.commit.call(fn, self._warehouse(), *args)
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -276,6 +283,7 @@ def _answer_refusal(metrics: Metrics) -> Callable[[Request, Exception], Awaitabl
 
 def build_app(settings: ServerSettings) -> CountResponses:
     server = Server(settings)
+    dashboards = Dashboards(settings.data_dir, server.warehouse_call)
     app = Starlette(
         routes=[
             Route(cloud.EVENTS_PATH, server.events, methods=["POST"]),
@@ -285,6 +293,7 @@ def build_app(settings: ServerSettings) -> CountResponses:
             Route("/healthz", server.healthz, methods=["GET"]),
             Route("/metrics", server.metrics_text, methods=["GET"]),
             Route("/openapi.json", server.openapi, methods=["GET"]),
+            *dashboards.routes(),
         ],
         exception_handlers={Refused: _answer_refusal(server.metrics)},
         lifespan=server.lifespan,
@@ -298,7 +307,8 @@ class CountResponses:
     beyond the fixed routes)."""
 
     ROUTES: Final = frozenset((cloud.EVENTS_PATH, cloud.REPORTS_PATH, cloud.ERASURE_PATH,
-                               cloud.ACCESS_PATH, "/healthz", "/metrics", "/openapi.json"))  # fmt: skip
+                               cloud.ACCESS_PATH, "/healthz", "/metrics", "/openapi.json",
+                               *dashboards_routes))  # fmt: skip
 
     def __init__(self, app: Starlette, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import structlog
 from rkd.server.config import ConfigError, ServerSettings
+from rkd.server.dashboards import ROLES, TokensError, add_token, load_build_report, load_tokens
 from rkd.server.keys import KeysError, add_key, load_keys
 
 DEFAULT_DATA_DIR = Path("/var/lib/rkd-server")
@@ -99,7 +103,7 @@ def run(data_dir: Path, host: str, port: int, tls_cert: Path | None, tls_key: Pa
         (data_dir / "tmp").mkdir(exist_ok=True, mode=0o700)
         tempfile.tempdir = str(data_dir / "tmp")
         app = build_app(settings)
-    except (ConfigError, KeysError, OSError) as e:
+    except (ConfigError, KeysError, TokensError, OSError) as e:
         raise click.ClickException(str(e)) from None
     _configure_logging()
     extra: dict[str, Any] = {}
@@ -138,6 +142,75 @@ def keys_list(data_dir: Path) -> None:
             click.echo(key_id)
     except KeysError as e:
         raise click.ClickException(str(e)) from None
+
+
+@main.group()
+def tokens() -> None:
+    """Dashboard tokens: who may read the reports (viewer) and the audit log (admin)."""
+
+
+@tokens.command("add")
+@data_dir_option
+@click.option("--role", type=click.Choice(list(ROLES)), required=True)
+def tokens_add(data_dir: Path, role: str) -> None:
+    """Create a token; it is printed once (the file keeps only its SHA-256)."""
+    token_id, token = add_token(data_dir / "tokens.toml", role)
+    click.echo(f"token id: {token_id}\nrole: {role}\ntoken: {token}")
+
+
+@tokens.command("list")
+@data_dir_option
+def tokens_list(data_dir: Path) -> None:
+    """The token ids and their roles (never the tokens)."""
+    try:
+        for token in sorted(
+            load_tokens(data_dir / "tokens.toml").values(), key=lambda t: t.token_id
+        ):
+            click.echo(f"{token.token_id} {token.role}")
+    except TokensError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@contextlib.contextmanager
+def _warehouse(data_dir: Path, dsn: str, database: str) -> Iterator[Any]:
+    from rkd.server.warehouse import Warehouse, connect
+
+    settings = ServerSettings(data_dir=data_dir, dsn=dsn, database=database)
+    warehouse = Warehouse(connect(settings.warehouse_dsn), database)
+    try:
+        yield warehouse
+    finally:
+        warehouse.close()
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["weekly", "monthly", "quarterly", "transparency"]))
+@click.option("--format", "fmt", type=click.Choice(["html", "md", "json"]), default="html",
+              show_default=True)  # fmt: skip
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report here (default: standard output).")  # fmt: skip
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The period's last day (default: yesterday, UTC).")  # fmt: skip
+@data_dir_option
+@click.option("--dsn", default="", envvar="RKD_SERVER_DSN")
+@click.option("--database", default="rkd", show_default=True)
+def report(kind: str, fmt: str, out: Path | None, end: dt.datetime | None, data_dir: Path,
+           dsn: str, database: str) -> None:  # fmt: skip
+    """Build a report from the warehouse: weekly, monthly, quarterly or transparency."""
+    build_report = load_build_report()
+    if build_report is None:
+        raise click.ClickException(
+            "reports need rkd.server.analytics, which this installation does not have"
+        )
+    from rkd.server.render import render
+
+    last = end.date() if end else dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    with _warehouse(data_dir, dsn, database) as warehouse:
+        text = render(build_report(warehouse, kind, last), fmt)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, "utf-8")
 
 
 @main.command()
