@@ -143,6 +143,8 @@ class Transport:
                     self._spill_copies()
                 if self._backlog:
                     self._spill()
+                if final and self._unreported:  # what the spool could not take, counted
+                    self._report()
         except Exception:
             self.drop("internal_error")
 
@@ -330,8 +332,14 @@ class Transport:
             self.drop(reason, len(frames) - written)
 
     def _report(self) -> None:
+        """Tell the daemon what was lost: in-band when the socket takes the report now,
+        otherwise in the drops file beside the spool (the daemon reads it on its next
+        scan), so the count is never held in a frame that could itself be lost."""
         self._next_report = time.monotonic() + REPORT_INTERVAL_SECS
-        frame = msgspec.msgpack.encode(ClientReport(dict(self._unreported)))
+        drops = dict(self._unreported)
         self._unreported.clear()
+        frame = msgspec.msgpack.encode(ClientReport(drops))
         if not self._try_send(frame, event=False):
-            self._backlog.append(frame)
+            from rkd.client.dropfile import add_drops
+
+            add_drops(self._spool_dir, drops)  # if even this fails, nothing can be done

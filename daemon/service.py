@@ -30,6 +30,8 @@ import structlog
 import zmq
 from rkd.client.clock import DAY_MS, iso_ms, now_ms, utc_now
 from rkd.client.config import ConfigError, Settings, load_settings, load_settings_leniently
+from rkd.client.dropfile import take_drops
+from rkd.client.files import UnsafePath
 from rkd.client.wire import DaemonStatus, EffectiveSettings
 from rkd.daemon.accept import Intake, build_stages
 from rkd.daemon.control import Control, ControlError
@@ -323,10 +325,24 @@ class Daemon:
         """Ingest spool files for one turn's budget; True while more is left."""
         if self.writer.failing:
             return False  # read on once the database can be written
+        self.guarded("client_drops", self._take_client_drops)
         more = self.spool.step(time.monotonic() + TURN_SECS)
         if self.writer.flush_soon:
             self.flush()
         return more
+
+    def _take_client_drops(self) -> None:
+        """Losses clients could not report in-band (see client/dropfile.py)."""
+        try:
+            drops = take_drops(self.settings.spool_dir)
+        except UnsafePath as e:
+            self._log_once("drops_file_refused", "drops_file_refused", error=str(e))
+            return
+        for reason, n in drops.items():
+            self.counters[f"client_drop.{reason}"] += n
+        if drops:
+            self.intake.dirty = True
+            self.writer.flush_soon = True
 
     def end_idle_session(self) -> None:
         if self.synthesis.end_idle_session(self.writer.pending):

@@ -519,3 +519,29 @@ def test_exit_is_immediate_when_no_daemon_holds_the_lock(sandbox: Sandbox, daemo
     Daemon(sandbox)  # a new daemon stores the spooled copies, once
     wait_for(lambda: sandbox.count("event_type = 'thinktool_completed'") == 101, timeout=20,
              what="101 events")  # fmt: skip
+
+
+def test_drops_with_the_spool_full_and_no_daemon_show_in_status(sandbox: Sandbox) -> None:
+    """Issue 15: with the spool at its cap and no daemon, the events lost were counted in
+    the client's memory only, and the report carrying them went into the full spool too:
+    after the daemon started, `rkd status` showed nothing. Now the exact number lost is
+    in the drops file, and the daemon counts it."""
+    out = sandbox.python("""
+        from rkd.client import Telemetry
+        from rkd.client import spool
+        spool.write_spool.__defaults__ = (0,)  # the spool at its cap: nothing more fits
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(1000):
+            tel.thinktool("lost", duration_ms=i)
+        tel.close()
+        print(tel._transport.drops["spool_full"])
+    """)
+    assert "1000\n" == out.stdout
+    assert (sandbox.settings.spool_dir / "drops.bin").stat().st_mode & 0o777 == 0o600
+    d = Daemon(sandbox)
+    try:
+        wait_for(lambda: d.counter("client_drop.spool_full") == 1000, what="the drops counted")
+        status = json.loads(sandbox.rkd("status", "--json").stdout)
+        assert 1000 == status["counters"]["client_drop.spool_full"]
+    finally:
+        d.kill()
