@@ -154,7 +154,7 @@ class Daemon:
                     settings.flush_interval_secs,
                     self._flush_timer,
                     settings.flush_interval_secs,
-                ),  # fmt: skip
+                ),
                 Timer("spool", SPOOL_SCAN_SECS, self.spool_step),
                 Timer("maintenance", MAINTENANCE_SECS, self.maintain_step, 1.0),
                 Timer("size", SIZE_CHECK_SECS, self.size_check, SIZE_CHECK_SECS),
@@ -252,6 +252,8 @@ class Daemon:
                     self.guarded("signals", self._on_signals, wake)
                 if self.sync.wake_r.fileno() in ready:
                     self.guarded("sync", self.sync.poll)
+                    if self.sync.due():  # the next batch at once, not at the next check
+                        self.timers["sync"].due = 0.0
                 now = time.monotonic()
                 for timer in self.timers.values():
                     if now >= timer.due:
@@ -287,10 +289,12 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
         while time.monotonic() < deadline and self.guarded("socket", self.drain, False):
             pass
+        # Sync first: an upload on the wire may finish and be recorded (its counters are
+        # then written with the last flush).
+        self.guarded("sync", self.sync.close)
         if self.writer.flush(force=True):
             with contextlib.suppress(apsw.Error):
                 self.storage.set_meta("daemon_running", None)  # a clean exit: no crash report
-        self.sync.close()
         self.pull.close(linger=0)
         self.rep.close(linger=0)
         self.ctx.term()
