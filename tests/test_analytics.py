@@ -28,7 +28,7 @@ from rkd.server.analytics import build_report, pro
 from rkd.server.analytics import cohorts as co
 from rkd.server.analytics import community as cm
 from rkd.server.analytics import estimate as est
-from rkd.server.report_doc import Bars, Numbers, ReportDoc
+from rkd.server.report_doc import Bars, Numbers, ReportDoc, Table
 from rkd.server.rows import report_row
 from rkd.server.warehouse import Warehouse
 
@@ -255,6 +255,14 @@ def test_the_transparency_report_publishes_noisy_counts_and_no_individual_data(
     values = {v.label: v.value for v in ops.items}
     assert 3.0 == values["Deletion requests fulfilled"]
     assert 0.0 == values["Security incidents (0: none recorded)"]
+    table = next(b for s in doc.sections if s.id == "usage" for b in s.blocks)
+    assert isinstance(table, Table)
+    debiased = cm.mau(warehouse, ap.PRODUCT, ap.START, end)
+    assert [m.isoformat()[:7] for m in sorted(debiased)] == [r[0] for r in table.rows]
+    for row, (_, cell) in zip(table.rows, sorted(debiased.items()), strict=True):
+        value, err = row[1], row[2]
+        assert isinstance(value, int) and isinstance(err, float)
+        assert abs(value - cell.estimate.value) < 5 * err  # local DP and central noise both
     noisy = publish.publish({"a": 1000.0}, sensitivity=12, epsilon=0.5)["a"]
     assert abs(noisy.value - 1000) < 8 * noisy.noise_stderr
     assert noisy.noise_stderr == pytest.approx(publish.noise_stderr(12, 0.5))

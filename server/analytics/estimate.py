@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from fractions import Fraction
 from typing import Final, NamedTuple
 
 from rkd.client import dp
@@ -142,7 +141,3 @@ def ratio(num: Estimate, den: Estimate) -> Estimate | None:
     if den.value <= 0:
         return None
     return dp.ratio(num, den)
-
-
-def fraction_eps(eps: float) -> Fraction:
-    return dp.exact_epsilon(eps)

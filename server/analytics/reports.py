@@ -18,7 +18,7 @@ from rkd.server.analytics import blocks as b
 from rkd.server.analytics import cohorts as co
 from rkd.server.analytics import community as cm
 from rkd.server.analytics import pro
-from rkd.server.analytics.estimate import K_DEFAULT, Cell
+from rkd.server.analytics.estimate import K_DEFAULT, Cell, total
 from rkd.server.report_doc import (
     Funnel,
     Heatmap,
@@ -73,7 +73,7 @@ def engagement(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int
     ok_stats = stats is not None and stats.sessions >= k
     items = [
         b.value("DAU (mean)", Cell(mean, min((c.contributors for c in dau.values()), default=0)), k),
-        b.value("WAU (last week)", weeks.get(max(weeks)) if weeks else None, k),
+        b.value("WAU (ISO week of the end, to date)", weeks.get(max(weeks)) if weeks else None, k),
         b.value("MAU (month to date)", last_month, k),
         b.of("DAU/MAU", cm.dau_over_mau(wh, product, end, end) if last_month else None, "%", 100),
         b.of("Pro session duration p50", Estimate(stats.duration_ms_p50 / 1000, 0) if ok_stats and stats else None, "s"),
@@ -104,17 +104,7 @@ def quality(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -
         b.value("Success rate (Pro)", pro.success_rate(wh, product, start, end), k, "%", 100)
     ]
     for p in pro.PERCENTILES:
-        q = cm.percentile(hist, p) if n >= k else None
-        label = f"Latency p{round(p * 100)} (reports)"
-        items.append(
-            Value(label=label, value=None, suppressed=True, unit="ms")
-            if n < k
-            else b.of(
-                label,
-                None if q is None else Estimate(q.value, ((q.high or q.low) - q.low) / 2),
-                "ms",
-            )
-        )
+        items.append(bucket_value(f"Latency p{round(p * 100)} (reports)", hist, p, n, k))
     qs, sessions = pro.latency(wh, product, start, end)
     for p, v in zip(pro.PERCENTILES, qs, strict=False):
         items.append(
@@ -122,10 +112,23 @@ def quality(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -
         )
     return Section(id="quality", title="Quality", blocks=[
         Numbers(items=items),
-        b.bars("Errors per 100 commands, by category (reports)", cm.error_rates(wh, product, start, end), k, "%", 100),
+        b.bars("Errors per command, by category (reports)", cm.error_rates(wh, product, start, end), k, "%", 100),
         b.bars("Errors by category (Pro)", pro.by_subject(wh, product, start, end, ("error_occurred",)), k, "errors"),
         b.bars("Mean ThinkTool confidence (Pro)", pro.confidence(wh, product, start, end), k),
-    ], text="Report latency percentiles come from the exact reports' histograms (fixed buckets; ± is half the bucket); DP histograms carry too much noise per bucket.")  # fmt: skip
+    ], text="Report latency percentiles come from the exact reports' histograms (fixed buckets: the value is the bucket's middle, ± half its width); DP histograms carry too much noise per bucket.")  # fmt: skip
+
+
+def bucket_value(label: str, hist: list[Estimate], p: float, n: int, k: int) -> Value:
+    """A histogram percentile as the bucket it lies in: the middle ± half the bucket
+    (the open last bucket: its lower bound, "or more")."""
+    if n < k:
+        return Value(label=label, value=None, suppressed=True, unit="ms")
+    q = cm.percentile(hist, p)
+    if q is None:
+        return Value(label=label, value=None, unit="ms")
+    if q.high is None:
+        return Value(label=f"{label}, at least", value=q.low, unit="ms")
+    return Value(label=label, value=(q.low + q.high) / 2, error=(q.high - q.low) / 2, unit="ms")
 
 
 def too_noisy(e: Estimate) -> bool:
@@ -169,7 +172,7 @@ def cohort_section(wh: Warehouse, product: str, end: dt.date, k: int) -> Section
         table = co.cohorts(wh, product, start, end, exact_only=True)
     rates = co.retention_rates(table, k)
     cols = list(range(co.MAX_WEEKS_SINCE + 1))
-    values = [[None if (r := rates.get((c, j))) is None else round(r.value, 4) for j in cols]
+    values = [[None if (r := rates.get((c, j))) is None else round(100 * r.value, 2) for j in cols]
               for c in table.cohorts]  # fmt: skip
     heat = Heatmap(title="Weekly cohort retention", unit="%",
                    rows=[f"{c.isocalendar()[0]}-W{c.isocalendar()[1]:02d}" for c in table.cohorts],
@@ -219,11 +222,7 @@ def trends(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) ->
 
 
 def _sum(cells: dict[dt.date, Cell]) -> Estimate | None:
-    if not cells:
-        return None
-    from rkd.server.analytics.estimate import total
-
-    return total(c.estimate for c in cells.values())
+    return total(c.estimate for c in cells.values()) if cells else None
 
 
 def _r(e: Estimate | None, k: int) -> float | None:

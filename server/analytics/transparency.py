@@ -82,7 +82,8 @@ def transparency(
     end: dt.date,
     k: int,
     epsilon: float = publish.PUBLIC_EPSILON,
-) -> list:  # type: ignore[type-arg]
+) -> list[Section]:
+    """§10.2's sections for [start, end]: operations, privacy changes, DP usage."""
     changes: list[list[str | float | int | None]] = [[d, t] for d, t in publish.PRIVACY_CHANGES]
     return [
         Section(id="operations", title="What the system did", blocks=[Numbers(items=operations(wh, start, end))],
