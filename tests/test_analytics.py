@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import uuid
 from collections.abc import Iterator
 from typing import NamedTuple
 
 import msgspec
 import pytest
 from rkd.client import dp
+from rkd.client import schema as s
 from rkd.client.report import CommunityReport
 from rkd.daemon import reports as rp
 from rkd.server import publish
@@ -90,8 +92,8 @@ def funnel_checks(wh: Warehouse, truth: ap.Truth) -> list[Check]:
         first = dt.date(ym // 100, ym % 100, 1)
         last = min((first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1),
                    truth.date(truth.days - 1))  # fmt: skip
-        for s, step in enumerate(co.funnel(wh, truth.product, first, last, name), start=1):
-            true = sum(n for stage, n in stages.items() if stage >= s)
+        for i, step in enumerate(co.funnel(wh, truth.product, first, last, name), start=1):
+            true = sum(n for stage, n in stages.items() if stage >= i)
             out.append(
                 Check(f"funnel {name} {first:%Y-%m} {step.stage}", true, *step.reached.estimate)
             )
@@ -195,7 +197,7 @@ def test_a_cell_of_nine_contributors_is_suppressed(warehouse: Warehouse) -> None
     rows = [report("bedrock") for _ in range(9)] + [report("gigathink") for _ in range(10)]
     warehouse.insert_json("reports", [report_row(r, received) for r in rows])
     doc = build_report(warehouse, "weekly", day, product="suppress")
-    adoption = next(s for s in doc.sections if s.id == "adoption")
+    adoption = next(sec for sec in doc.sections if sec.id == "adoption")
     tools = next(b for b in adoption.blocks if isinstance(b, Bars) and b.title == "ThinkTool runs")
     shown = {v.label: (v.value, v.suppressed) for v in tools.items}
     assert {"gigathink": (20.0, False), "bedrock": (None, True)} == shown
@@ -251,11 +253,11 @@ def test_the_transparency_report_publishes_noisy_counts_and_no_individual_data(
     warehouse.insert_json("erasures", [{"day": end.isoformat(), "requests": 3, "sessions": 5,
                                         "events_deleted": 40}])  # fmt: skip
     doc = build_report(warehouse, "transparency", end)
-    ops = next(b for s in doc.sections for b in s.blocks if isinstance(b, Numbers))
+    ops = next(b for sec in doc.sections for b in sec.blocks if isinstance(b, Numbers))
     values = {v.label: v.value for v in ops.items}
     assert 3.0 == values["Deletion requests fulfilled"]
     assert 0.0 == values["Security incidents (0: none recorded)"]
-    table = next(b for s in doc.sections if s.id == "usage" for b in s.blocks)
+    table = next(b for sec in doc.sections if sec.id == "usage" for b in sec.blocks)
     assert isinstance(table, Table)
     debiased = cm.mau(warehouse, ap.PRODUCT, ap.START, end)
     assert [m.isoformat()[:7] for m in sorted(debiased)] == [r[0] for r in table.rows]
@@ -269,3 +271,33 @@ def test_the_transparency_report_publishes_noisy_counts_and_no_individual_data(
     zeros = publish.publish({str(i): 0.0 for i in range(400)}, 1, 1.0)
     spread = [v.value for v in zeros.values()]
     assert len(set(spread)) > 3 and abs(sum(spread) / len(spread)) < 0.5  # noise, centred
+
+
+def test_pro_adoption_figures_from_raw_events(warehouse: Warehouse) -> None:
+    """Discovery sources, stickiness (5 uses after a first use) and mean ThinkTool
+    confidence, each from uploaded Pro events, per session."""
+    day = dt.date(2026, 11, 9)
+    src = msgspec.structs.replace(ap.SOURCE, tier="pro")
+    at = dt.datetime.combine(day, dt.time(10), dt.UTC)
+    envelopes = []
+    for i in range(12):
+        session = s.Session(id=uuid.uuid4(), sequence=0, started_at=at)
+        payloads: list[s.Payload] = [
+            s.FeatureFirstUse(
+                feature_id="command.think", discovery_source=("help", "error")[i % 2]
+            ),
+            s.ThinkToolCompleted(tool_name="gigathink", confidence_score=(0.8, 0.6)[i % 2]),
+        ]
+        if i < 3:
+            payloads.append(s.FeatureAdoption(feature_id="command.think", feature_event="milestone",
+                                              milestone_count=5))  # fmt: skip
+        envelopes += [ap.envelope(p, timestamp=at, source=src, session=session) for p in payloads]
+    ap.upload(warehouse, envelopes)
+    p = ap.PRODUCT
+    sources = pro.discovery_sources(warehouse, p, day, day)
+    assert {"help": 6, "error": 6} == {k: c.contributors for k, c in sources.items()}
+    assert {"command.think": 0.25} == {
+        k: c.estimate.value for k, c in pro.stickiness(warehouse, p, day, day).items()
+    }
+    conf = pro.confidence(warehouse, p, day, day)["gigathink"]
+    assert 0.7 == pytest.approx(conf.estimate.value) and 12 == conf.contributors
