@@ -301,3 +301,20 @@ def test_pro_adoption_figures_from_raw_events(warehouse: Warehouse) -> None:
     }
     conf = pro.confidence(warehouse, p, day, day)["gigathink"]
     assert 0.7 == pytest.approx(conf.estimate.value) and 12 == conf.contributors
+
+
+def test_exact_only_counts_the_exact_reports_alone(
+    warehouse: Warehouse, population: ap.Truth
+) -> None:
+    """``exact_only`` (used where DP noise swamps a figure) gives the figure of the installs
+    that left DP off, exactly: DAU and WAU here."""
+    exact = [i for i in population.installs if not i.dp]
+    end = population.date(population.days - 1)
+    dau = cm.dau(warehouse, population.product, ap.START, end, exact_only=True)
+    assert {
+        population.date(d): sum(d in i.days for i in exact) for d in range(population.days)
+    } == {d: c.estimate.value for d, c in dau.items()}
+    wau = cm.wau(warehouse, population.product, ap.START, end, exact_only=True)
+    for w, c in wau.items():
+        lo = (w - ap.START).days
+        assert (sum(any(lo <= d < lo + 7 for d in i.days) for i in exact), 0.0) == c.estimate

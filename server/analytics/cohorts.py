@@ -33,7 +33,6 @@ from rkd.server.analytics.estimate import (
 )
 from rkd.server.warehouse import Warehouse
 
-EXACT: Final = " AND dp_epsilon = 0"
 MAX_WEEKS_SINCE: Final = dp.COHORT_WEEKS - 2  # 12 is "12 or more" under DP
 SPEC_NOTE: Final = (
     "The spec's §7.3 SQL follows a persistent session_hash across weeks; rkd has no "
@@ -76,9 +75,9 @@ def funnel(wh: Warehouse, product: str, start: dt.date, end: dt.date, name: str,
     rows = query(
         wh,
         f"SELECT dp_epsilon, JSONExtractInt(body, 'funnel', {{name:String}}) AS stage,"
-        f" first_of_month, count() FROM {{db}}.reports WHERE {WHERE}{EXACT if exact_only else ''}"
+        f" first_of_month, count() FROM {{db}}.reports WHERE {WHERE}"
         " GROUP BY dp_epsilon, stage, first_of_month",
-        product=product, start=start, end=end, name=name,
+        product=product, start=start, end=end, name=name, exact=int(exact_only),
     )  # fmt: skip
     k = len(stages) + 1
     steps: list[FunnelStep] = []
@@ -118,9 +117,9 @@ def cohorts(wh: Warehouse, product: str, start: dt.date, end: dt.date,
     rows = query(
         wh,
         f"SELECT dp_epsilon, toMonday(day) AS w, cohort_week, first_of_week, count()"
-        f" FROM {{db}}.reports WHERE {WHERE}{EXACT if exact_only else ''}"
+        f" FROM {{db}}.reports WHERE {WHERE}"
         " GROUP BY dp_epsilon, w, cohort_week, first_of_week",
-        product=product, start=first, end=end,
+        product=product, start=first, end=end, exact=int(exact_only),
     )  # fmt: skip
     by_week: dict[dt.date, list[tuple[float, dt.date, bool, int]]] = {}
     for eps, w, cw, fow, n in rows:

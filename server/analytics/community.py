@@ -27,7 +27,10 @@ from rkd.server.analytics.estimate import (
 )
 from rkd.server.warehouse import Warehouse
 
-WHERE: Final = "product = {product:String} AND day BETWEEN {start:Date} AND {end:Date}"
+WHERE: Final = (
+    "product = {product:String} AND day BETWEEN {start:Date} AND {end:Date}"
+    " AND ({exact:UInt8} = 0 OR dp_epsilon = 0)"  # exact_only: the exact reports alone
+)
 RETENTION_DAYS: Final = (1, 7, 30)
 
 
@@ -41,21 +44,22 @@ def monday(day: dt.date) -> dt.date:
     return day - dt.timedelta(days=day.weekday())
 
 
-def dau(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.date, Cell]:
+def dau(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+        exact_only: bool = False) -> dict[dt.date, Cell]:  # fmt: skip
     """Reports per day: installs active that day (exact: a report's existence is not
     randomized)."""
     rows = query(wh, f"SELECT day, count() FROM {{db}}.reports WHERE {WHERE} GROUP BY day",
-                 product=product, start=start, end=end)  # fmt: skip
+                 product=product, start=start, end=end, exact=int(exact_only))  # fmt: skip
     return {d: Cell(Estimate(float(n), 0.0), int(n)) for d, n in rows}
 
 
 def _flag_by(wh: Warehouse, product: str, start: dt.date, end: dt.date, period: str,
-             flag: str) -> dict[dt.date, Cell]:  # fmt: skip
+             flag: str, exact_only: bool) -> dict[dt.date, Cell]:  # fmt: skip
     rows = query(
         wh,
         f"SELECT {period}(day) AS p, dp_epsilon, count(), sum({flag}) FROM {{db}}.reports"
         f" WHERE {WHERE} GROUP BY p, dp_epsilon",
-        product=product, start=start, end=end,
+        product=product, start=start, end=end, exact=int(exact_only),
     )  # fmt: skip
     groups: dict[dt.date, list[tuple[float, int, int]]] = {}
     for p, eps, n, ones in rows:
@@ -66,16 +70,20 @@ def _flag_by(wh: Warehouse, product: str, start: dt.date, end: dt.date, period: 
     }
 
 
-def wau(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.date, Cell]:
+def wau(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+        exact_only: bool = False) -> dict[dt.date, Cell]:  # fmt: skip
     """Installs active per ISO week (keyed by its Monday): first-of-week flags summed
     over the week's reports from ``monday(start)`` (a week cut by ``end`` is to date)."""
-    return _flag_by(wh, product, monday(start), end, "toMonday", "first_of_week")
+    return _flag_by(wh, product, monday(start), end, "toMonday", "first_of_week", exact_only)
 
 
-def mau(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.date, Cell]:
+def mau(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+        exact_only: bool = False) -> dict[dt.date, Cell]:  # fmt: skip
     """Installs active per calendar month (keyed by its first day), from the month's
     first day to ``end``."""
-    return _flag_by(wh, product, start.replace(day=1), end, "toStartOfMonth", "first_of_month")
+    return _flag_by(
+        wh, product, start.replace(day=1), end, "toStartOfMonth", "first_of_month", exact_only
+    )
 
 
 def dau_over_mau(wh: Warehouse, product: str, month: dt.date, end: dt.date) -> Estimate | None:
@@ -89,13 +97,13 @@ def dau_over_mau(wh: Warehouse, product: str, month: dt.date, end: dt.date) -> E
     return ratio(Estimate(mean, 0.0), m.estimate)
 
 
-def _age_rows(wh: Warehouse, product: str, start: dt.date, end: dt.date,
-              age: int) -> tuple[list[tuple[float, int, int]], int]:  # fmt: skip
+def _age_rows(wh: Warehouse, product: str, start: dt.date, end: dt.date, age: int,
+              exact_only: bool) -> tuple[list[tuple[float, int, int]], int]:  # fmt: skip
     rows = query(
         wh,
         f"SELECT dp_epsilon, count(), countIf(install_age_days = {int(age)})"
         f" FROM {{db}}.reports WHERE {WHERE} GROUP BY dp_epsilon",
-        product=product, start=start, end=end,
+        product=product, start=start, end=end, exact=int(exact_only),
     )  # fmt: skip
     out = [(float(e), int(n), int(s)) for e, n, s in rows]
     return out, sum(s for _, _, s in out)
@@ -107,23 +115,25 @@ class Retention(NamedTuple):
     rate: Estimate | None
 
 
-def retention(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -> Retention:
+def retention(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int,
+              exact_only: bool = False) -> Retention:  # fmt: skip
     """Dk retention over the period: installs active exactly k days after their first
     day, over the installs that started early enough in the period to be seen k days on."""
     shift = dt.timedelta(days=k)
-    num_rows, num_n = _age_rows(wh, product, start + shift, end, k)
-    den_rows, den_n = _age_rows(wh, product, start, end - shift, 0)
+    num_rows, num_n = _age_rows(wh, product, start + shift, end, k, exact_only)
+    den_rows, den_n = _age_rows(wh, product, start, end - shift, 0, exact_only)
     num, den = age_count(num_rows, k), age_count(den_rows, 0)
     return Retention(Cell(num, num_n), Cell(den, den_n), ratio(num, den))
 
 
-def new_installs(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.date, Cell]:
+def new_installs(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+                 exact_only: bool = False) -> dict[dt.date, Cell]:  # fmt: skip
     """Installs per day: reports that are an install's first active day (install age 0)."""
     rows = query(
         wh,
         f"SELECT day, dp_epsilon, count(), countIf(install_age_days = 0) FROM {{db}}.reports"
         f" WHERE {WHERE} GROUP BY day, dp_epsilon",
-        product=product, start=start, end=end,
+        product=product, start=start, end=end, exact=int(exact_only),
     )  # fmt: skip
     groups: dict[dt.date, list[tuple[float, int, int]]] = {}
     for d, eps, n, s in rows:
@@ -131,13 +141,14 @@ def new_installs(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> d
     return {d: Cell(age_count(g, 0), sum(s for *_, s in g)) for d, g in sorted(groups.items())}
 
 
-def scalars(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[str, Cell]:
+def scalars(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+            exact_only: bool = False) -> dict[str, Cell]:  # fmt: skip
     """Sessions, commands and errors summed over the period's reports."""
     rows = query(
         wh,
         f"SELECT {MECH_SQL}, count(), sum(sessions), sum(commands), sum(errors)"
         f" FROM {{db}}.reports WHERE {WHERE} GROUP BY eps, bound",
-        product=product, start=start, end=end,
+        product=product, start=start, end=end, exact=int(exact_only),
     )  # fmt: skip
     reports = sum(int(r[2]) for r in rows)
     out = {}
@@ -147,8 +158,8 @@ def scalars(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[s
     return out
 
 
-def counts(wh: Warehouse, product: str, start: dt.date, end: dt.date,
-           dimension: str) -> dict[str, Cell]:  # fmt: skip
+def counts(wh: Warehouse, product: str, start: dt.date, end: dt.date, dimension: str,
+           exact_only: bool = False) -> dict[str, Cell]:  # fmt: skip
     """One dimension's counts by key (ThinkTools, profiles, commands, error categories,
     features), summed over reports; contributors: reports with a positive count."""
     rows = query(
@@ -156,7 +167,7 @@ def counts(wh: Warehouse, product: str, start: dt.date, end: dt.date,
         f"SELECT key, {MECH_SQL}, count(), sum(n), countIf(n > 0) FROM {{db}}.reports"
         " ARRAY JOIN count_dimension AS dim, count_key AS key, count_n AS n"
         f" WHERE {WHERE} AND dim = {{dim:String}} GROUP BY key, eps, bound",
-        product=product, start=start, end=end, dim=dimension,
+        product=product, start=start, end=end, exact=int(exact_only), dim=dimension,
     )  # fmt: skip
     groups: dict[str, list[tuple[float, int, int, int]]] = {}
     people: dict[str, int] = {}
@@ -177,12 +188,11 @@ def latency_histogram(wh: Warehouse, product: str, start: dt.date, end: dt.date,
     (the histogram gets 1/90 of ε): percentiles need ``exact_only`` unless DP reports
     number in the millions. Exact reports come from installs that left DP off, a
     self-selected part of the population."""
-    only = " AND dp_epsilon = 0" if exact_only else ""
     rows = query(
         wh,
         f"SELECT {MECH_SQL}, count(), sumForEach(latency_ms) FROM {{db}}.reports"
-        f" WHERE {WHERE}{only} AND notEmpty(latency_ms) GROUP BY eps, bound",
-        product=product, start=start, end=end,
+        f" WHERE {WHERE} AND notEmpty(latency_ms) GROUP BY eps, bound",
+        product=product, start=start, end=end, exact=int(exact_only),
     )  # fmt: skip
     width = len(LATENCY_BUCKETS_MS) + 1
     buckets = []
@@ -223,18 +233,20 @@ def percentile(buckets: list[Estimate], p: float) -> Percentile | None:
     return Percentile(low + frac * (high - low), low, high)
 
 
-def error_rates(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[str, Cell]:
+def error_rates(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+                exact_only: bool = False) -> dict[str, Cell]:  # fmt: skip
     """Errors per command, by error category: category counts over the commands."""
-    commands = scalars(wh, product, start, end)["commands"].estimate
+    commands = scalars(wh, product, start, end, exact_only)["commands"].estimate
     out = {}
-    for key, cell in counts(wh, product, start, end, "error_category").items():
+    for key, cell in counts(wh, product, start, end, "error_category", exact_only).items():
         rate = ratio(cell.estimate, commands)
         if rate is not None:
             out[key] = Cell(rate, cell.contributors)
     return out
 
 
-def churn(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.date, Cell]:
+def churn(wh: Warehouse, product: str, start: dt.date, end: dt.date,
+          exact_only: bool = False) -> dict[dt.date, Cell]:  # fmt: skip
     """Net weekly churn: installs active the week before and not this week, estimated as
     WAU(w-1) - (WAU(w) - new installs in w), over WAU(w-1).
 
@@ -242,8 +254,8 @@ def churn(wh: Warehouse, product: str, start: dt.date, end: dt.date) -> dict[dt.
     then as returning, so this is churn net of reactivation (a lower bound of gross
     churn). The error ignores the covariance of WAU(w) and new installs in w (same
     reports), so it is a guide only."""
-    weeks = wau(wh, product, start, end)
-    news = new_installs(wh, product, monday(start), end)
+    weeks = wau(wh, product, start, end, exact_only)
+    news = new_installs(wh, product, monday(start), end, exact_only)
     out = {}
     for w, cell in weeks.items():
         prev = weeks.get(w - dt.timedelta(days=7))

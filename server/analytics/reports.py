@@ -10,7 +10,8 @@ at ``end`` (§10.2; every usage number there carries central DP noise, nothing i
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from rkd.client import dp
 from rkd.client.dp import Estimate
@@ -20,6 +21,7 @@ from rkd.server.analytics import community as cm
 from rkd.server.analytics import pro
 from rkd.server.analytics.estimate import K_DEFAULT, Cell, total
 from rkd.server.report_doc import (
+    Bars,
     Funnel,
     Heatmap,
     Numbers,
@@ -87,15 +89,37 @@ def engagement(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int
     ], text=NO_ID)  # fmt: skip
 
 
+Fetch = Callable[[bool], dict[Any, Cell]]  # exact_only -> cells
+
+
+def choose(fetch: Fetch) -> tuple[dict[Any, Cell], str]:
+    """The cells over all reports, or over the exact ones alone when the DP reports'
+    noise swamps the largest cell (its error above half its value); and a title suffix."""
+    mixed = fetch(False)
+    top = max(mixed.values(), key=lambda c: c.estimate.value, default=None)
+    if top is None or not too_noisy(top.estimate):
+        return mixed, ""
+    return fetch(True), EXACT_ONLY
+
+
+def chosen_bars(title: str, fetch: Fetch, k: int, unit: str | None = None,
+                scale: float = 1.0) -> Bars:  # fmt: skip
+    cells, suffix = choose(fetch)
+    return b.bars(title + suffix, cells, k, unit, scale)
+
+
 def adoption(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -> Section:
+    def dim(name: str) -> Fetch:
+        return lambda exact: cm.counts(wh, product, start, end, name, exact)
+
     return Section(id="adoption", title="Feature adoption", blocks=[
-        b.bars("ThinkTool runs", cm.counts(wh, product, start, end, "thinktool"), k, "runs"),
-        b.bars("Profiles", cm.counts(wh, product, start, end, "profile"), k, "commands"),
-        b.bars("Commands", cm.counts(wh, product, start, end, "command"), k, "commands"),
+        chosen_bars("ThinkTool runs", dim("thinktool"), k, "runs"),
+        chosen_bars("Profiles", dim("profile"), k, "commands"),
+        chosen_bars("Commands", dim("command"), k, "commands"),
         b.bars("Feature discovery sources (Pro)", pro.discovery_sources(wh, product, start, end), k),
         b.bars("Feature stickiness: 5 uses after a first use (Pro)", pro.stickiness(wh, product, start, end), k, "%", 100),
         b.bars("Pro-feature interest: upgrade events (Pro)", pro.by_type(wh, product, start, end, UPGRADES), k, "events"),
-    ])  # fmt: skip
+    ], text=f"{EXACT_ONLY.strip()}: {EXACT_NOTE}")  # fmt: skip
 
 
 def quality(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -> Section:
@@ -112,7 +136,7 @@ def quality(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -
         )
     return Section(id="quality", title="Quality", blocks=[
         Numbers(items=items),
-        b.bars("Errors per command, by category (reports)", cm.error_rates(wh, product, start, end), k, "%", 100),
+        chosen_bars("Errors per command, by category (reports)", lambda x: cm.error_rates(wh, product, start, end, x), k, "%", 100),
         b.bars("Errors by category (Pro)", pro.by_subject(wh, product, start, end, ("error_occurred",)), k, "errors"),
         b.bars("Mean ThinkTool confidence (Pro)", pro.confidence(wh, product, start, end), k),
     ], text="Report latency percentiles come from the exact reports' histograms (fixed buckets: the value is the bucket's middle, ± half its width); DP histograms carry too much noise per bucket.")  # fmt: skip
@@ -153,14 +177,15 @@ def funnels(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -
     text = ("Each install counted once per month, at its first active day of the month, with the "
             "furthest stage it had reached by then. The spec's pricing_page_viewed has no event.")  # fmt: skip
     if exact_note:
-        text += f" {EXACT_NOTE}"
+        text += f" Exact reports only: {EXACT_NOTE}"
     return Section(id="funnels", title="Funnels (§7.2)", blocks=list(blocks), text=text)
 
 
+EXACT_ONLY: Final = " (exact reports only)"
 EXACT_NOTE: Final = (
-    "From exact reports only: with the DP reports included the error exceeded half the "
-    "value (a DP report spends 1/20 of its ε on funnels and 1/20 on its cohort), and "
-    "exact reports come from installs that left DP off, a self-selected part."
+    "where the DP reports' noise put the error above half the value (a DP report spends "
+    "1/20 of its ε on funnels, 1/20 on its cohort, 1/10 on all its counts), the figure "
+    "is from exact reports alone: installs that left DP off, a self-selected part."
 )
 
 
@@ -177,7 +202,7 @@ def cohort_section(wh: Warehouse, product: str, end: dt.date, k: int) -> Section
     heat = Heatmap(title="Weekly cohort retention", unit="%",
                    rows=[f"{c.isocalendar()[0]}-W{c.isocalendar()[1]:02d}" for c in table.cohorts],
                    columns=[f"week {j}" for j in cols], values=values)  # fmt: skip
-    text = co.SPEC_NOTE + (f" {EXACT_NOTE}" if noisy else "")
+    text = co.SPEC_NOTE + (f" Exact reports only: {EXACT_NOTE}" if noisy else "")
     return Section(id="cohorts", title="Cohorts (§7.3)", blocks=[heat], text=text)
 
 
@@ -186,17 +211,23 @@ def growth(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) ->
     items = []
     for d in cm.RETENTION_DAYS:
         r = cm.retention(wh, product, window, end, d)
+        label = f"D{d} retention (90 days)"
+        if r.rate is None or too_noisy(r.rate):
+            r, label = (
+                cm.retention(wh, product, window, end, d, exact_only=True),
+                label + EXACT_ONLY,
+            )
         ok = r.retained.contributors >= k and r.new.contributors >= k
-        items.append(b.of(f"D{d} retention (90 days)", r.rate, "%", 100) if ok
-                     else Value(label=f"D{d} retention (90 days)", value=None, suppressed=True))  # fmt: skip
-    churn = cm.churn(wh, product, window, end)
-    installs = cm.new_installs(wh, product, start, end)
+        items.append(b.of(label, r.rate, "%", 100) if ok
+                     else Value(label=label, value=None, suppressed=True))  # fmt: skip
+    churn, c_note = choose(lambda x: cm.churn(wh, product, window, end, x))
+    installs, i_note = choose(lambda x: cm.new_installs(wh, product, start, end, x))
     return Section(id="growth", title="Growth", blocks=[
         Numbers(items=items),
-        b.timeseries("New installs per day", b.days(start, end), {"installs": installs}, k, "installs"),
-        b.timeseries("Net weekly churn", sorted(churn), {"churn": churn}, k, "%", 100),
+        b.timeseries("New installs per day" + i_note, b.days(start, end), {"installs": installs}, k, "installs"),
+        b.timeseries("Net weekly churn" + c_note, sorted(churn), {"churn": churn}, k, "%", 100),
         b.bars("Install method (Pro)", pro.by_subject(wh, product, start, end, ("install_completed",)), k, "installs"),
-    ], text="Churn is net of installs coming back after a gap: no id tells a returning install from a new one, so it is a lower bound of gross churn.")  # fmt: skip
+    ], text="Churn is net of installs coming back after a gap: no id tells a returning install from a new one, so it is a lower bound of gross churn. " + f"{EXACT_ONLY.strip()}: {EXACT_NOTE}")  # fmt: skip
 
 
 def trends(wh: Warehouse, product: str, start: dt.date, end: dt.date, k: int) -> Section:
