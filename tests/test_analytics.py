@@ -262,10 +262,15 @@ def test_the_transparency_report_publishes_noisy_counts_and_no_individual_data(
     assert isinstance(table, Table)
     debiased = cm.mau(warehouse, ap.PRODUCT, ap.START, end)
     assert [m.isoformat()[:7] for m in sorted(debiased)] == [r[0] for r in table.rows]
+    shown = 0
     for row, (_, cell) in zip(table.rows, sorted(debiased.items()), strict=True):
         value, err = row[1], row[2]
+        if value is None:  # suppressed: the noisy count fell under k (seen once in six runs)
+            continue
+        shown += 1
         assert isinstance(value, int) and isinstance(err, float)
         assert abs(value - cell.estimate.value) < 5 * err  # local DP and central noise both
+    assert shown >= len(table.rows) - 1
     noisy = publish.publish({"a": 1000.0}, sensitivity=12, epsilon=0.5)["a"]
     assert abs(noisy.value - 1000) < 8 * noisy.noise_stderr
     assert noisy.noise_stderr == pytest.approx(publish.noise_stderr(12, 0.5))
