@@ -264,8 +264,8 @@ def upload(wh: Warehouse, envelopes: list[s.Envelope]) -> None:
 # -- the full run -----------------------------------------------------------------------------
 
 
-def warehouse_at(folder: Path) -> Iterator[Warehouse]:
-    wh = Warehouse(connect(f"chdb://{folder / 'ch'}"))
+def warehouse_at(folder: Path, name: str = "ch") -> Iterator[Warehouse]:
+    wh = Warehouse(connect(f"chdb://{folder / name}"))
     wh.migrate()
     try:
         yield wh
@@ -281,9 +281,13 @@ def main() -> None:
     ap.add_argument("--weeks", type=int, default=16)
     ap.add_argument("--dp-share", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--data-dir", type=Path, default=None,
+                    help="Keep the warehouse in DIR/warehouse (as `rkd-server run --data-dir"
+                    " DIR` would), e.g. for scripts/check_reports --data-dir DIR.")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for wh in warehouse_at(Path(tmp)):
+        folder, name = (args.data_dir, "warehouse") if args.data_dir else (Path(tmp), "ch")
+        for wh in warehouse_at(folder, name):
             t0 = time.monotonic()
             truth = populate(wh, args.installs, args.weeks, dp_share=args.dp_share, seed=args.seed)
             print(
