@@ -232,12 +232,14 @@ ROOT_ONLY = (
     "tests/test_robustness.py::test_read_only_database_keeps_events_and_recovers",
 )
 _root_only_outcomes: dict[str, str] = {}
+_ran_modules: set[str] = set()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Keep each root-only test's outcome: its call's, or the phase that did not pass; and
     any other test skipped because it "needs root" (every such skip says so)."""
     why = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+    _ran_modules.add(report.nodeid.split("::")[0])
     listed = report.nodeid in ROOT_ONLY and (report.when == "call" or not report.passed)
     if listed or "needs root" in why:
         outcome = f"{report.outcome} ({why.removeprefix('Skipped: ')})" if why else report.outcome
@@ -249,7 +251,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     collected passed (a skip, an absence or a failure all count)."""
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes") or os.geteuid() != 0:
         return
-    modules = {item.nodeid.split("::")[0] for item in getattr(session, "items", [])}
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controller sees every report and decides
+    # The modules that ran (from the reports: under xdist the controller collects none).
+    modules = _ran_modules
     outcomes = {t: _root_only_outcomes.get(t, "not run") for t in ROOT_ONLY}
     outcomes |= {t: o for t, o in _root_only_outcomes.items() if t not in outcomes}
     bad = {t: o for t, o in outcomes.items() if t.split("::")[0] in modules and o != "passed"}
