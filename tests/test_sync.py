@@ -322,3 +322,40 @@ def test_sync_now_says_why_when_sync_is_off(sandbox: Sandbox, daemon: Daemon) ->
     proc = sandbox.rkd("sync", "now")
     assert 1 == proc.returncode
     assert "Error: sync is off (set sync_enabled = true, then rkd sync enroll)\n" == proc.stderr
+
+
+def test_offline_then_online_delivers_once(
+    sandbox: Sandbox, certs: tls_server.Certs, start_daemon: Callable[..., Daemon],
+    raw_push: RawPush,
+) -> None:  # fmt: skip
+    """No server listening: rounds fail (logged as network errors) and the batch waits;
+    once the server is up on that address, it arrives, once."""
+    from tests.server_harness import free_port
+
+    port = free_port()
+    sandbox.env.update(KEY_ENV)
+    offline = tls_server.Server(port=port)
+    sync_config(sandbox, offline, certs)
+    start_daemon()
+    raw_push(help_frames("o", 3))
+    wait_for(lambda: any(r["result"].startswith("retry: network") for r in sync_log(sandbox)),
+             timeout=20, what="a failed round")  # fmt: skip
+    with tls_server.serve(certs, port=port) as srv:
+        srv.wait(3, timeout=30)
+        time.sleep(1.5)
+        assert 3 == len(topics(app_events(srv))) and 1 == len({r.batch_id for r in srv.requests})
+
+
+def test_a_wrong_key_is_refused_by_the_server_and_quarantines(
+    sandbox: Sandbox, server: tls_server.Server, certs: tls_server.Certs,
+    start_daemon: Callable[..., Daemon], raw_push: RawPush,
+) -> None:  # fmt: skip
+    """A secret the server does not know: its signature check fails (401), which is
+    final: the batch is quarantined and kept, not retried in a loop."""
+    sandbox.env.update(KEY_ENV, RK_TELEMETRY_SYNC_SECRET="ff" * 32)
+    sync_config(sandbox, server, certs)
+    d = start_daemon()
+    raw_push(help_frames("w", 2))
+    wait_for(lambda: d.counter("sync.quarantined") == 1, timeout=20, what="quarantined")
+    assert [False] == [r.signature_ok for r in server.requests] and {} == server.batches
+    assert any("refused: bad signature" in r["result"] for r in sync_log(sandbox))

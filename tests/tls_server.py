@@ -200,14 +200,14 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def serve(certs: Certs, tls12_only: bool = False) -> Iterator[Server]:
-    """Run a server for the ``with`` block."""
+def serve(certs: Certs, tls12_only: bool = False, port: int = 0) -> Iterator[Server]:
+    """Run a server for the ``with`` block (on ``port``, or a free one)."""
     server = Server()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certs.cert, certs.key)
     if tls12_only:
         ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(server))
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
     server.port = httpd.server_address[1]
