@@ -92,6 +92,8 @@ class Worker(threading.Thread):
                     result = deliver(self.uplink, job.path, job.body, job.batch_id, self.stop,
                                      self.rng, signed=job.signed)  # fmt: skip
             except Exception as e:  # never let the thread die with a job in flight
+                log.warning("sync_worker_error", job=type(job).__name__, error=type(e).__name__,
+                            exc_info=True)  # fmt: skip
                 result = Outcome("retry", None, f"internal error: {type(e).__name__}", 1)
             self.results.put((job, result))
             with contextlib.suppress(OSError):  # the loop has gone: nobody to wake
