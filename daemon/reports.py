@@ -152,6 +152,30 @@ def load_state(conn: apsw.Connection, product: str) -> ReportState:
     )
 
 
+def after_recording(state: ReportState, built: Built) -> ReportState:
+    """The state :func:`record_built` leaves, without writing: so several days can be
+    built in a row on a read-only connection (the sync worker's), then recorded."""
+    first = built.first_day if state.first_day is None else min(state.first_day, built.first_day)
+    return msgspec.structs.replace(
+        state, first_day=first, reported=state.reported | {day_number(built.report.day)},
+        progress=state.progress | built.reached,
+    )  # fmt: skip
+
+
+def build_due(conn: apsw.Connection, vocabulary: Vocabulary, since: dt.date, today: dt.date,
+              privacy: PrivacyConfig) -> list[Built]:  # fmt: skip
+    """The reports of every ended day in [since, today) not reported yet, in day order,
+    each built on the state the ones before it leave. Only reads."""
+    state = load_state(conn, vocabulary.product)
+    out = []
+    for day in due_days(conn, vocabulary.product, since, today):
+        built = build_report(conn, state, day, vocabulary, privacy)
+        if built is not None:
+            out.append(built)
+            state = after_recording(state, built)
+    return out
+
+
 def record_built(conn: apsw.Connection, built: Built, send_at_ms: int, now_ms: int) -> None:
     """Keep a built report (unsent) and what it changes in the state, in one transaction.
 

@@ -31,7 +31,7 @@ from rkd.client.vocabulary import Vocabulary
 from rkd.daemon import cloud_rights, outbox
 from rkd.daemon.storage import Storage
 from rkd.daemon.sync_reports import CommunityReports
-from rkd.daemon.sync_worker import BuildJob, Job, Worker
+from rkd.daemon.sync_worker import BuildJob, BuildReportsJob, Job, Worker
 from rkd.daemon.synckey import SyncKeyError, read_sync_key
 from rkd.daemon.uplink import Outcome, SyncKey, Uplink, tls_context
 
@@ -55,7 +55,7 @@ class Sync:
         self._wake_w.setblocking(False)
         self.stop = threading.Event()
         self.worker: Worker | None = None
-        self.in_flight: Job | BuildJob | None = None
+        self.in_flight: Job | BuildJob | BuildReportsJob | None = None
         self.next_at = 0.0  # monotonic: no new round before
         self.max_events = cloud.MAX_BATCH_EVENTS
         self.mode = "off"
@@ -141,10 +141,10 @@ class Sync:
         if time.monotonic() < self.next_at:
             return
         self.next_at = 0.0
-        job: Job | BuildJob | None = self._next_erasure()
+        job: Job | BuildJob | BuildReportsJob | None = self._next_erasure()
         if job is None and self.mode != "off":
             if self.mode == "community":
-                job = self.reports.next_job(self.settings.privacy)
+                job = self.reports.next_job(self.settings.privacy, self.epoch)
             else:
                 job = self._next_job()
         if job is None:
@@ -152,7 +152,7 @@ class Sync:
             return
         self._start(job)
 
-    def _start(self, job: Job | BuildJob) -> None:
+    def _start(self, job: Job | BuildJob | BuildReportsJob) -> None:
         assert self.worker is not None
         self.in_flight = job
         self.worker.jobs.put(job)
@@ -177,7 +177,7 @@ class Sync:
         self._erasing = ids
         return Job("erasure", cloud.ERASURE_PATH, request_id, body, len(ids))
 
-    def _next_job(self) -> Job | BuildJob | None:
+    def _next_job(self) -> Job | BuildJob | BuildReportsJob | None:
         """The oldest pending batch, or the building of the next one (on the worker)."""
         db = self.storage.db
         pending = outbox.next_pending(db)
@@ -228,6 +228,16 @@ class Sync:
             self.in_flight = None
             if isinstance(job, BuildJob):
                 self._built(job, result if isinstance(result, outbox.Batch) else None)
+            elif isinstance(job, BuildReportsJob):
+                if (
+                    job.epoch == self.epoch
+                    and self.mode == "community"
+                    and isinstance(result, list)
+                ):
+                    self.reports.built(result)
+                    self.next_at = 0.0  # the reports due go now
+                else:
+                    self.next_at = time.monotonic() + self.settings.sync.interval_secs
             else:
                 self._record(job, result)
 
@@ -337,7 +347,7 @@ class Sync:
                 pass
             else:
                 self.in_flight = None
-                if not isinstance(job, BuildJob):
+                if isinstance(job, Job):
                     self._record(job, outcome)
         self.stop.set()
         if self.worker is not None:

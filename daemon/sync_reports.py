@@ -24,7 +24,7 @@ from rkd.client.clock import DAY_MS, now_ms
 from rkd.client.config import PrivacyConfig
 from rkd.client.vocabulary import Vocabulary
 from rkd.daemon import outbox, reports
-from rkd.daemon.sync_worker import Job
+from rkd.daemon.sync_worker import BuildReportsJob, Job
 from rkd.daemon.uplink import Outcome
 
 log = structlog.get_logger("rkd.daemon")
@@ -65,11 +65,14 @@ class CommunityReports:
             self.next_check = 0.0
         self.on = on
 
-    def next_job(self, privacy: PrivacyConfig) -> Job | None:
-        """Build the reports of days that ended (hourly), then the oldest one due."""
+    def next_job(self, privacy: PrivacyConfig, epoch: int) -> Job | BuildReportsJob | None:
+        """Hourly, the building of the reports of days that ended (on the worker); else
+        the oldest report due."""
         if time.monotonic() >= self.next_check:
             self.next_check = time.monotonic() + REPORT_CHECK_SECS
-            self._build(privacy)
+            job = self._build_job(privacy, epoch)
+            if job is not None:
+                return job
         due = reports.pending(self.db, now_ms())
         if not due:
             return None
@@ -77,30 +80,31 @@ class CommunityReports:
         return Job("report", cloud.REPORTS_PATH, f"{product} {day.isoformat()}",
                    gzip.compress(body, mtime=0), 1)  # fmt: skip
 
-    def _build(self, privacy: PrivacyConfig) -> None:
+    def _build_job(self, privacy: PrivacyConfig, epoch: int) -> BuildReportsJob | None:
         since = outbox.meta(self.db, "community_since_day")
         if not isinstance(since, int):
-            return
+            return None
         t = now_ms()
-        today = EPOCH + dt.timedelta(days=t // DAY_MS)
-        send_now = self.env.get(SEND_NOW_ENV) == "1"
         with self.db:  # a report missed by more than a day gets a new time, not a burst
             self.db.execute(
                 "UPDATE report_days SET send_at_ms = ? + abs(random()) % ? WHERE sent_ms IS NULL"
                 " AND send_at_ms < ?", (t, DAY_MS, t - DAY_MS),
             )  # fmt: skip
-        for product in self.products():
-            vocabulary = self.vocabulary_for(product)
-            if vocabulary is None:
-                continue
-            for day in reports.due_days(self.db, product, EPOCH + dt.timedelta(days=since), today):
-                state = reports.load_state(self.db, product)
-                built = reports.build_report(self.db, state, day, vocabulary, privacy)
-                if built is None:
-                    continue
-                at = t if send_now else reports.send_time(day, self.rng)
-                reports.record_built(self.db, built, at, t)
-                self.counters["sync.reports_built"] += 1
+        products = tuple(p for p in self.products() if self.vocabulary_for(p) is not None)
+        return BuildReportsJob(EPOCH + dt.timedelta(days=since),
+                               EPOCH + dt.timedelta(days=t // DAY_MS), products, privacy, epoch)  # fmt: skip
+
+    def built(self, built: list[reports.Built]) -> None:
+        """Record what the worker built (before anything is sent), each with its time."""
+        t = now_ms()
+        send_now = self.env.get(SEND_NOW_ENV) == "1"
+        for b in built:
+            at = t if send_now else reports.send_time(b.report.day, self.rng)
+            try:
+                reports.record_built(self.db, b, at, t)
+            except apsw.ConstraintError:
+                continue  # that day was recorded meanwhile: one report per day, ever
+            self.counters["sync.reports_built"] += 1
 
     def record(self, job: Job, o: Outcome, endpoint: str) -> None:
         """A report is sent once: taken (202) or refused for good (a final 4xx, logged),

@@ -315,3 +315,22 @@ def test_clip_histogram_bounds_the_total() -> None:
     assert [3, 4] == rp.clip_histogram([3, 4], 10)
     assert [2, 5, 3] == rp.clip_histogram([6, 15, 9], 10)
     assert sum(rp.clip_histogram([99, 1, 1000, 7], 10)) <= 10
+
+
+def test_building_days_in_a_row_read_only_equals_building_and_recording_each(
+    storage: Storage, tmp_path: Path
+) -> None:
+    """The sync worker builds all the days due on its read-only connection, each on the
+    state the ones before it leave (rp.after_recording), and the loop records them: the
+    reports are those of building and recording one day at a time."""
+    days = [MONDAY, MONDAY + dt.timedelta(days=2), MONDAY + dt.timedelta(days=8)]
+    for i, day in enumerate(days):
+        store(storage, day, [s.SessionStarted(), think(), *([think("compare")] * i)])
+    reader = apsw.Connection(str(storage.path), flags=apsw.SQLITE_OPEN_READONLY)
+    in_a_row = rp.build_due(reader, VOCAB, MONDAY, days[-1] + dt.timedelta(days=1), EXACT)
+    reader.close()
+    one_by_one = [run(storage, day) for day in days]
+    assert [b.report for b in one_by_one if b] == [b.report for b in in_a_row]
+    assert [(True, True), (False, False), (True, False)] == [
+        (b.report.first_of_week, b.report.first_of_month) for b in in_a_row
+    ]
