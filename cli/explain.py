@@ -113,7 +113,7 @@ def event(cls: type[Payload]) -> dict[str, Any]:
     }
 
 
-def explain() -> dict[str, Any]:
+def explain(settings: Any = None) -> dict[str, Any]:
     """The whole explanation as plain data (the `--json` output)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -130,15 +130,41 @@ def explain() -> dict[str, Any]:
         ],
         "events": [event(cls) for cls in PAYLOAD_TYPES],
         "vocabulary": vocabulary(),
+        "other_vocabularies": other_vocabularies(settings) if settings is not None else [],
     }
 
 
-def vocabulary() -> dict[str, Any]:
-    """ReasonKit's declared vocabulary: per field, what may ever be uploaded (anything
-    else goes as ``__other__``)."""
+def other_vocabularies(settings: Any) -> list[dict[str, Any]]:
+    """The vocabularies of other products rkd knows here: the user's files and those
+    learnt from applications (read-only; nothing when there is no database yet)."""
+    from collections import Counter
+
+    from rkd.daemon.storage import open_read_only
+    from rkd.daemon.vocabularies import Vocabularies, vocabulary_dir
+
+    learnt: list[bytes] = []
+    try:
+        db = open_read_only(settings.db_path)
+    except Exception:  # a damaged database: `rkd status` says so; explain goes on
+        db = None
+    if db is not None:
+        try:
+            learnt = [bytes(b) for (b,) in db.execute("SELECT body FROM vocabularies")]
+        except Exception:  # an older database: nothing learnt
+            learnt = []
+        finally:
+            db.close()
+    known = Vocabularies(vocabulary_dir(settings), Counter(), learnt)
+    return [{**vocabulary(v), "origin": known.origin.get(p, "learnt")}
+            for p, v in sorted(known.all().items()) if known.origin.get(p) != "shipped"]  # fmt: skip
+
+
+def vocabulary(v: Any = None) -> dict[str, Any]:
+    """A declared vocabulary (ReasonKit's by default): per field, what may ever be
+    uploaded (anything else goes as ``__other__``)."""
     from rkd.client.vocabulary import reasonkit_vocabulary
 
-    v = reasonkit_vocabulary()
+    v = v or reasonkit_vocabulary()
     return {
         "product": v.product,
         "version": v.version,
@@ -192,9 +218,17 @@ def render(doc: dict[str, Any]) -> str:
             f"  {f['name']:<28} {f['type']:<22} {f['description']}".rstrip() for f in e["fields"]
         ]
     voc = doc["vocabulary"]
-    lines += ["", f"What may leave this machine (none does yet): {voc['product']}'s declared"
-              f" vocabulary, version {voc['version']}. Any other value is sent as __other__."]  # fmt: skip
-    for name, f in voc["fields"].items():
-        declared = [*f["values"], *(f"/{p}/" for p in f["patterns"])]
-        lines.append(f"  {name:<28} {', '.join(declared)}")
+    lines += ["", "What may leave this machine, only with cloud sync or community reports on"
+              f" (`rkd sync status`): {voc['product']}'s declared vocabulary, version"
+              f" {voc['version']}. Any other value is sent as __other__."]  # fmt: skip
+    lines += _fields_text(voc["fields"])
+    for other in doc.get("other_vocabularies", []):
+        lines += ["", f"{other['product']}'s declared vocabulary, version {other['version']}"
+                  f" ({other['origin']}):"]  # fmt: skip
+        lines += _fields_text(other["fields"])
     return "\n".join(lines)
+
+
+def _fields_text(fields: dict[str, Any]) -> list[str]:
+    return [f"  {name:<28} {', '.join([*f['values'], *(f'/{p}/' for p in f['patterns'])])}"
+            for name, f in fields.items()]  # fmt: skip

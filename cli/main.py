@@ -286,7 +286,7 @@ def explain(as_json: bool) -> None:
     from rkd.cli.explain import explain as build
     from rkd.cli.explain import render
 
-    doc = build()
+    doc = build(settings(lenient=True))
     click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
 
 

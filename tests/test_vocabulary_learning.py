@@ -237,3 +237,24 @@ def test_audit_fix_removes_what_block_sensitive_refuses(sandbox: Sandbox) -> Non
         "Fixed:           4 events re-filtered: 0 rewritten, 1 re-tagged, 2 removed" in proc.stdout
     )
     assert 2 == sandbox.count(derived=True)
+
+
+def test_explain_lists_the_vocabularies_rkd_knows_here(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: RawPush
+) -> None:
+    """Besides ReasonKit's, `rkd explain` shows the vocabularies of the user's files and
+    those learnt from applications, with where each came from."""
+    folder = sandbox.config_file.parent / "vocabularies"
+    folder.mkdir(parents=True)
+    (folder / "other.toml").write_bytes(ACME.replace(b"acme-cli", b"other-cli"))
+    d = start_daemon()
+    raw_push([vocab_frame(ACME)])
+    wait_for(lambda: d.counter("vocabulary.learnt") == 1, what="learnt")
+    doc = json.loads(sandbox.rkd("explain", "--json").stdout)
+    assert [("acme-cli", "learnt"), ("other-cli", "file:other.toml")] == [
+        (v["product"], v["origin"]) for v in doc["other_vocabularies"]
+    ]
+    assert ["build", "deploy"] == doc["other_vocabularies"][0]["fields"]["command"]["values"]
+    text = sandbox.rkd("explain").stdout
+    assert "acme-cli's declared vocabulary, version 1 (learnt):" in text
+    assert "(none does yet)" not in text
