@@ -137,23 +137,18 @@ def explain(settings: Any = None) -> dict[str, Any]:
 def other_vocabularies(settings: Any) -> list[dict[str, Any]]:
     """The vocabularies of other products rkd knows here: the user's files and those
     learnt from applications (read-only; nothing when there is no database yet)."""
+    import contextlib
     from collections import Counter
 
-    from rkd.daemon.storage import open_read_only
+    import apsw
+    from rkd.daemon.storage import StorageError, reading
     from rkd.daemon.vocabularies import Vocabularies, vocabulary_dir
 
     learnt: list[bytes] = []
-    try:
-        db = open_read_only(settings.db_path)
-    except Exception:  # a damaged database: `rkd status` says so; explain goes on
-        db = None
-    if db is not None:
-        try:
+    # A damaged or older database (`rkd status` says so): nothing learnt; explain goes on.
+    with contextlib.suppress(StorageError, apsw.Error), reading(settings.db_path) as db:
+        if db is not None:
             learnt = [bytes(b) for (b,) in db.execute("SELECT body FROM vocabularies")]
-        except Exception:  # an older database: nothing learnt
-            learnt = []
-        finally:
-            db.close()
     known = Vocabularies(vocabulary_dir(settings), Counter(), learnt)
     return [{**vocabulary(v), "origin": known.origin.get(p, "learnt")}
             for p, v in sorted(known.all().items()) if known.origin.get(p) != "shipped"]  # fmt: skip

@@ -13,19 +13,14 @@ from typing import Any
 import click
 from rkd.client.clock import utc_now
 from rkd.daemon.cloud_rights import CloudError, fetch, uploaded_sessions
-from rkd.daemon.storage import open_read_only
+from rkd.daemon.storage import reading
 
 COLUMNS = ("event_id", "event_type", "ts", "product", "version", "payload")
 
 
 def export_cloud(settings: Any, output: str, fmt: str) -> None:
-    db = open_read_only(settings.db_path)
-    sessions: list[str] = []
-    if db is not None:
-        try:
-            sessions = uploaded_sessions(db)
-        finally:
-            db.close()
+    with reading(settings.db_path) as db:
+        sessions = uploaded_sessions(db) if db is not None else []
     events: list[dict[str, Any]] = []
     if sessions:
         try:

@@ -6,18 +6,20 @@ down; `now` asks the daemon. `enroll` stores the Pro key (0600) and never prints
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
 from typing import Any
 
+import apsw
 import click
 from rkd.client.clock import iso_ms
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.wire import StatusRequest, SyncNowRequest
 from rkd.daemon import outbox
-from rkd.daemon.storage import open_read_only
+from rkd.daemon.storage import reading
 from rkd.daemon.synckey import SyncKeyError, read_sync_key, write_sync_key
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -66,10 +68,11 @@ def gather(s: Any) -> dict[str, Any]:
     info["mode"] = daemon.get("mode") or offline_mode
     info["problem"] = daemon.get("problem") if daemon else _offline_problem(info)
     info["next_attempt_in_secs"] = daemon.get("next_attempt_in_secs")
-    db = open_read_only(s.db_path)
     info.update(queue_depth=0, batches={}, last_success=None, expired_unsynced=0, since=None,
                 reports={"sent": 0, "waiting": 0}, privacy_budget=[])  # fmt: skip
-    if db is not None:
+    with reading(s.db_path) as db:
+        if db is None:
+            return info
         try:
             info["queue_depth"] = outbox.queue_depth(db)
             info["batches"] = outbox.counts_by_state(db)
@@ -80,10 +83,8 @@ def gather(s: Any) -> dict[str, Any]:
             since = outbox.meta(db, "sync_since_ms")
             info["since"] = iso_ms(since) if isinstance(since, int) else None
             info["reports"], info["privacy_budget"] = _reports(db)
-        except Exception:  # an older database without the outbox: nothing was ever sent
+        except apsw.SQLError:  # an older database without the outbox: nothing was ever sent
             pass
-        finally:
-            db.close()
     return info
 
 
@@ -159,15 +160,9 @@ def log_(as_json: bool, limit: int) -> None:
       rkd sync log --limit 20
     """
     s = _settings()
-    db = open_read_only(s.db_path)
     rows: list[dict[str, Any]] = []
-    if db is not None:
-        try:
-            rows = outbox.log_rows(db, limit)
-        except Exception:
-            rows = []
-        finally:
-            db.close()
+    with reading(s.db_path) as db, contextlib.suppress(apsw.SQLError):  # no outbox yet
+        rows = outbox.log_rows(db, limit) if db is not None else []
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -192,13 +187,10 @@ def show(batch: str, as_json: bool) -> None:
       rkd sync show 3f2a9c0e5b7d4e1f8a6c2b9d0e4f7a1c --json
     """
     s = _settings()
-    db = open_read_only(s.db_path)
-    if db is None:
-        raise click.ClickException("nothing is stored yet")
-    try:
+    with reading(s.db_path) as db:
+        if db is None:
+            raise click.ClickException("nothing is stored yet")
         info = _next(s, db) if batch == "next" else outbox.batch_row(db, batch)
-    finally:
-        db.close()
     if info is None:
         raise click.ClickException(f"no batch {batch[:40]!r} (see `rkd sync log`)")
     body = info.pop("body")
@@ -253,12 +245,9 @@ def now(wait: float) -> None:
     deadline = time.monotonic() + wait
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        db = open_read_only(s.db_path)
-        if db is not None:
-            try:
+        with reading(s.db_path) as db:
+            if db is not None:
                 rows = [r for r in outbox.log_rows(db, 50) if r["at"] >= iso_ms(started)]
-            finally:
-                db.close()
         if rows:
             break
         time.sleep(0.2)

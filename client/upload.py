@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import msgspec
 from rkd.client.fields import StringField, set_at, string_fields
-from rkd.client.schema import Envelope, Source
+from rkd.client.schema import BY_EVENT_TYPE, Envelope, Event, Source
 from rkd.client.vocabulary import Vocabulary
 
 OTHER: Final = "__other__"
@@ -37,9 +37,6 @@ def upload_filter(envelope: Envelope, vocabulary: Vocabulary) -> dict[str, Any]:
     )
 
 
-_event_type: Any = None
-
-
 def upload_filter_stored(event: dict[str, Any], vocabulary: Vocabulary) -> dict[str, Any]:
     """:func:`upload_filter` for a stored event held as builtins (``rkd export``'s
     envelope): stored strings may hold the firewall's placeholders ("[EMAIL]"), which
@@ -47,9 +44,6 @@ def upload_filter_stored(event: dict[str, Any], vocabulary: Vocabulary) -> dict[
     replaced, then the result is validated against the schema (which drops any key it
     does not know), so what comes out is exactly what :func:`upload_filter` would make.
     Raises NotUploadable for another product's event or one that does not validate."""
-    global _event_type
-    from rkd.client.schema import BY_EVENT_TYPE, Event
-
     source = event.get("source")
     if not isinstance(source, dict) or source.get("product") != vocabulary.product:
         raise NotUploadable("not an event of this vocabulary's product")
@@ -67,10 +61,8 @@ def upload_filter_stored(event: dict[str, Any], vocabulary: Vocabulary) -> dict[
                 parent[f.path[-1]] = [_keep(field, v, vocabulary) for v in value]
             else:
                 parent[f.path[-1]] = _keep(field, value, vocabulary)
-    if _event_type is None:
-        _event_type = Event
     try:
-        valid = msgspec.convert(event, _event_type)
+        valid = msgspec.convert(event, Event)
     except msgspec.ValidationError as e:
         raise NotUploadable(f"does not validate: {e}") from None
     return msgspec.to_builtins(valid)  # type: ignore[no-any-return]

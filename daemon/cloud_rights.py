@@ -46,6 +46,10 @@ def ask_erasure(db: apsw.Connection, now_ms: int) -> int:
         "INSERT OR IGNORE INTO cloud_erasure(uuid, asked_ms) SELECT uuid, ? FROM sync_sessions",
         (now_ms,),
     )
+    return erasure_count(db)
+
+
+def erasure_count(db: apsw.Connection) -> int:
     n = db.execute("SELECT count(*) FROM cloud_erasure").get
     return n if isinstance(n, int) else 0
 

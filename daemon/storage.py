@@ -569,6 +569,18 @@ def open_read_only(path: Path) -> apsw.Connection | None:
         raise StorageError(f"{path}: cannot open the database: {e}") from None
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[apsw.Connection | None]:
+    """:func:`open_read_only` for a ``with`` block: None when there is no database yet;
+    the connection is closed at the end."""
+    db = open_read_only(path)
+    try:
+        yield db
+    finally:
+        if db is not None:
+            db.close()
+
+
 def read_only_count(path: Path) -> int:
     db = open_read_only(path)
     if db is None:

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import apsw
-import msgspec
 import structlog
 from rkd.client import cloud
 from rkd.client.clock import now_ms
@@ -111,7 +110,7 @@ class Sync:
         mode = "pro" if on else "community" if self.reports.on else "off"
         # `rkd delete` asked the server to erase this install's sessions: the user's
         # right, whatever the mode (with a key; without one nothing was ever uploaded).
-        erasing = key is not None and bool(cloud_rights.erasure_due(db))
+        erasing = key is not None and cloud_rights.erasure_count(db) > 0
         if mode != "off" or erasing:
             self.stop.clear()
             uplink = Uplink(settings.sync_endpoint, tls_context(settings.sync.ca_file),
@@ -251,9 +250,10 @@ class Sync:
             return
         db = self.storage.db
         t = now_ms()
+        self._schedule(o)
         state, result = outbox.PENDING, f"{o.kind}: {o.detail}"
         if o.kind == "ok":
-            a = o.answer or cloud.Answer()
+            a = o.body(cloud.Answer) or cloud.Answer()
             state = outbox.SENT
             result = f"ok {o.status}: {a.accepted} accepted, {a.duplicates} duplicates"
             if a.rejected:
@@ -261,20 +261,12 @@ class Sync:
                     f"{k} {v}" for k, v in sorted(a.rejected.items())
                 )
             self.counters["sync.events_sent"] += job.events
-            self.next_at = 0.0  # more may wait: the next batch at once
         elif o.kind == "quarantine":
             state = outbox.QUARANTINED
             self.counters["sync.quarantined"] += 1
             log.warning("sync_quarantined", batch=job.batch_id, status=o.status, detail=o.detail)
-            self.next_at = 0.0
-        elif o.kind == "wait":
-            self.next_at = time.monotonic() + o.retry_after
         elif o.kind == "split":
             self.max_events = max(1, job.events // 2)
-            self.next_at = 0.0
-        else:  # retry, stopped
-            self.next_at = time.monotonic() + self.settings.sync.interval_secs
-            self.counters[f"sync.{o.kind}"] += 1
         try:
             with db:
                 if o.kind == "split":
@@ -287,8 +279,9 @@ class Sync:
             log.warning("sync_record_failed", error=str(e))
 
     def _schedule(self, o: Outcome) -> None:
-        """When the next round may start, after a report's or an erasure's outcome."""
-        if o.kind in ("ok", "quarantine"):
+        """When the next round may start after an outcome: at once when more may wait
+        (taken, refused for good, or to be split), after Retry-After, else next round."""
+        if o.kind in ("ok", "quarantine", "split"):
             self.next_at = 0.0
         elif o.kind == "wait":
             self.next_at = time.monotonic() + o.retry_after
@@ -300,10 +293,11 @@ class Sync:
         db = self.storage.db
         t = now_ms()
         self._schedule(o)
-        if o.kind == "quarantine":  # refused (a key revoked?): asked again next round, kept
+        if o.kind in ("quarantine", "split"):  # refused (a key revoked?): asked again next round
             self.next_at = time.monotonic() + self.settings.sync.interval_secs
         if o.kind == "ok":
-            deleted = msgspec.json.decode(o.raw, type=cloud.Erased).deleted if o.raw else 0
+            erased = o.body(cloud.Erased)
+            deleted = erased.deleted if erased is not None else "some"
             result = f"ok {o.status}: the server erased {deleted} events"
         else:
             result = f"{o.kind}: {o.detail}"
@@ -332,7 +326,7 @@ class Sync:
             "next_attempt_in_secs": max(0.0, round(self.next_at - time.monotonic(), 1))
             if self.mode != "off" else None,
             "queue_depth": outbox.queue_depth(db),
-            "cloud_erasure_pending": len(cloud_rights.erasure_due(db)),
+            "cloud_erasure_pending": cloud_rights.erasure_count(db),
             "reports_waiting": self.reports.waiting() if self.mode == "community" else 0,
             "batches": outbox.counts_by_state(db),
         }  # fmt: skip

@@ -107,15 +107,16 @@ class CommunityReports:
             self.counters["sync.reports_built"] += 1
 
     def record(self, job: Job, o: Outcome, endpoint: str) -> None:
-        """A report is sent once: taken (202) or refused for good (a final 4xx, logged),
-        it is marked sent; otherwise it waits for the next round."""
+        """A report is sent once: taken (202) or refused for good (a final 4xx or 413,
+        logged), it is marked sent; otherwise it waits for the next round."""
         t = now_ms()
         product, day = job.batch_id.split(" ")
         result = f"{o.kind}: {o.detail}" if o.kind != "ok" else f"ok {o.status}"
-        if o.kind in ("ok", "quarantine"):
+        final = o.kind in ("ok", "quarantine", "split")  # a report cannot be split: refused
+        if final:
             self.counters["sync.reports_sent" if o.kind == "ok" else "sync.reports_refused"] += 1
         try:
-            if o.kind in ("ok", "quarantine"):
+            if final:
                 reports.record_sent(self.db, product, dt.date.fromisoformat(day), t)
             with self.db:
                 outbox.log(self.db, t, "report", endpoint, None, 1, len(job.body),

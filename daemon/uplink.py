@@ -58,8 +58,11 @@ class Outcome(NamedTuple):
     detail: str  # one line, never a secret or a value from the batch
     attempts: int
     retry_after: float = 0.0
-    answer: cloud.Answer | None = None
-    raw: bytes = b""  # the answer's body (an erasure's counts)
+    raw: bytes = b""  # the answer's body: see :meth:`body`
+
+    def body(self, t: type[T]) -> T | None:
+        """The answer's body as ``t`` (JSON or MessagePack), or None if it is not one."""
+        return _decode(self.raw, t)
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -202,8 +205,7 @@ def deliver(uplink: Uplink, path: str, body: bytes, batch_id: str, stop: threadi
 def _answer(status: int, headers: dict[str, str], raw: bytes, attempt: int) -> Outcome | None:
     """The outcome a status decides, or None to try again within the round."""
     if status in (200, 202):
-        answer = _decode(raw, cloud.Answer) or cloud.Answer()
-        return Outcome("ok", status, "accepted", attempt, answer=answer, raw=raw)
+        return Outcome("ok", status, "accepted", attempt, raw=raw)
     if status == 429:
         return Outcome("wait", status, "rate limited", attempt, _retry_after(headers))
     if status == 413:

