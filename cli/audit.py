@@ -17,13 +17,13 @@ from typing import Any, Final
 import apsw
 import msgspec
 from rkd.client.config import Settings
-from rkd.client.fields import string_fields
-from rkd.client.schema import PAYLOAD_TYPES
+from rkd.client.schema import BY_EVENT_TYPE
 from rkd.client.spool import SUFFIX, SpoolFileRefused, read_spool, read_spool_file
+from rkd.client.upload import undeclared_in_builtins
 from rkd.client.vocabulary import Vocabulary, reasonkit_vocabulary
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
 from rkd.daemon.redact import Scanner
-from rkd.daemon.storage import StorageError, open_read_only, read_only_count
+from rkd.daemon.storage import SOURCE_COLUMNS, StorageError, open_read_only, read_only_count
 
 # A bar on a terminal from this many events (400k took 12 s with no sign of life).
 PROGRESS_MIN_EVENTS: Final = 10_000
@@ -73,15 +73,16 @@ def audit(settings: Settings, tick: Callable[[int], object] = lambda n: None) ->
     seen: dict[str, Counter[str]] = {}  # identical strings are scanned once
     undeclared = Undeclared(reasonkit_vocabulary())
     try:
-        for payload, *source in db.execute(
-            "SELECT e.payload, s.product, s.version, s.tier, s.os, s.arch, s.python_version"
-            " FROM events e JOIN sources s ON s.id = e.source_id"
+        for event_type, payload_json, *source in db.execute(
+            "SELECT e.event_type, e.payload, s.product, s.version, s.tier, s.os, s.arch,"
+            " s.python_version FROM events e JOIN sources s ON s.id = e.source_id"
         ):
+            payload = msgspec.json.decode(payload_json)
             report["events_scanned"] += 1
             if report["events_scanned"] % TICK_EVERY == 0:
                 tick(TICK_EVERY)
             hits: Counter[str] = Counter()
-            for text in (*_strings(msgspec.json.decode(payload)), *source):
+            for text in (*_strings(payload), *source):
                 result = seen.get(text)
                 if result is None:
                     result = scanner.redact(text)[1]
@@ -91,7 +92,7 @@ def audit(settings: Settings, tick: Callable[[int], object] = lambda n: None) ->
             if hits:
                 report["events_flagged"] += 1
                 found.update(hits)
-            undeclared.add(payload, source)
+            undeclared.add(event_type, payload, source)
         tick(report["events_scanned"] % TICK_EVERY)
     except apsw.SQLError:
         pass  # a database the daemon has not initialised yet
@@ -114,38 +115,23 @@ class Undeclared:
 
     def __init__(self, vocabulary: Vocabulary) -> None:
         self.vocab = vocabulary
-        self.fields = {".".join(f.path) for t in PAYLOAD_TYPES for f in string_fields(t)}
         self.counts: Counter[str] = Counter()
         self.other_products = 0
 
-    def add(self, payload: str, source: list[Any]) -> None:
+    def add(self, event_type: str, payload: dict[str, Any], source: list[Any]) -> None:
         if source[0] != self.vocab.product:
             self.other_products += 1
             return
-        bad = {f for f, v in _fields(msgspec.json.decode(payload), "") if f in self.fields
-               and not self.vocab.declared(f, v)}  # fmt: skip
-        names = ("version", "os", "arch", "python_version")
-        for name, value in zip(names, (source[1], *source[3:]), strict=True):
-            if not self.vocab.declared(f"source.{name}", value):
-                bad.add(f"source.{name}")
-        self.counts.update(bad)
+        payload_type = BY_EVENT_TYPE.get(event_type)
+        if payload_type is None:
+            return  # a type this rkd does not know
+        src = dict(zip(SOURCE_COLUMNS, source, strict=True))
+        self.counts.update(undeclared_in_builtins(payload_type, payload, src, self.vocab))
 
     def report(self) -> dict[str, Any]:
         return {"product": self.vocab.product, "vocabulary_version": self.vocab.version,
                 "events_by_field": dict(sorted(self.counts.items())),
                 "other_products": self.other_products}  # fmt: skip
-
-
-def _fields(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(dotted field, string) for every string in a stored payload."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _fields(v, f"{path}.{k}" if path else k)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _fields(v, path)
 
 
 def audit_spool(settings: Settings, scanner: Scanner) -> dict[str, Any]:

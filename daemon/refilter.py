@@ -19,7 +19,7 @@ from rkd.client.schema import BY_EVENT_TYPE, Source
 from rkd.client.upload import get_in
 from rkd.daemon.firewall import Firewall
 from rkd.daemon.pipeline import Rejected
-from rkd.daemon.storage import Storage
+from rkd.daemon.storage import SOURCE_COLUMNS, Storage
 from rkd.daemon.vocabularies import Vocabularies
 
 STEP: Final = 1000  # events per transaction
@@ -59,9 +59,6 @@ def refilter(storage: Storage, firewall: Firewall, vocabularies: Vocabularies) -
     return Refiltered(scanned=scanned, rewritten=rewritten, retagged=retagged, removed=removed)
 
 
-SOURCE_FIELDS: Final = ("product", "version", "tier", "os", "arch", "python_version")
-
-
 def _one(row: tuple[Any, ...], firewall: Firewall, vocabularies: Vocabularies,
          storage: Storage) -> str | None:  # fmt: skip
     rowid, event_type, payload_json, tag, source_id, *src = row
@@ -69,7 +66,7 @@ def _one(row: tuple[Any, ...], firewall: Firewall, vocabularies: Vocabularies,
     if ptype is None:
         return None  # a type this rkd does not know: left as it is
     payload = msgspec.json.decode(payload_json)
-    source = dict(zip(SOURCE_FIELDS, src, strict=True))
+    source = dict(zip(SOURCE_COLUMNS, src, strict=True))
     new_source = dict(source)
     # The stored strings hold the firewall's placeholders ("[EMAIL]"), which do not
     # decode as the schema: they are cleaned as builtins, along the schema's plan.

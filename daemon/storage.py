@@ -608,6 +608,8 @@ def read_only_event_ids(path: Path) -> Iterator[bytes]:
         db.close()
 
 
+SOURCE_COLUMNS: Final = ("product", "version", "tier", "os", "arch", "python_version")
+
 EXPORT_SQL: Final = """
     SELECT e.event_id, e.event_type, e.schema_version, e.ts_ms,
            s.product, s.version, s.tier, s.os, s.arch, s.python_version,
@@ -625,13 +627,7 @@ def row_to_envelope(row: tuple[Any, ...]) -> dict[str, Any]:
         "event_id": str(uuid.UUID(bytes=row[0])),
         "event_type": row[1],
         "timestamp": iso_ms(row[3]),
-        "source": dict(
-            zip(
-                ("product", "version", "tier", "os", "arch", "python_version"),
-                row[4:10],
-                strict=True,
-            )
-        ),
+        "source": dict(zip(SOURCE_COLUMNS, row[4:10], strict=True)),
         "session": {
             "id": row[10],
             "sequence": row[11],
