@@ -29,11 +29,13 @@ MAX: Final = (1 << 63) - 1
 
 
 def _read(fd: int) -> list[int]:
-    data = os.pread(fd, SIZE, 0)
+    """The counters, or zeros for a file that is not one (wrong size or magic): a
+    damaged file counts nothing rather than an invented loss."""
+    data = os.pread(fd, SIZE + 1, 0)
     if len(data) != SIZE:
         return [0] * len(REASONS)
     magic, *counts = _FORMAT.unpack(data)
-    return list(counts) if magic == MAGIC else [0] * len(REASONS)
+    return [min(c, MAX) for c in counts] if magic == MAGIC else [0] * len(REASONS)
 
 
 def _write(fd: int, counts: list[int]) -> None:
