@@ -276,7 +276,7 @@ class Telemetry:
         if len(frame) > self._max:
             transport.drop("oversized")
             return
-        transport.send(frame)
+        transport.send(frame, payload.family == "error")  # errors are not held (spec §4.2)
 
     def _emit_checked(self, payload: Any) -> None:
         """``emit`` in debug mode: the payload is first checked as the daemon's decoder

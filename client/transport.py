@@ -1,26 +1,34 @@
-"""Getting frames from an application to the daemon without ever blocking or raising.
+"""Getting events from an application to the daemon without ever blocking or raising.
 
-Each frame is sent with ``NOBLOCK`` on a PUSH socket in ``IMMEDIATE`` mode, so a send
-only succeeds when a live daemon is connected. Whatever cannot be sent right now waits in
-a bounded in-memory backlog that later sends drain; a full backlog is written to the
+Events go in batches (:class:`rkd.client.wire.Batch`): ``send`` appends the encoded
+event to the open batch, which is shipped when it holds BATCH_EVENTS events or
+BATCH_BYTES, when its first event is older than BATCH_HOLD_SECS (noticed at the next
+send: no timer, no thread), at once for an event sent after a quiet moment (so sparse
+events are not held) or marked urgent (errors), and on ``flush``/``close``. A burst's
+last events therefore wait for the next event, ``flush()`` or exit.
+
+A batch is sent with ``NOBLOCK`` on a PUSH socket in ``IMMEDIATE`` mode, so a send only
+succeeds when a live daemon is connected. Whatever cannot be sent right now waits in a
+bounded in-memory backlog that later sends drain; a full backlog is written to the
 on-disk spool. Events are only dropped (and counted by reason) when the spool is full or
-a frame is unusable.
+an event is unusable.
 
-A frame zmq accepted is not yet a frame the daemon has: it may sit in a queue when the
-process exits. So at exit, within ``EXIT_BUDGET_SECS``, the client sends a sync token
-*on the same connection* (frames on one connection stay in order) and asks the daemon
-over the control socket whether it has processed that token. If it has, everything sent
-before it is safe; if the daemon does not confirm in time, the client spools copies of
-the unconfirmed frames and the daemon, which remembers the ids of recent events, stores
-each of them at most once. While the process runs, the same question is asked along the
-way without waiting (:mod:`rkd.client.confirm`), so a long-running application keeps only
-the copies of the last few thousand frames.
+Each connection has a random id, and its events are numbered 1, 2, 3... as they are
+handed to zmq. The daemon confirms "stored up to N" for a connection (a control
+request, :class:`rkd.client.wire.ConfirmRequest`); the client keeps a copy of every
+event after N. Along the way the question is asked without waiting
+(:mod:`rkd.client.confirm`); at exit, within ``EXIT_BUDGET_SECS`` (spooling and
+teardown included), it is asked once more and the daemon writes what it has before it
+answers. Copies of what it did not confirm are spooled (the daemon stores each event
+once: it knows the ids it holds); numbers that could be neither confirmed nor spooled
+are left as a claim in the drops file, and the daemon counts as lost exactly those it
+never received (:mod:`rkd.client.dropfile`).
 
-zmq is imported and its context created on the first frame, never at import, and
+zmq is imported and its context created on the first batch, never at import, and
 rebuilt in a forked child (which also forgets the parent's backlog: the parent sends it).
 
-The common case (connected, nothing held back, nothing to report) takes one short path
-in :meth:`Transport.send`: a lock, two checks and libzmq's send, ~1 µs.
+The common case (a batch still open) takes one short path in :meth:`Transport.send`: a
+lock, an append and two comparisons; a shipped batch costs one libzmq send.
 """
 
 from __future__ import annotations
@@ -32,35 +40,53 @@ import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Final
 
-import msgspec
-from rkd.client.confirm import RollingConfirm, sync_report
+from rkd.client.confirm import RollingConfirm
 from rkd.client.control import UnsafeRuntimeDir, check_runtime_dir, daemon_pid
-from rkd.client.wire import EVENTS_SOCKET, ClientReport, SyncRequest
+from rkd.client.wire import (
+    BATCH_BYTES,
+    BATCH_EVENTS,
+    EVENTS_SOCKET,
+    ConfirmRequest,
+    array_header,
+    batch_prefix,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import zmq
+    from rkd.client.dropfile import Claim
 
-BACKLOG_MAX: Final = 1000  # frames held in memory before spilling to the spool
+BACKLOG_MAX: Final = 4096  # events held in memory before spilling to the spool
+BATCH_HOLD_SECS: Final = 0.002  # a batch this old is shipped with the next event
 EXIT_BUDGET_SECS: Final = 0.2  # the most telemetry may add to a process's exit
 TEARDOWN_RESERVE_SECS: Final = 0.04  # of that, kept for spooling the copies and teardown
 PROBE_INTERVAL_SECS: Final = 2.0  # how often to look for a daemon that was down
 REPORT_INTERVAL_SECS: Final = 10.0
-SNDHWM: Final = 10_000
-# Copies of sent frames kept until the daemon confirms it has them. Bounds what can be
-# in flight: this socket's SNDHWM, the daemon's RCVHWM (10,000) and kernel buffers.
+# Batches queued in this process for the daemon (up to 64 events each): a burst of up to
+# ~16,000 events goes to zmq at once, without waiting in the backlog for the next event.
+SNDHWM: Final = 256
+# Copies of sent events kept until the daemon confirms it has them. Covers what can be
+# in flight: this socket's SNDHWM, the daemon's RCVHWM (32 batches) and kernel buffers.
+# Beyond it the oldest copies go, and their numbers are claimed at exit like any other
+# unconfirmed ones.
 UNCONFIRMED_MAX: Final = 24_000
 _NOBLOCK: Final = 1  # zmq.NOBLOCK (ZMQ_DONTWAIT), a plain int: zmq is not imported yet
+_monotonic = time.monotonic
+
+
+def _client_id() -> int:
+    """A connection's id: random, in 1 .. 2^63 - 1."""
+    return (int.from_bytes(os.urandom(8), "big") >> 1) or 1
 
 
 class Transport:
-    """Delivers encoded frames to the daemon; thread-safe, fork-aware, never raises."""
+    """Delivers encoded events to the daemon; thread-safe, fork-aware, never raises."""
 
     def __init__(self, runtime_dir: Path, spool_dir: Path, hello: bytes | None = None) -> None:
         self._endpoint = runtime_dir / EVENTS_SOCKET
         # Sent first on every connection (the product's vocabulary frame). Until it went,
-        # frames wait in the backlog, so ``send``'s fast path never has to check for it.
+        # events wait in the backlog, so the ship path never has to check for it.
         self._hello = hello
         self._hello_due = False
         self._runtime_dir = runtime_dir
@@ -72,79 +98,77 @@ class Transport:
         self._sock: zmq.Socket[Any] | None = None
         self._raw_send: Any = None  # libzmq's send for self._sock, without pyzmq's wrapper
         self._zmq_error: type[Exception] = OSError  # zmq.ZMQError once zmq is loaded
-        self._backlog: deque[bytes] = deque()
+        self._batch: list[bytes] = []  # the open batch
+        self._batch_bytes = 0
+        self._batch_since = 0.0  # when its first event came
+        self._last_ship = -1.0  # when a batch last left (for "after a quiet moment")
+        self._backlog: deque[bytes] = deque()  # events held back (not yet numbered)
         self._unconfirmed: deque[bytes] = deque(maxlen=UNCONFIRMED_MAX)
         self._next_probe = 0.0
         self._next_report = 0.0
         self.drops: Counter[str] = Counter()  # every drop, by reason, for this process
         self._unreported: Counter[str] = Counter()
-        self.sent = 0
+        self.client = 0  # this connection's id (0: none yet)
+        self._prefix = b""  # batch_prefix(self.client)
+        self.sent = 0  # events numbered on this connection: 1..sent
+        self.stored = 0  # the daemon confirmed 1..stored (or they were spooled or claimed)
         self.spooled = 0
         self._daemon_pid = 0
         self._rolling = RollingConfirm()
 
     # -- public ----------------------------------------------------------------------
 
-    def send(self, frame: bytes) -> None:
-        """Queue ``frame`` for the daemon. Never blocks on the network, never raises."""
+    def send(self, frame: bytes, urgent: bool = False) -> None:
+        """Queue one encoded event for the daemon. Never blocks on the network, never raises."""
         try:
             with self._lock:
-                sock = self._sock
-                if sock is None or self._backlog or self._unreported:
-                    self._send_slow(frame)
-                else:
-                    try:
-                        self._raw_send(sock, frame, _NOBLOCK, True)  # True: copy (small frames)
-                    except self._zmq_error:  # zmq.Again included: the daemon takes no frames
-                        self._hold(frame)
-                        return
-                    self.sent += 1
-                    self._unconfirmed.append(frame)
-                if self.sent >= self._rolling.next_at:
-                    self._rolling.step(self)
+                batch = self._batch
+                batch.append(frame)
+                self._batch_bytes += len(frame)
+                if urgent or len(batch) >= BATCH_EVENTS or self._batch_bytes >= BATCH_BYTES:
+                    self._ship()
+                    return
+                now = _monotonic()
+                if len(batch) == 1:
+                    if now - self._last_ship >= BATCH_HOLD_SECS:
+                        self._ship(now)  # the first event after a quiet moment: at once
+                    else:
+                        self._batch_since = now
+                elif now - self._batch_since >= BATCH_HOLD_SECS:
+                    self._ship(now)
         except Exception:  # a bug here must not reach the application
             self.drop("internal_error")
 
-    def _send_slow(self, frame: bytes) -> None:
-        """``send`` when not connected, holding frames back, or owing a drop report."""
-        if not self._started:
-            self._start()
-        if self._backlog:
-            self._drain()
-        if self._backlog or not self._try_send(frame):
-            self._hold(frame)
-        if self._unreported and time.monotonic() >= self._next_report:
-            self._report()
-
     def drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` frames lost for ``reason``; reported to the daemon later."""
+        """Count ``n`` events lost for ``reason``; reported to the daemon later."""
         self.drops[reason] += n
         self._unreported[reason] += n
 
     def flush(self, budget_secs: float = EXIT_BUDGET_SECS, final: bool = False) -> None:
-        """Within ``budget_secs``: deliver the backlog and have the daemon confirm
-        everything sent so far. What cannot be sent is spooled; what was sent but not
-        confirmed is spooled only when ``final`` (the process is leaving), otherwise it
-        stays for a later confirmation: a daemon that is merely busy will get it."""
+        """Within ``budget_secs``: deliver the open batch and the backlog, and have the
+        daemon confirm everything sent so far. What cannot be sent is spooled; what was
+        sent but not confirmed is spooled only when ``final`` (the process is leaving),
+        otherwise it stays for a later confirmation: a daemon that is merely busy will
+        get it."""
         try:
             with self._lock:
+                if self._batch:
+                    self._ship()
                 if not self._started:
                     return
                 # Leaving: spooling and teardown come out of the same budget, and against
                 # a daemon that is provably gone (nobody holds its lock) nothing is waited for.
                 reserve = TEARDOWN_RESERVE_SECS if final else 0.0
-                deadline = time.monotonic() + budget_secs - reserve
+                deadline = _monotonic() + budget_secs - reserve
                 if final and self._sock is not None and not self._daemon_alive():
                     deadline = 0.0
-                if self._unreported:
-                    self._report()
                 self._drain(deadline)
                 if not self._confirm(deadline) and final:
                     self._spill_copies()
                 if self._backlog:
                     self._spill()
                 if final and self._unreported:  # what the spool could not take, counted
-                    self._report()
+                    self._report(final=True)
         except Exception:
             self.drop("internal_error")
 
@@ -156,10 +180,50 @@ class Transport:
             self._started = False
             self._rolling.close()
         if sock is not None and ctx is not None:
-            sock.close(linger=0)  # everything unconfirmed was spooled: nothing to wait for
+            sock.close(linger=0)  # everything unconfirmed was spooled or claimed
             ctx.term()
 
     # -- internals (called with the lock held) ----------------------------------------
+
+    def _ship(self, now: float | None = None) -> None:
+        """Send the open batch now, or hold its events back if the daemon cannot take it."""
+        frames = self._batch
+        self._batch = []
+        self._batch_bytes = 0
+        self._last_ship = _monotonic() if now is None else now
+        sock = self._sock
+        if sock is None or self._backlog or self._unreported:
+            self._ship_slow(frames)
+        else:
+            try:
+                self._raw_send(
+                    sock,
+                    self._prefix + self._number(len(frames)) + b"".join(frames),
+                    _NOBLOCK,
+                    True,
+                )
+            except self._zmq_error:  # zmq.Again included: the daemon takes no frames now
+                self._hold(frames)
+                return
+            self.sent += len(frames)
+            self._unconfirmed.extend(frames)
+        if self.sent >= self._rolling.next_at:
+            self._rolling.step(self)
+
+    def _number(self, n: int) -> bytes:
+        """The batch header after the prefix: the first event's number, the array's."""
+        return b"\xcf" + (self.sent + 1).to_bytes(8, "big") + array_header(n)
+
+    def _ship_slow(self, frames: list[bytes]) -> None:
+        """Shipping when not connected, holding events back, or owing a drop report."""
+        if not self._started:
+            self._start()
+        if self._backlog:
+            self._drain()
+        if self._backlog or not self._try_send(frames):
+            self._hold(frames)
+        if self._unreported and _monotonic() >= self._next_report:
+            self._report()
 
     def _start(self) -> None:
         self._started = True
@@ -177,17 +241,20 @@ class Transport:
         self._sock = self._ctx = None
         self._next_probe = 0.0
         self._rolling = RollingConfirm()  # the parent's socket stays the parent's
+        self._batch = []
+        self._batch_bytes = 0
         self._backlog.clear()
         self._unconfirmed.clear()
         self.drops.clear()
         self._unreported.clear()
+        self.client = self.sent = self.stored = 0
 
     def _connect(self) -> bool:
-        now = time.monotonic()
+        now = _monotonic()
         if now < self._next_probe:
             return False
         self._next_probe = now + PROBE_INTERVAL_SECS
-        try:  # another user's folder or socket is never connected to: frames are spooled
+        try:  # another user's folder or socket is never connected to: events are spooled
             if not check_runtime_dir(self._runtime_dir, EVENTS_SOCKET):
                 return False
         except UnsafeRuntimeDir:
@@ -195,7 +262,7 @@ class Transport:
         pid = daemon_pid(self._runtime_dir)
         if pid is None:
             return False
-        self._daemon_pid = pid  # the daemon our frames go to (see confirmed())
+        self._daemon_pid = pid  # the daemon our events go to (see confirmed())
         import zmq
 
         ctx = zmq.Context(io_threads=1)
@@ -206,13 +273,19 @@ class Transport:
         sock.connect(f"ipc://{self._endpoint}")
         self._zmq, self._ctx, self._sock, self._zmq_error = zmq, ctx, sock, zmq.ZMQError
         self._hello_due = self._hello is not None
+        # A new connection numbers its events from 1 (a forked child's included).
+        self.client = _client_id()
+        self._prefix = batch_prefix(self.client)
+        self.sent = self.stored = 0
+        self._rolling.next_at = 0
         # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around the
         # backend's send; calling the backend's directly saves ~0.5 µs a frame.
         base = zmq.backend.Socket
         self._raw_send = base.send if isinstance(sock, base) else type(sock).send
         return True
 
-    def _try_send(self, frame: bytes, event: bool = True) -> bool:
+    def _send_frame(self, frame: bytes) -> bool:
+        """One frame (the vocabulary or a batch) if the socket takes it now."""
         if self._sock is None and not self._connect():
             return False
         try:
@@ -222,22 +295,37 @@ class Transport:
             self._raw_send(self._sock, frame, _NOBLOCK, True)
         except self._zmq_error:  # zmq.Again included: the daemon is not taking frames now
             return False
-        if event:
-            self.sent += 1
-            self._unconfirmed.append(frame)
+        return True
+
+    def _try_send(self, frames: list[bytes]) -> bool:
+        if self._sock is None and not self._connect():
+            return False
+        if not self._send_frame(self._prefix + self._number(len(frames)) + b"".join(frames)):
+            return False
+        self.sent += len(frames)
+        self._unconfirmed.extend(frames)
         return True
 
     def _drain(self, deadline: float = 0.0) -> None:
-        """Send from the backlog while it goes; with a deadline, wait for the socket."""
-        while self._backlog:
-            if self._try_send(self._backlog[0]):
-                self._backlog.popleft()
+        """Send the backlog in batches while it goes; with a deadline, wait for the socket."""
+        backlog = self._backlog
+        while backlog:
+            frames: list[bytes] = []
+            size = 0
+            for frame in backlog:
+                frames.append(frame)
+                size += len(frame)
+                if len(frames) >= BATCH_EVENTS or size >= BATCH_BYTES:
+                    break
+            if self._try_send(frames):
+                for _ in frames:
+                    backlog.popleft()
                 continue
             if not self._wait_writable(deadline):
                 return
 
     def _wait_writable(self, deadline: float) -> bool:
-        left = deadline - time.monotonic()
+        left = deadline - _monotonic()
         if left <= 0 or self._sock is None:
             return False
         self._sock.poll(max(1, int(min(left, 0.02) * 1000)), self._zmq.POLLOUT)
@@ -245,41 +333,40 @@ class Transport:
 
     def _daemon_alive(self) -> bool:
         """Whether a daemon holds the lock in our runtime folder (a killed one does not)."""
-        from rkd.client.control import daemon_pid
-
         try:
             return daemon_pid(self._runtime_dir) is not None
         except OSError:
             return True  # cannot tell: wait for it as before
 
     def _confirm(self, deadline: float) -> bool:
-        """Have the daemon confirm every frame sent so far (see the module docstring)."""
-        if not self._unconfirmed:
+        """Have the daemon write and confirm every event sent so far."""
+        if self.stored >= self.sent:
             return True
         if self._sock is None or self._ctx is None:
             return False
-        token, report = sync_report()
-        while not self._try_send(report, event=False):
-            if not self._wait_writable(deadline):
-                return False
         from rkd.client.control import DaemonUnavailable, request
 
-        while (left := deadline - time.monotonic()) > 0:
+        ask = ConfirmRequest(client=self.client, upto=self.sent, flush=True)
+        while (left := deadline - _monotonic()) > 0:
             try:
-                reply = request(self._runtime_dir, SyncRequest(token=token),
-                                timeout_ms=max(1, int(left * 1000)), ctx=self._ctx)  # fmt: skip
+                reply = request(self._runtime_dir, ask, timeout_ms=max(1, int(left * 1000)),
+                                ctx=self._ctx)  # fmt: skip
             except DaemonUnavailable:
                 return False
-            if reply.synced:
-                return self.confirmed(reply.pid, self.sent)
-            time.sleep(min(0.005, max(0.0, deadline - time.monotonic())))
+            if not reply.ok:  # a daemon that does not know the question: spool the copies
+                return False
+            if not self.confirmed(reply.pid, reply.stored):
+                return False
+            if self.stored >= self.sent:
+                return True
+            time.sleep(min(0.005, max(0.0, deadline - _monotonic())))
         return False
 
-    def confirmed(self, pid: int, mark: int) -> bool:
-        """The daemon ``pid`` has every frame sent before the ``mark``-th.
+    def confirmed(self, pid: int, stored: int) -> bool:
+        """The daemon ``pid`` has this connection's events up to number ``stored``.
 
-        If that is not the daemon our frames went to (it was killed and another one
-        started), frames the first one held may be lost: their copies are spooled (the
+        If that is not the daemon our events went to (it was killed and another one
+        started), events the first one held may be lost: their copies are spooled (the
         new daemon stores those it does not have, once) and False is returned.
         """
         if pid and pid != self._daemon_pid:
@@ -287,20 +374,22 @@ class Transport:
             if known > 0:  # (not a pid we could read at connect: nothing to compare)
                 self._spill_copies()
                 return False
-        self.release_copies(mark)
+        if stored > self.stored:
+            self.release_copies(min(stored, self.sent))
         return True
 
     def release_copies(self, mark: int) -> None:
-        """The daemon has every frame sent before the ``mark``-th: drop their copies.
+        """Events up to number ``mark`` are confirmed: drop their copies.
 
-        The copies are the last ``len(_unconfirmed)`` frames sent, so the oldest one is
-        number ``sent - len(_unconfirmed)``.
+        The copies are of the last ``len(_unconfirmed)`` events sent, so the oldest one
+        is number ``sent - len(_unconfirmed) + 1``.
         """
         for _ in range(mark - (self.sent - len(self._unconfirmed))):
             self._unconfirmed.popleft()
+        self.stored = max(self.stored, mark)
 
-    def _hold(self, frame: bytes) -> None:
-        self._backlog.append(frame)
+    def _hold(self, frames: list[bytes]) -> None:
+        self._backlog.extend(frames)
         if len(self._backlog) >= BACKLOG_MAX:
             self._spill()
 
@@ -308,19 +397,39 @@ class Transport:
         """Spool the backlog; what does not fit is lost and counted as ``spool_full``."""
         frames = list(self._backlog)
         self._backlog.clear()
-        self._spool(frames, "spool_full")
+        written = self._spool(frames)
+        if written < len(frames):
+            self.drop("spool_full", len(frames) - written)
 
     def _spill_copies(self) -> None:
-        """Spool copies of sent-but-unconfirmed frames (the daemon drops those it has).
+        """Spool copies of sent-but-unconfirmed events (the daemon drops those it has).
 
-        A copy that does not fit is counted as ``unconfirmed``: the daemon may well have
-        it, but nothing proves it.
+        Numbers that are neither confirmed nor spooled (a copy the spool could not take,
+        or one that was let go beyond UNCONFIRMED_MAX) are claimed in the drops file: the
+        daemon may have them; it counts as lost the ones it does not.
         """
+        from rkd.client.dropfile import Claim
+
+        first = self.sent - len(self._unconfirmed) + 1  # the oldest copy's number
         frames = list(self._unconfirmed)
         self._unconfirmed.clear()
-        self._spool(frames, "unconfirmed")
+        claims: list[Claim] = []
+        if first > self.stored + 1:
+            claims.append(Claim(self.client, self.stored + 1, first - 1, "unconfirmed"))
+        written = self._spool(frames)
+        if written < len(frames):
+            claims.append(Claim(self.client, first + written, self.sent, "unconfirmed"))
+        self.stored = self.sent
+        if claims:
+            self._claim(claims)
 
-    def _spool(self, frames: list[bytes], reason: str) -> None:
+    def _claim(self, claims: list[Claim]) -> None:
+        from rkd.client.dropfile import add_drops
+
+        if not add_drops(self._spool_dir, {}, claims):  # nowhere to say it: this process knows
+            self.drops["unconfirmed"] += sum(c.last - c.first + 1 for c in claims)
+
+    def _spool(self, frames: list[bytes]) -> int:
         from rkd.client.spool import write_spool  # only when something must be spooled
 
         try:
@@ -328,18 +437,17 @@ class Transport:
         except OSError:
             written = 0
         self.spooled += written
-        if written < len(frames):
-            self.drop(reason, len(frames) - written)
+        return written
 
-    def _report(self) -> None:
-        """Tell the daemon what was lost: in-band when the socket takes the report now,
-        otherwise in the drops file beside the spool (the daemon reads it on its next
-        scan), so the count is never held in a frame that could itself be lost."""
-        self._next_report = time.monotonic() + REPORT_INTERVAL_SECS
+    def _report(self, final: bool = False) -> None:
+        """Tell the daemon what was lost, in the drops file beside the spool (the daemon
+        reads it on its next scan): never in a frame, which could itself be lost with
+        the process (queued behind a frozen daemon's full socket). At most every
+        REPORT_INTERVAL_SECS, and at exit."""
+        from rkd.client.dropfile import add_drops
+
+        self._next_report = _monotonic() + REPORT_INTERVAL_SECS
         drops = dict(self._unreported)
         self._unreported.clear()
-        frame = msgspec.msgpack.encode(ClientReport(drops))
-        if not self._try_send(frame, event=False):
-            from rkd.client.dropfile import add_drops
-
-            add_drops(self._spool_dir, drops)  # if even this fails, nothing can be done
+        if not add_drops(self._spool_dir, drops) and not final:
+            self._unreported.update(drops)  # tried again at the next report

@@ -1,19 +1,27 @@
 """The wire: frame limits, the client drop report, and the control protocol.
 
-Event frames are MessagePack maps (an envelope of :data:`rkd.client.schema.Event`).
-A client's drop report is a MessagePack *array* (``["client_report", {...}]``), so the
-daemon tells the two apart by the first byte without trying two decoders; so is its
-vocabulary (``["vocabulary", <toml bytes>]``), told apart by the tag that follows.
+Events travel in batches: ``["batch", client, seq, [event, ...]]``, where each event is
+a MessagePack map (an envelope of :data:`rkd.client.schema.Event`), ``client`` the
+connection's random id and ``seq`` the number of the batch's first event on that
+connection (1, 2, 3... without gaps). The daemon confirms "stored up to N" per client
+(:class:`ConfirmRequest`), so a client keeps copies of exactly the events after N.
+A lone map is one event without a number (clients before batching). A client's drop
+report is an array too (``["client_report", {...}]``), and so is its vocabulary
+(``["vocabulary", <toml bytes>]``): the tag that follows the array header tells them apart.
 Control requests and replies travel over a REQ/REP socket, tagged by ``op``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from msgspec import Struct
+from msgspec import Meta, Raw, Struct
 
-MAX_FRAME_BYTES: Final = 64 * 1024
+MAX_FRAME_BYTES: Final = 64 * 1024  # one event
+BATCH_EVENTS: Final = 64  # a client ships its batch at this many events...
+BATCH_BYTES: Final = 32 * 1024  # ...or this many bytes of events
+# The largest batch: one under BATCH_BYTES, then one event of the largest size, and the header.
+MAX_BATCH_BYTES: Final = BATCH_BYTES + MAX_FRAME_BYTES + 64
 EVENTS_SOCKET: Final = "events.sock"
 CONTROL_SOCKET: Final = "control.sock"
 LOCK_FILE: Final = "daemon.lock"
@@ -45,6 +53,38 @@ class VocabularyFrame(Struct, frozen=True, array_like=True, tag="vocabulary"):
 
 
 VOCABULARY_TAG: Final = b"\x92\xaavocabulary"  # a 2-array, then the tag (fixstr of 10)
+
+Positive63 = Annotated[int, Meta(ge=1, le=(1 << 63) - 1)]
+
+
+class Batch(Struct, frozen=True, array_like=True, tag="batch"):
+    """Events of one client connection, numbered from ``seq`` on (clients build the
+    bytes with :func:`batch_prefix` and :func:`array_header`, without encoding twice)."""
+
+    client: Positive63
+    seq: Positive63
+    events: list[Raw]
+
+
+BATCH_TAG: Final = b"\x94\xa5batch"  # a 4-array, then the tag (fixstr of 5)
+
+
+def is_batch(frame: bytes) -> bool:
+    return frame[:7] == BATCH_TAG
+
+
+def batch_prefix(client: int) -> bytes:
+    """The constant start of every batch a connection sends: header, tag, client id."""
+    return BATCH_TAG + b"\xcf" + client.to_bytes(8, "big")  # uint64
+
+
+def array_header(n: int) -> bytes:
+    """MessagePack's header of an ``n``-item array."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
 
 
 def is_vocabulary(frame: bytes) -> bool:
@@ -99,13 +139,26 @@ class SyncNowRequest(Request, frozen=True, tag="sync_now"):
 
 
 class SyncRequest(Request, frozen=True, tag="sync"):
-    """Has the daemon processed the client report carrying this token?"""
+    """Has the daemon processed the client report carrying this token? (Clients before
+    batching; see ConfirmRequest.)"""
 
     token: int
 
 
+class ConfirmRequest(Request, frozen=True, tag="confirm"):
+    """Up to which event number is this client's connection stored (or settled: counted
+    as rejected)? With ``flush`` (an explicit flush, or the client is leaving), the
+    daemon first takes what is queued and writes what is pending, so that the answer
+    reaches ``upto`` if it can."""
+
+    client: int
+    upto: int = 0
+    flush: bool = False
+
+
 ControlRequest = (
-    SyncRequest
+    ConfirmRequest
+    | SyncRequest
     | StatusRequest
     | FlushRequest
     | DeleteRequest
@@ -167,3 +220,4 @@ class Reply(Struct, frozen=True, kw_only=True):
     pid: int = 0  # the answering daemon's pid (sync replies): a restart shows as a new pid
     refiltered: dict[str, int] = {}  # `rkd audit --fix`: scanned, rewritten, retagged, removed
     cloud_erasure: int = 0  # `rkd delete`: uploaded sessions the server is asked to erase
+    stored: int = 0  # confirm replies: the client's events up to this number are stored

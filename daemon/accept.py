@@ -20,10 +20,17 @@ import structlog
 from rkd.client.config import Settings
 from rkd.client.consent import ConsentError, granted_since, read_consent
 from rkd.client.schema import Envelope
-from rkd.client.wire import is_report, is_vocabulary
+from rkd.client.wire import is_batch, is_report, is_vocabulary
 from rkd.daemon.derived import SESSION_TYPES
 from rkd.daemon.firewall import Firewall
-from rkd.daemon.pipeline import Rejected, decode, decode_report, decode_vocabulary, validate
+from rkd.daemon.pipeline import (
+    Rejected,
+    decode,
+    decode_batch,
+    decode_report,
+    decode_vocabulary,
+    validate,
+)
 from rkd.daemon.seen import SeenIds, key_of_int
 
 log = structlog.get_logger("rkd.daemon")
@@ -213,34 +220,62 @@ class Intake:
 
     def __init__(self, stages: Sequence[Stage], counters: Counter[str],
                  on_report: Callable[[dict[str, int], int], None],
-                 on_vocabulary: Callable[[bytes], None] = lambda data: None) -> None:  # fmt: skip
+                 on_vocabulary: Callable[[bytes], None] = lambda data: None,
+                 on_batch: Callable[[int, int, int], None] = lambda c, s, n: None) -> None:  # fmt: skip
         self.stages = tuple(stages)
         self.counters = counters
         self.on_report = on_report
         self.on_vocabulary = on_vocabulary  # raises Rejected when it refuses one
+        self.on_batch = on_batch  # (client, first number, events): all went through
         self.dirty = False  # counters changed since the owner last wrote them
         self._logged: set[str] = set()
 
     def __call__(self, frame: bytes, origin: str, now: dt.datetime,
-                 written: dt.datetime | None = None) -> bool:  # fmt: skip
-        """True when the frame's event joined the pending buffer."""
+                 written: dt.datetime | None = None) -> int:  # fmt: skip
+        """How many events of the frame joined the pending buffer."""
+        if not is_report(frame):
+            return self.event(frame, origin, now, written)
         try:
-            if is_report(frame):
-                if is_vocabulary(frame):
-                    self.on_vocabulary(decode_vocabulary(frame))
-                else:
-                    self.on_report(*decode_report(frame))
-                return False
+            if is_batch(frame):
+                if origin != "socket":  # clients spool events, never batches
+                    raise Rejected("malformed")
+                return self.batch(frame, now)
+            if is_vocabulary(frame):
+                self.on_vocabulary(decode_vocabulary(frame))
+            else:
+                self.on_report(*decode_report(frame))
+        except Rejected as r:
+            self._rejected(r, origin)
+        return 0
+
+    def event(self, frame: bytes, origin: str, now: dt.datetime,
+              written: dt.datetime | None = None) -> int:  # fmt: skip
+        """One event frame through the stages: 1 when it joined the pending buffer."""
+        try:
             item = Item(frame, origin, now, written)
             for stage in self.stages:
                 stage(item)
         except Rejected as r:
-            self.counters[r.counter] += 1
-            self.dirty = True
-            if r.counter not in self._logged:
-                self._logged.add(r.counter)
-                log.warning("frame_rejected", reason=r.reason, origin=origin,
-                            note="further occurrences are only counted")  # fmt: skip
-            return False
+            self._rejected(r, origin)
+            return 0
         self.counters["accepted"] += 1
-        return True
+        return 1
+
+    def batch(self, frame: bytes, now: dt.datetime) -> int:
+        """A client's numbered batch: each event through the stages, then its numbers
+        to the ledger (every one is now pending or counted as rejected)."""
+        b = decode_batch(frame)
+        event = self.event
+        n = 0
+        for raw in b.events:
+            n += event(bytes(raw), "socket", now)
+        self.on_batch(b.client, b.seq, len(b.events))
+        return n
+
+    def _rejected(self, r: Rejected, origin: str) -> None:
+        self.counters[r.counter] += 1
+        self.dirty = True
+        if r.counter not in self._logged:
+            self._logged.add(r.counter)
+            log.warning("frame_rejected", reason=r.reason, origin=origin,
+                        note="further occurrences are only counted")  # fmt: skip

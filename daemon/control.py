@@ -13,6 +13,7 @@ from typing import Any, Final, Protocol
 import msgspec
 import zmq
 from rkd.client.wire import (
+    ConfirmRequest,
     ControlRequest,
     DaemonStatus,
     DeleteRequest,
@@ -34,6 +35,7 @@ class Operations(Protocol):
     """What a control request may ask of the daemon."""
 
     def synced(self, token: int) -> tuple[bool, int]: ...  # (processed?, daemon pid)
+    def confirm(self, client: int, upto: int, flush: bool) -> tuple[int, int]: ...  # (stored, pid)
     def status(self) -> DaemonStatus: ...
     def flush_all(self) -> int | None: ...  # events written, None: cannot write now
     def delete_all(self) -> tuple[int, int]: ...  # (events, cloud sessions); ControlError
@@ -86,6 +88,9 @@ class Control:
     def handle(self, req: ControlRequest) -> Reply:
         ops = self.ops
         match req:
+            case ConfirmRequest(client=client, upto=upto, flush=flush):
+                stored, pid = ops.confirm(client, upto, flush)
+                return Reply(ok=True, stored=stored, pid=pid)
             case SyncRequest(token=token):
                 synced, pid = ops.synced(token)
                 return Reply(ok=True, synced=synced, pid=pid)

@@ -14,8 +14,10 @@ import msgspec.structs
 from rkd.client.schema import ENVELOPES, Envelope, Event
 from rkd.client.wire import (
     DROP_REASONS,
+    MAX_BATCH_BYTES,
     MAX_FRAME_BYTES,
     MAX_REPORTED_DROPS,
+    Batch,
     ClientReport,
     VocabularyFrame,
 )
@@ -37,6 +39,7 @@ class Rejected(Exception):
 _decoder: Final = msgspec.msgpack.Decoder(Event)
 _report_decoder: Final = msgspec.msgpack.Decoder(ClientReport)
 _vocabulary_decoder: Final = msgspec.msgpack.Decoder(VocabularyFrame)
+_batch_decoder: Final = msgspec.msgpack.Decoder(Batch)
 
 
 def reason_for(err: msgspec.ValidationError) -> str:
@@ -159,6 +162,20 @@ def decode_report(frame: bytes) -> tuple[dict[str, int], int]:
         reason = k if k in DROP_REASONS else "other"
         drops[reason] = drops.get(reason, 0) + min(max(0, v), MAX_REPORTED_DROPS)
     return drops, report.sync
+
+
+def decode_batch(frame: bytes) -> Batch:
+    """A client's numbered batch (its events still bytes: each is decoded on its own, so
+    one bad event is one rejection, not a lost batch)."""
+    if len(frame) > MAX_BATCH_BYTES:
+        raise Rejected("oversized_batch")
+    try:
+        batch: Batch = _batch_decoder.decode(frame)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        raise Rejected("malformed_batch") from None
+    if batch.seq + len(batch.events) > 1 << 63:
+        raise Rejected("malformed_batch")
+    return batch
 
 
 def validate(envelope: Envelope, now: dt.datetime) -> int:

@@ -34,6 +34,7 @@ from rkd.client.dropfile import take_drops
 from rkd.client.files import UnsafePath
 from rkd.client.wire import DaemonStatus, EffectiveSettings
 from rkd.daemon.accept import Intake, build_stages
+from rkd.daemon.clients import ClientLedger
 from rkd.daemon.control import Control, ControlError
 from rkd.daemon.derived import FeatureCounter
 from rkd.daemon.firewall import Firewall, load_salt
@@ -70,11 +71,11 @@ SEEN_CHECK_SECS: Final = 60.0  # how often the dedup table is looked at for a re
 SEEN_REBUILD_BATCH: Final = 20_000  # stored ids read per rebuild step
 SHUTDOWN_DRAIN_SECS: Final = 5.0
 FLUSH_REQUEST_SPOOL_SECS: Final = 0.5  # spool read for `rkd flush` before answering
-# Frames queued per client connection: bounds memory and what is in flight. A queued
-# frame costs the daemon ~1.1 KB of RSS; with 4 clients outpacing it, 10,000 each took
-# the daemon to ~100 MB, 1,000 each to ~55 MB. Beyond it clients spool (zero loss: the
-# spool is ingested exactly once), which costs the daemon no more per event.
-RCVHWM: Final = 1000
+# Frames queued per client connection: bounds memory and what is in flight. A frame is
+# a batch of up to 64 events (at most ~100 KB, ~20 KB typically), so 32 of them hold
+# ~2,000 events and at most ~3 MB per client. Beyond it clients hold events, then spool
+# them (zero loss: the spool is ingested exactly once).
+RCVHWM: Final = 32
 SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 # The collector's generation-0 threshold once the daemon runs (Python's default: 700).
@@ -117,14 +118,17 @@ class Daemon:
         self.synthesis = Synthesis(
             settings, storage.last_session(), FeatureCounter(storage.feature_uses())
         )
-        self.writer = Writer(storage, self.counters, self.synthesis)
+        self.ledger = ClientLedger(self.counters)
+        self.writer = Writer(storage, self.counters, self.synthesis, self.ledger.written)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
         self.vocabularies = Vocabularies(
             vocabulary_dir(settings), self.counters, storage.learnt_vocabularies()
         )
         storage.tagger = self.vocabularies.undeclared
-        self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary)
+        self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary,
+                             self.ledger.took)  # fmt: skip
+        self._quiet_since = 0.0  # when the event socket was last read empty
         self.sync = Sync(settings, storage, self.counters, self.vocabularies.get,
                          lambda: sorted(self.vocabularies.all()))  # fmt: skip
         self.spool = SpoolIngest(settings.spool_dir, storage, self.writer, self.counters,
@@ -289,6 +293,7 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
         while time.monotonic() < deadline and self.guarded("socket", self.drain, False):
             pass
+        self.ledger.settle(force=True)  # the last of dead clients' frames were just read
         # Sync first: an upload on the wire may finish and be recorded (its counters are
         # then written with the last flush).
         self.guarded("sync", self.sync.close)
@@ -317,10 +322,11 @@ class Daemon:
             try:
                 frame = recv(zmq.NOBLOCK)
             except zmq.Again:
+                self._quiet_since = time.monotonic()
                 break
             n += 1
             intake(frame, "socket", now)
-            if n % 64 == 0 and time.monotonic() >= deadline:
+            if n % 8 == 0 and time.monotonic() >= deadline:  # a frame is up to 64 events
                 break
         w = self.writer
         if flush and (w.flush_soon or len(w.pending) >= self.settings.batch_size):
@@ -346,13 +352,14 @@ class Daemon:
     def _take_client_drops(self) -> None:
         """Losses clients could not report in-band (see client/dropfile.py)."""
         try:
-            drops = take_drops(self.settings.spool_dir)
+            drops, claims = take_drops(self.settings.spool_dir)
         except UnsafePath as e:
             self._log_once("drops_file_refused", "drops_file_refused", error=str(e))
-            return
+            drops, claims = {}, []
         for reason, n in drops.items():
             self.counters[f"client_drop.{reason}"] += n
-        if drops:
+        self.ledger.claim(claims)
+        if drops or self.ledger.settle(self._quiet_since):
             self.intake.dirty = True
             self.writer.flush_soon = True
 
@@ -448,6 +455,18 @@ class Daemon:
         self.drain(flush=False)  # frames queued before the question count too
         return token in self._synced, os.getpid()
 
+    def confirm(self, client: int, upto: int, flush: bool) -> tuple[int, int]:
+        """Up to which number ``client``'s events are stored, and this daemon's pid. With
+        ``flush`` (the client flushes or leaves) its queued events are taken and written
+        first, as far as one turn goes (it asks again if that was not enough)."""
+        ledger = self.ledger
+        if flush:
+            if ledger.taken(client) < upto:
+                self.drain(flush=False)
+            if ledger.unwritten(client):
+                self.writer.flush()
+        return ledger.stored(client), os.getpid()
+
     def flush_all(self) -> int | None:
         self.drain(flush=False)
         self.spool.step(time.monotonic() + FLUSH_REQUEST_SPOOL_SECS)
@@ -491,6 +510,7 @@ class Daemon:
         self.spool.erase()
         remove_corrupt_copies(self.storage.path)
         self.writer.forget()
+        self.ledger.forget()
         self.seen.clear()
         self.synthesis.forget()
         self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)

@@ -50,7 +50,7 @@ QUARANTINE_SUFFIX: Final = ".quarantined"
 QUARANTINE_DAYS: Final = 7
 CHECK_EVERY: Final = 64  # frames between looks at the clock
 
-Intake = Callable[..., bool]
+Intake = Callable[..., int]
 
 
 class _File:

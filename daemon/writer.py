@@ -27,8 +27,12 @@ RETRY_MAX_SECS: Final = 5.0  # longest wait between write attempts while writes 
 class Writer:
     """Holds what waits to be written; writes it all or nothing."""
 
-    def __init__(self, storage: Storage, counters: Counter[str], synthesis: Synthesis) -> None:
+    def __init__(self, storage: Storage, counters: Counter[str], synthesis: Synthesis,
+                 on_written: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self.storage = storage
+        # Told after each write that left nothing pending: every event taken so far is
+        # stored or was rejected (the clients' confirmations move on).
+        self.on_written = on_written
         self.counters = counters
         self.synthesis = synthesis
         self.pending: list[Record] = []  # stamped events not yet written, oldest first
@@ -57,6 +61,7 @@ class Writer:
         Without ``force``, a write is not tried again before its back-off has passed."""
         self.flush_soon = False
         if self._idle():
+            self.on_written()
             return True
         if not force and self.failures and time.monotonic() < self.retry_at:
             return False
@@ -80,6 +85,7 @@ class Writer:
             log.info("write_recovered", after_failures=self.failures)
             self.failures = 0
         self.pending.clear()
+        self.on_written()
         done, self.ledger = self.ledger, []
         s.written()
         if s.features.untracked:

@@ -23,7 +23,7 @@ class Capture:
         self.frames: list[bytes] = []
         self.drops: dict[str, int] = {}
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, urgent: bool = False) -> None:
         self.frames.append(frame)
 
     def drop(self, reason: str, n: int = 1) -> None:

@@ -9,24 +9,71 @@ import os
 from collections.abc import Callable
 
 import pytest
-from rkd.client.dropfile import DROPS_FILE, SIZE, add_drops, take_drops
+from rkd.client.dropfile import (
+    CLAIM_SLOTS,
+    DROPS_FILE,
+    REASONS,
+    SIZE,
+    Claim,
+    add_drops,
+    take_drops,
+)
 from rkd.daemon import uplink
 
 from tests.conftest import Daemon, Sandbox
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage", b"RKDROP01" + b"\xff" * (SIZE - 8) + b"x",
-                                     b"NOTMAGIC" + b"\x01" * (SIZE - 8)])  # fmt: skip
+@pytest.mark.parametrize("content", [
+    b"", b"garbage", b"RKDROP02" + b"\xff" * (SIZE - 8) + b"x", b"NOTMAGIC" + b"\x01" * (SIZE - 8),
+    b"RKDROP01" + b"\x01" * (SIZE - 8),  # the first format's magic at this format's size
+])  # fmt: skip
 def test_a_damaged_drops_file_counts_nothing_and_is_reset(tmp_path: object, content: bytes) -> None:
     folder = tmp_path / "spool"  # type: ignore[operator]
     folder.mkdir(mode=0o700)
     (folder / DROPS_FILE).write_bytes(content)
     os.chmod(folder / DROPS_FILE, 0o600)
-    assert {} == take_drops(folder)
+    assert ({}, []) == take_drops(folder)
     assert add_drops(folder, {"spool_full": 3, "an invented reason": 2})
-    assert {"spool_full": 3, "other": 2} == take_drops(folder)
+    assert ({"spool_full": 3, "other": 2}, []) == take_drops(folder)
     assert SIZE == (folder / DROPS_FILE).stat().st_size
-    assert {} == take_drops(folder)
+    assert ({}, []) == take_drops(folder)
+
+
+def test_hostile_claims_are_skipped_and_a_full_table_counts_instead(tmp_path: object) -> None:
+    """Claims (events a client could neither have confirmed nor spool) with a zero client,
+    an inverted or absurd range or an unknown reason index are not claims; with every
+    slot taken, a new claim is counted as plain drops (an upper bound), never lost."""
+    import struct
+
+    folder = tmp_path / "spool"  # type: ignore[operator]
+    folder.mkdir(mode=0o700)
+    counts = struct.pack(f"<8s{len(REASONS)}Q", b"RKDROP02", *[0] * len(REASONS))
+    bad = [(0, 1, 5, 0), (7, 9, 3, 0), (7, 1, 1 << 62, 0), (7, 1, 5, 999), (7, 0, 5, 0)]
+    slots = b"".join(struct.pack("<4Q", *c) for c in bad)
+    slots += struct.pack("<4Q", 9, 3, 4, REASONS.index("unconfirmed"))
+    (folder / DROPS_FILE).write_bytes(counts + slots + bytes(SIZE - len(counts) - len(slots)))
+    os.chmod(folder / DROPS_FILE, 0o600)
+    assert ({}, [Claim(9, 3, 4, "unconfirmed")]) == take_drops(folder)
+    assert add_drops(
+        folder, {}, [Claim(c, 1, 10, "unconfirmed") for c in range(1, CLAIM_SLOTS + 3)]
+    )
+    drops, claims = take_drops(folder)
+    assert CLAIM_SLOTS == len(claims)
+    assert {"unconfirmed": 20} == drops  # the two claims that found no slot
+
+
+def test_a_drops_file_of_the_first_format_is_read(tmp_path: object) -> None:
+    import struct
+
+    folder = tmp_path / "spool"  # type: ignore[operator]
+    folder.mkdir(mode=0o700)
+    old = [0] * len(REASONS)
+    old[REASONS.index("spool_full")] = 41
+    (folder / DROPS_FILE).write_bytes(struct.pack(f"<8s{len(REASONS)}Q", b"RKDROP01", *old))
+    os.chmod(folder / DROPS_FILE, 0o600)
+    assert add_drops(folder, {"spool_full": 1})
+    assert ({"spool_full": 42}, []) == take_drops(folder)
+    assert SIZE == (folder / DROPS_FILE).stat().st_size
 
 
 def test_the_daemon_refuses_a_linked_drops_file_and_stays_up(

@@ -1,0 +1,260 @@
+"""Transport v2 (issue 15): numbered batches, "stored up to N", exact loss accounting.
+
+Every test runs the real client in its own process against the real daemon; the
+hostile ones push raw frames at the daemon's socket as another program of the user's
+could."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import msgspec
+import pytest
+from rkd.client import schema as s
+from rkd.client.wire import (
+    BATCH_EVENTS,
+    MAX_BATCH_BYTES,
+    ConfirmRequest,
+    array_header,
+    batch_prefix,
+)
+
+from tests.conftest import Daemon, Sandbox, wait_for
+from tests.samples import frame
+
+APP = "event_type = 'thinktool_completed'"
+
+
+def batch(client: int, seq: int, frames: list[bytes]) -> bytes:
+    return (
+        batch_prefix(client)
+        + msgspec.msgpack.encode(seq)
+        + array_header(len(frames))
+        + b"".join(frames)
+    )
+
+
+def events(n: int, tool: str = "gigathink") -> list[bytes]:
+    return [frame(s.ThinkToolCompleted(tool_name=tool, duration_ms=i)) for i in range(n)]
+
+
+def stored_and_lost(sandbox: Sandbox, daemon: Daemon) -> tuple[int, dict[str, int]]:
+    daemon.flush()
+    c = daemon.status().counters
+    return sandbox.count(APP), {k: v for k, v in c.items() if k.startswith("client_drop.")}
+
+
+def test_frozen_daemon_and_full_spool_stored_plus_lost_equals_sent(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """Issue 15: the daemon frozen (SIGSTOP) and the spool full while a process sends
+    15,010 events and exits. Before, ~100 were stored, ~9,900 copies were discarded by
+    close() and the daemon counted no loss. Now the process leaves within 200 ms, and once
+    the daemon runs again, stored + counted as lost = sent, exactly: events still queued
+    for the daemon are stored, the numbers it never got are counted, none twice."""
+    app = sandbox.spawn_python("""
+        import sys, time
+        from rkd.client import Telemetry, spool
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(5_000):
+            tel.thinktool("gigathink", duration_ms=i)
+        tel.flush()
+        print("ready", tel._transport.stored, flush=True)
+        sys.stdin.readline()
+        spool.write_spool.__defaults__ = (0,)  # the spool at its cap: nothing more fits
+        for i in range(15_010):
+            tel.thinktool("gigathink", duration_ms=i)
+        t = time.perf_counter(); tel.close(); took = time.perf_counter() - t
+        print(took, tel._transport.spooled, flush=True)
+    """)
+    assert app.stdout is not None and app.stdin is not None
+    assert "ready 5000\n" == app.stdout.readline()  # the first 5,000 confirmed stored
+    os.kill(daemon.proc.pid, signal.SIGSTOP)
+    try:
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        out, err = app.communicate(timeout=60)
+        assert 0 == app.returncode, err
+    finally:
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+    took, spooled = out.split()
+    assert float(took) < 0.2 and "0" == spooled
+
+    def settled() -> Any:
+        stored, lost = stored_and_lost(sandbox, daemon)
+        return stored + sum(lost.values()) == 20_010 and (stored, lost)
+
+    stored, lost = wait_for(settled, timeout=30, what="stored + lost = sent")
+    assert 5_000 < stored < 20_010 and lost.get("client_drop.unconfirmed", 0) > 0, (stored, lost)
+    time.sleep(1)
+    assert (stored, lost) == stored_and_lost(sandbox, daemon)  # and it stays so
+    assert [(stored,)] == sandbox.query(f"SELECT count(DISTINCT event_id) FROM events WHERE {APP}")
+
+
+def test_a_flush_confirms_stored_up_to_the_last_event(sandbox: Sandbox, daemon: Daemon) -> None:
+    """tel.flush() ends with "stored up to N" for the last event sent: written to the
+    database (not merely received), and every copy is let go."""
+    out = sandbox.python(
+        """
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(1_000):
+            tel.thinktool("gigathink", duration_ms=i)
+        tel.flush()
+        t = tel._transport
+        print(t.sent, t.stored, len(t._unconfirmed), flush=True)
+        import os, sqlite3
+        db = sqlite3.connect(f"file:{os.environ['DB']}?mode=ro", uri=True)
+        print(db.execute("SELECT count(*) FROM events WHERE event_type = 'thinktool_completed'").fetchone()[0])
+    """,
+        DB=str(sandbox.settings.db_path),
+    ).stdout.split()
+    assert ["1000", "1000", "0", "1000"] == out
+
+
+def test_a_burst_goes_in_batches(sandbox: Sandbox, daemon: Daemon) -> None:
+    """Several events per frame: 10,000 events in at most a few hundred frames, and a
+    sparse event (after a quiet moment) is not held back for the next one."""
+    out = sandbox.python("""
+        import time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        t = tel._transport
+        for i in range(10_000):
+            tel.thinktool("gigathink", duration_ms=i)
+        time.sleep(0.01)
+        tel.thinktool("sparse")
+        print(len(t._batch), flush=True)
+        tel.close()
+    """).stdout
+    assert "0\n" == out  # the sparse event left at once
+    daemon.flush()
+    assert 10_001 == sandbox.count(APP)
+    frames = daemon.status().counters
+    assert frames.get("accepted") == 10_001
+
+
+def test_an_error_event_is_never_held_in_a_batch(sandbox: Sandbox, daemon: Daemon) -> None:
+    out = sandbox.python("""
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(10):
+            tel.thinktool("gigathink", duration_ms=i)
+        tel.error("timeout", code="llm_timeout")
+        print(len(tel._transport._batch), flush=True)
+    """).stdout
+    assert "0\n" == out
+
+
+def test_confirmation_is_per_connection(sandbox: Sandbox, daemon: Daemon) -> None:
+    """The daemon's answer is about one connection: another client's numbers (or a made-up
+    id) are not confirmed by it."""
+    from rkd.client.control import request
+
+    c1, c2 = 11, 12
+    push = _pusher(sandbox)
+    push([batch(c1, 1, events(5)), batch(c2, 1, events(3, "other"))])
+    ask = ConfirmRequest(client=c1, upto=5, flush=True)
+    wait_for(
+        lambda: request(sandbox.settings.runtime_dir, ask).stored == 5, what="c1 stored up to 5"
+    )
+    assert (
+        3
+        == request(
+            sandbox.settings.runtime_dir, ConfirmRequest(client=c2, upto=3, flush=True)
+        ).stored
+    )
+    assert 0 == request(sandbox.settings.runtime_dir, ConfirmRequest(client=99)).stored
+
+
+@pytest.mark.parametrize(("name", "make", "counter"), [
+    ("garbage after the tag", lambda: b"\x94\xa5batch\xc1\xc1\xc1", "rejected.malformed_batch"),
+    ("client 0", lambda: batch(1, 1, events(1)).replace(batch_prefix(1), batch_prefix(0)), "rejected.malformed_batch"),
+    ("seq 0", lambda: batch(3, 0, events(1)), "rejected.malformed_batch"),
+    ("seq near 2^63", lambda: batch(3, (1 << 63) - 1, events(2)), "rejected.malformed_batch"),
+    ("negative seq", lambda: batch(3, -5, events(1)), "rejected.malformed_batch"),
+    ("events not a list", lambda: batch_prefix(3) + b"\x01\x05", "rejected.malformed_batch"),
+    ("oversized", lambda: batch(3, 1, [b"\xc4" + b"\x00"] * 0 + [frame(s.HelpViewed(topic="x"))] * (MAX_BATCH_BYTES // 100)), "rejected.oversized_batch"),
+    ("deeply nested", lambda: batch_prefix(3) + b"\x01" + b"\x91" * 2000 + b"\x00", "rejected.malformed_batch"),
+])  # fmt: skip
+def test_a_hostile_batch_is_one_counted_rejection(
+    sandbox: Sandbox, daemon: Daemon, name: str, make: Any, counter: str
+) -> None:
+    push = _pusher(sandbox)
+    push([make(), batch(77, 1, events(2))])
+    wait_for(lambda: daemon.counter(counter) == 1 and daemon.counter("accepted") == 2, what=name)
+
+
+def test_hostile_items_inside_a_batch_are_rejected_one_by_one(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """A batch is decoded event by event: a report, a nested batch, a non-map or a
+    duplicate inside it is one rejection each; the good events of the batch are stored,
+    once. (Bytes that are not MessagePack at all make the whole batch malformed.)"""
+    good = events(3)
+    inner = [
+        good[0],
+        msgspec.msgpack.encode(["client_report", {"spool_full": 1 << 40}]),
+        batch(5, 1, events(1, "nested")),
+        msgspec.msgpack.encode(42),
+        good[1],
+        good[0],  # the same event again
+        good[2],
+    ]
+    push = _pusher(sandbox)
+    push([batch(9, 1, inner)])
+    wait_for(lambda: daemon.counter("accepted") == 3, what="the three good events")
+    c = daemon.status().counters
+    assert c.get("rejected.malformed", 0) == 3 and c.get("socket.duplicates", 0) == 1, c
+    assert not [k for k in c if k.startswith("client_drop")]  # a report inside is no report
+    daemon.flush()
+    assert [(3, 3)] == sandbox.query(
+        f"SELECT count(*), count(DISTINCT event_id) FROM events WHERE {APP}"
+    )
+
+
+def test_a_gap_in_a_connections_numbers_is_counted(sandbox: Sandbox, daemon: Daemon) -> None:
+    push = _pusher(sandbox)
+    push([batch(21, 1, events(4)), batch(21, 10, events(2, "after"))])
+    wait_for(lambda: daemon.counter("transport.gap") == 5, what="numbers 5..9 counted as a gap")
+    assert 6 == daemon.counter("accepted")
+
+
+def test_a_claim_counts_only_what_the_daemon_never_received(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """A client that left claims numbers 1..10 of its connection (sent, unconfirmed, not
+    spooled); the daemon received 1..4 of them: 6 are counted as lost, after it settles."""
+    from rkd.client.dropfile import Claim, add_drops
+
+    push = _pusher(sandbox)
+    push([batch(31, 1, events(4))])
+    wait_for(lambda: daemon.counter("accepted") == 4, what="four received")
+    assert add_drops(sandbox.settings.spool_dir, {}, [Claim(31, 1, 10, "unconfirmed"),
+                                                      Claim(32, 5, 6, "unconfirmed")])  # fmt: skip
+    wait_for(lambda: daemon.flush() >= 0 and daemon.counter("client_drop.unconfirmed") == 8,
+             timeout=20, what="6 + 2 lost")  # fmt: skip
+    time.sleep(0.5)
+    assert 8 == daemon.counter("client_drop.unconfirmed")
+
+
+def _pusher(sandbox: Sandbox) -> Any:
+    import zmq
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(f"ipc://{sandbox.settings.runtime_dir / 'events.sock'}")
+
+    def push(frames: list[bytes]) -> None:
+        for f in frames:
+            sock.send(f)
+
+    return push
+
+
+def test_batch_constants_fit_the_daemon() -> None:
+    assert BATCH_EVENTS <= 64 and MAX_BATCH_BYTES < 1024 * 1024  # under zmq's MAXMSGSIZE
