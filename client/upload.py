@@ -105,12 +105,20 @@ def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
 def undeclared_fields(envelope: Envelope, vocabulary: Vocabulary) -> list[str]:
     """The fields of ``envelope`` holding a value ``vocabulary`` does not declare (what
     :func:`upload_filter` would send as ``__other__``), in schema order."""
-    out = []
-    for obj, prefix in ((envelope.payload, ""), (envelope.source, "source.")):  # type: ignore[attr-defined]
-        for f, field in _plan(type(obj), prefix):
-            if _undeclared(field, f.many, f.get(obj), vocabulary):
-                out.append(field)
-    return out
+    source = envelope.source  # type: ignore[attr-defined]
+    return undeclared_in(envelope.payload, "", vocabulary) + undeclared_in(  # type: ignore[attr-defined]
+        source, "source.", vocabulary
+    )
+
+
+def undeclared_in(obj: Any, prefix: str, vocabulary: Vocabulary) -> list[str]:
+    """:func:`undeclared_fields` of one part of an envelope (its payload, or its source
+    with ``prefix`` "source.")."""
+    return [
+        field
+        for f, field in _plan(type(obj), prefix)
+        if _undeclared(field, f.many, f.get(obj), vocabulary)
+    ]
 
 
 def undeclared_in_builtins(payload_type: type, payload: dict[str, Any],

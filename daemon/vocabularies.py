@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import structlog
 from rkd.client.config import Settings
-from rkd.client.upload import undeclared_fields, undeclared_in_builtins
+from rkd.client.upload import undeclared_in, undeclared_in_builtins
 from rkd.client.vocabulary import (
     MAX_BYTES,
     Vocabulary,
@@ -66,6 +66,7 @@ class Vocabularies:
         self.learnt: dict[str, Vocabulary] = {}
         self._digests: dict[str, bytes] = {}  # product -> SHA-256 of what it sent last
         self._logged: set[str] = set()
+        self._last_source: tuple[Any, Any, list[str]] = (None, None, [])  # see undeclared()
         self.load_fixed()
         for data in learnt:
             try:
@@ -148,10 +149,17 @@ class Vocabularies:
     def undeclared(self, envelope: object) -> str | None:
         """The event's tag: None when every string is declared, else the undeclared
         fields joined by commas, or ``*`` when its product declared nothing."""
-        v = self.get(envelope.source.product)  # type: ignore[attr-defined]
+        source = envelope.source  # type: ignore[attr-defined]
+        v = self.get(source.product)
         if v is None:
             return NO_VOCABULARY
-        fields = undeclared_fields(envelope, v)  # type: ignore[arg-type]
+        # One client sends one source, decoded once into one object (pipeline.SplitDecoder):
+        # its part of the tag is worked out once per source and vocabulary, not per event.
+        last_v, last_source, source_fields = self._last_source
+        if last_v is not v or last_source is not source:
+            source_fields = undeclared_in(source, "source.", v)
+            self._last_source = (v, source, source_fields)
+        fields = undeclared_in(envelope.payload, "", v) + source_fields  # type: ignore[attr-defined]
         return ",".join(fields) if fields else None
 
     def undeclared_builtins(self, payload_type: type, payload: dict[str, Any],
