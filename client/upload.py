@@ -105,10 +105,8 @@ def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
 def undeclared_fields(envelope: Envelope, vocabulary: Vocabulary) -> list[str]:
     """The fields of ``envelope`` holding a value ``vocabulary`` does not declare (what
     :func:`upload_filter` would send as ``__other__``), in schema order."""
-    source = envelope.source  # type: ignore[attr-defined]
-    return undeclared_in(envelope.payload, "", vocabulary) + undeclared_in(  # type: ignore[attr-defined]
-        source, "source.", vocabulary
-    )
+    payload, source = envelope.payload, envelope.source  # type: ignore[attr-defined]
+    return undeclared_in(payload, "", vocabulary) + undeclared_in(source, "source.", vocabulary)
 
 
 def undeclared_in(obj: Any, prefix: str, vocabulary: Vocabulary) -> list[str]:
