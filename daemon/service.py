@@ -58,6 +58,7 @@ DRAIN_LIMIT: Final = 1000  # frames per loop turn: bounds a turn, the pending ba
 # A turn's time budget, for frames and for spool files alike: the control socket (and
 # with it a client's 200 ms exit confirmation) is served at least this often.
 TURN_SECS: Final = 0.05
+CONFIRM_TURN_SECS: Final = 0.01  # the socket read for a leaving client before it is answered
 SPOOL_SCAN_SECS: Final = 5.0
 MAINTENANCE_SECS: Final = 3600.0
 # Between the hourly prunes, the database and its WAL are measured (two stat calls) this
@@ -311,11 +312,11 @@ class Daemon:
 
     # -- ingestion and writing ----------------------------------------------------------------
 
-    def drain(self, flush: bool = True) -> int:
-        """Take queued frames through the intake, up to DRAIN_LIMIT of them or TURN_SECS;
-        return how many were taken."""
+    def drain(self, flush: bool = True, turn_secs: float = TURN_SECS) -> int:
+        """Take queued frames through the intake, up to DRAIN_LIMIT of them or
+        ``turn_secs``; return how many were taken."""
         now = utc_now()
-        deadline = time.monotonic() + TURN_SECS
+        deadline = time.monotonic() + turn_secs
         recv, intake = self.pull.recv, self.intake
         n = 0
         while n < DRAIN_LIMIT:
@@ -461,8 +462,8 @@ class Daemon:
         first, as far as one turn goes (it asks again if that was not enough)."""
         ledger = self.ledger
         if flush:
-            if ledger.taken(client) < upto:
-                self.drain(flush=False)
+            if ledger.taken(client) < upto:  # a short turn: others may be asking too
+                self.drain(flush=False, turn_secs=CONFIRM_TURN_SECS)
             if ledger.unwritten(client):
                 self.writer.flush()
         return ledger.stored(client), os.getpid()
