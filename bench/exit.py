@@ -34,8 +34,7 @@ from _harness import Daemon, Sandbox, load_note, machine, median, table, verdict
 EVENTS = 5_000
 TARGET_MS = 200.0
 
-CLIENT = (
-    """
+CLIENT = """
 import sys, time
 from rkd.client import Telemetry
 from rkd.client import spool
@@ -50,9 +49,7 @@ for i in range(EVENTS):
     tel.thinktool("leaving", duration_ms=i)
 t = time.perf_counter(); tel.close(); took = time.perf_counter() - t
 print(took, flush=True)
-"""
-    % EVENTS
-)
+""".replace("EVENTS", str(EVENTS))
 
 
 def accounted(sb: Sandbox, daemon: Daemon, sent: int) -> bool:
