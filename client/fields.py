@@ -6,6 +6,7 @@ declared ones; both walk the same plan, so a field the schema adds is covered by
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -52,6 +53,30 @@ def _fields_of(t: mi.Type, path: tuple[str, ...], many: bool = False) -> list[St
 def string_fields(cls: type[msgspec.Struct]) -> tuple[StringField, ...]:
     """Every scannable string of ``cls``, nested Structs and tuples included."""
     return tuple(_fields_of(mi.type_info(cls), ()))
+
+
+def values_getter(fields: Sequence[StringField]) -> Callable[[Any], tuple[Any, ...]]:
+    """One function returning the value at each field's path, in order (None where an
+    optional Struct on the way is None), as ``tuple(f.get(obj) for f in fields)`` would.
+
+    The firewall and the undeclared tag read every string of every event: one call of a
+    function compiled from the plan costs ~0.1 µs, a ``get`` per field ~0.15 µs each.
+    The source is built from the schema's own field names, checked to be identifiers.
+    """
+    exprs = []
+    for n, f in enumerate(fields):
+        if not all(name.isidentifier() for name in f.path):  # pragma: no cover
+            raise ValueError(f"not a field name: {f.path}")
+        expr, cur = "", "o"
+        for i, name in enumerate(f.path[:-1]):
+            var = f"_v{n}_{i}"
+            expr += f"None if ({var} := {cur}.{name}) is None else "
+            cur = var
+        exprs.append(f"{expr}{cur}.{f.path[-1]}")
+    getter: Callable[[Any], tuple[Any, ...]] = eval(  # noqa: S307 (names checked above)
+        f"lambda o: ({''.join(e + ', ' for e in exprs)})", {"__builtins__": {}}
+    )
+    return getter
 
 
 def set_at(obj: Any, path: tuple[str, ...], value: Any) -> Any:

@@ -10,10 +10,11 @@ other than the vocabulary's is not uploadable at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
-from rkd.client.fields import StringField, set_at, string_fields
+from rkd.client.fields import StringField, set_at, string_fields, values_getter
 from rkd.client.schema import BY_EVENT_TYPE, Envelope, Event, Source
 from rkd.client.vocabulary import Vocabulary
 
@@ -73,6 +74,7 @@ def _keep(field: str, value: Any, vocabulary: Vocabulary) -> Any:
 
 
 _PLANS: dict[tuple[type, str], tuple[tuple[StringField, str], ...]] = {}
+_GETTERS: dict[tuple[type, str], Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def _plan(cls: type, prefix: str) -> tuple[tuple[StringField, str], ...]:
@@ -86,6 +88,14 @@ def _plan(cls: type, prefix: str) -> tuple[tuple[StringField, str], ...]:
             if not (prefix and f.path == ("product",))
         )
     return plan
+
+
+def _values(cls: type, prefix: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of :func:`_plan`'s fields, in one call (fields.values_getter)."""
+    getter = _GETTERS.get((cls, prefix))
+    if getter is None:
+        getter = _GETTERS[(cls, prefix)] = values_getter([f for f, _ in _plan(cls, prefix)])
+    return getter
 
 
 def _declared_only(obj: Any, vocabulary: Vocabulary, prefix: str) -> Any:
@@ -112,10 +122,11 @@ def undeclared_fields(envelope: Envelope, vocabulary: Vocabulary) -> list[str]:
 def undeclared_in(obj: Any, prefix: str, vocabulary: Vocabulary) -> list[str]:
     """:func:`undeclared_fields` of one part of an envelope (its payload, or its source
     with ``prefix`` "source.")."""
+    cls = type(obj)
     return [
         field
-        for f, field in _plan(type(obj), prefix)
-        if _undeclared(field, f.many, f.get(obj), vocabulary)
+        for (f, field), value in zip(_plan(cls, prefix), _values(cls, prefix)(obj), strict=True)
+        if value is not None and _undeclared(field, f.many, value, vocabulary)
     ]
 
 

@@ -18,13 +18,14 @@ import hmac
 import os
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 from rkd.client.config import PrivacyConfig
-from rkd.client.fields import StringField, set_at, string_fields
+from rkd.client.fields import StringField, set_at, string_fields, values_getter
 from rkd.client.files import ensure_private_dir, open_private_file, write_atomic
 from rkd.client.schema import Envelope, Payload, Source
 from rkd.daemon.detectors import DEFAULT_ALLOWED_DOMAINS
@@ -82,7 +83,7 @@ class Firewall:
         self.block = privacy.block_sensitive
         self.salt = salt
         self.salt_hashes = True  # False: leave salted fields alone (`rkd audit --fix`)
-        self._plans: dict[type, tuple[StringField, ...]] = {}
+        self._plans: dict[type, tuple[tuple[StringField, ...], Callable[[Any], tuple[Any, ...]]]] = {}
         self._clean: set[str] = set()
         self._clean_sources: set[Source] = set()
         self._found: Counter[str] | None = None
@@ -121,16 +122,17 @@ class Firewall:
         if self.block and any(k != "truncated" for k in found):
             raise Rejected("sensitive")
 
-    def _plan(self, cls: type) -> tuple[StringField, ...]:
+    def _plan(self, cls: type) -> tuple[tuple[StringField, ...], Callable[[Any], tuple[Any, ...]]]:
         plan = self._plans.get(cls)
         if plan is None:
-            plan = self._plans[cls] = string_fields(cls)
+            fields = string_fields(cls)
+            plan = self._plans[cls] = (fields, values_getter(fields))
         return plan
 
     def _filter(self, obj: Payload | Source) -> Any:
         clean = self._clean
-        for f in self._plan(type(obj)):
-            value = f.get(obj)
+        fields, values = self._plan(type(obj))
+        for f, value in zip(fields, values(obj), strict=True):
             if value is None or (value in clean and not f.salted):
                 continue
             if f.salted:
@@ -138,6 +140,8 @@ class Firewall:
                     continue
                 new: Any = self._salted(value)
             elif f.many:
+                if clean.issuperset(value):  # one C call for the common case
+                    continue
                 new = tuple(self._string(v, f.max_len) for v in value)
                 new = value if new == value else new
             else:
