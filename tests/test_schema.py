@@ -7,7 +7,7 @@ import pytest
 from rkd.client import schema as s
 from rkd.daemon.pipeline import Rejected, decode
 
-from tests.samples import ALL_TYPES, envelope, frame, sample_payload
+from tests.samples import ALL_TYPES, SOURCE, envelope, frame, sample_payload
 
 SPEC_TAXONOMY = {  # spec §2.1, every leaf that is an event (install_method is a field)
     "install_started", "install_completed", "install_failed", "update_available",
@@ -142,3 +142,24 @@ def test_envelope_json_matches_the_spec_shape() -> None:
     assert {"event_type", "schema_version", "event_id", "timestamp", "source", "session",
             "payload"} == set(data)  # fmt: skip
     assert "help_viewed" == data["event_type"]
+
+
+@pytest.mark.parametrize("cls", ALL_TYPES, ids=lambda c: c.event_type)
+def test_the_compiled_values_getter_reads_what_each_field_get_reads(cls: type[s.Payload]) -> None:
+    """fields.values_getter (one compiled function per plan, used by the firewall and the
+    undeclared tag on every event) gives exactly ``f.get`` of each field: with optional
+    Structs absent (None on the way) and present."""
+    import msgspec.inspect as mi
+    from rkd.client.fields import string_fields, values_getter
+
+    from tests.samples import sample_value
+
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    full = cls(**{f.name: sample_value(f.type) for f in info.fields})
+    plan = string_fields(cls)
+    getter = values_getter(plan)
+    for payload in (sample_payload(cls), full):
+        assert tuple(f.get(payload) for f in plan) == getter(payload)
+    source_plan = string_fields(s.Source)
+    assert tuple(f.get(SOURCE) for f in source_plan) == values_getter(source_plan)(SOURCE)
