@@ -83,7 +83,9 @@ class Firewall:
         self.block = privacy.block_sensitive
         self.salt = salt
         self.salt_hashes = True  # False: leave salted fields alone (`rkd audit --fix`)
-        self._plans: dict[type, tuple[tuple[StringField, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+        self._plans: dict[
+            type, tuple[tuple[StringField, ...], Callable[[Any], tuple[Any, ...]]]
+        ] = {}
         self._clean: set[str] = set()
         self._clean_sources: set[Source] = set()
         self._found: Counter[str] | None = None
