@@ -217,6 +217,15 @@ def _counts(counters: dict[str, int], prefix: str) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in items) or "none"
 
 
+def _client_drops(counters: dict[str, int]) -> str:
+    """Losses applications reported, and numbered events that never arrived (a gap)."""
+    text = _counts(counters, "client_drop.")
+    gap = counters.get("transport.gap", 0)
+    if gap:
+        text = ("" if text == "none" else text + "; ") + f"lost in transit {gap:,}"
+    return text
+
+
 def render(info: dict[str, Any]) -> str:
     """The human status, in the spec's §5.1 layout plus daemon details."""
     from rkd.cli.main import plural  # loaded already: it is what runs us
@@ -251,7 +260,7 @@ def render(info: dict[str, Any]) -> str:
         ("Pending", pending),
         ("Spool", f"{plural(info['spool']['files'], 'file')} ({_size(info['spool']['bytes'])})"),
         ("Rejected", _counts(c, "rejected.")),
-        ("Client Drops", _counts(c, "client_drop.")),
+        ("Client Drops", _client_drops(c)),
         ("Firewall", _counts(c, "firewall.")),
     ]
     if c.get("dropped.buffer_full") or c.get("write_errors"):

@@ -221,6 +221,8 @@ def test_a_gap_in_a_connections_numbers_is_counted(sandbox: Sandbox, daemon: Dae
     push([batch(21, 1, events(4)), batch(21, 10, events(2, "after"))])
     wait_for(lambda: daemon.counter("transport.gap") == 5, what="numbers 5..9 counted as a gap")
     assert 6 == daemon.counter("accepted")
+    daemon.flush()
+    assert "Client Drops:   lost in transit 5\n" in sandbox.rkd("status").stdout
 
 
 def test_a_claim_counts_only_what_the_daemon_never_received(
