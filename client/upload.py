@@ -90,7 +90,7 @@ def _plan(cls: type, prefix: str) -> tuple[tuple[StringField, str], ...]:
     return plan
 
 
-def _values(cls: type, prefix: str) -> Callable[[Any], tuple[Any, ...]]:
+def values_of(cls: type, prefix: str) -> Callable[[Any], tuple[Any, ...]]:
     """The values of :func:`_plan`'s fields, in one call (fields.values_getter)."""
     getter = _GETTERS.get((cls, prefix))
     if getter is None:
@@ -123,9 +123,15 @@ def undeclared_in(obj: Any, prefix: str, vocabulary: Vocabulary) -> list[str]:
     """:func:`undeclared_fields` of one part of an envelope (its payload, or its source
     with ``prefix`` "source.")."""
     cls = type(obj)
+    return undeclared_values(cls, prefix, values_of(cls, prefix)(obj), vocabulary)
+
+
+def undeclared_values(cls: type, prefix: str, values: tuple[Any, ...],
+                      vocabulary: Vocabulary) -> list[str]:  # fmt: skip
+    """:func:`undeclared_in` of the ``values`` :func:`values_of` read from a ``cls``."""
     return [
         field
-        for (f, field), value in zip(_plan(cls, prefix), _values(cls, prefix)(obj), strict=True)
+        for (f, field), value in zip(_plan(cls, prefix), values, strict=True)
         if value is not None and _undeclared(field, f.many, value, vocabulary)
     ]
 

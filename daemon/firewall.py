@@ -88,6 +88,7 @@ class Firewall:
         ] = {}
         self._clean: set[str] = set()
         self._clean_sources: set[Source] = set()
+        self._clean_values: set[tuple[type, tuple[Any, ...]]] = set()  # see _filter
         self._found: Counter[str] | None = None
         # Findings by category, as "firewall.<category>" (the daemon's counters).
         self.counters: Counter[str] = Counter() if counters is None else counters
@@ -133,8 +134,16 @@ class Firewall:
 
     def _filter(self, obj: Payload | Source) -> Any:
         clean = self._clean
-        fields, values = self._plan(type(obj))
-        for f, value in zip(fields, values(obj), strict=True):
+        cls = type(obj)
+        fields, values = self._plan(cls)
+        found = values(obj)
+        # The same strings recur event after event (one command, one model, one tool):
+        # a type and its strings found clean together are not looked at again.
+        key = (cls, found)
+        if key in self._clean_values:
+            return obj
+        original = obj
+        for f, value in zip(fields, found, strict=True):
             if value is None or (value in clean and not f.salted):
                 continue
             if f.salted:
@@ -150,6 +159,8 @@ class Firewall:
                 new = self._string(value, f.max_len)
             if new is not value:
                 obj = set_at(obj, f.path, new)
+        if obj is original and self.salt_hashes:  # (a salted field always changes)
+            self._remember(self._clean_values, key)
         return obj
 
     def _string(self, value: str, max_len: int) -> str:

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import structlog
 from rkd.client.config import Settings
-from rkd.client.upload import undeclared_in, undeclared_in_builtins
+from rkd.client.upload import undeclared_in, undeclared_in_builtins, undeclared_values, values_of
 from rkd.client.vocabulary import (
     MAX_BYTES,
     Vocabulary,
@@ -47,6 +47,7 @@ log = structlog.get_logger("rkd.daemon")
 MAX_LEARNT: Final = 32  # products learnt from clients
 MAX_FILES: Final = 32
 NO_VOCABULARY: Final = "*"  # the tag of an event whose product declared nothing
+TAG_CACHE_MAX: Final = 4096  # payload strings whose undeclared fields are known
 
 
 def vocabulary_dir(settings: Settings) -> Path:
@@ -67,6 +68,7 @@ class Vocabularies:
         self._digests: dict[str, bytes] = {}  # product -> SHA-256 of what it sent last
         self._logged: set[str] = set()
         self._last_source: tuple[Any, Any, list[str]] = (None, None, [])  # see undeclared()
+        self._payload_fields: dict[tuple[Any, type, tuple[Any, ...]], list[str]] = {}
         self.load_fixed()
         for data in learnt:
             try:
@@ -159,7 +161,16 @@ class Vocabularies:
         if last_v is not v or last_source is not source:
             source_fields = undeclared_in(source, "source.", v)
             self._last_source = (v, source, source_fields)
-        fields = undeclared_in(envelope.payload, "", v) + source_fields  # type: ignore[attr-defined]
+        # Likewise a payload's part, by its type and strings (they recur event after event).
+        payload = envelope.payload  # type: ignore[attr-defined]
+        cls = type(payload)
+        key = (v, cls, values_of(cls, "")(payload))
+        payload_fields = self._payload_fields.get(key)
+        if payload_fields is None:
+            if len(self._payload_fields) >= TAG_CACHE_MAX:
+                self._payload_fields.clear()
+            payload_fields = self._payload_fields[key] = undeclared_values(cls, "", key[2], v)
+        fields = payload_fields + source_fields
         return ",".join(fields) if fields else None
 
     def undeclared_builtins(self, payload_type: type, payload: dict[str, Any],

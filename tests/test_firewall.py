@@ -491,3 +491,25 @@ def test_letter_only_secrets_are_not_taken_for_words(secret: str) -> None:
     """Words of letters only skip the scan, but not when a key of letters only fits."""
     text, found = Scanner().redact(secret)
     assert "[API_KEY]" in text and 1 == sum(found.values()), (text, found)
+
+
+def test_strings_found_clean_once_are_not_scanned_again_but_nothing_else_is_skipped() -> None:
+    """The firewall remembers a payload type with its strings once found clean (they recur
+    event after event). A payload with a salted hash is salted every time, one with a
+    finding is redacted and counted every time, and other numbers with the same strings
+    still pass whole."""
+    counters: Counter[str] = Counter()
+    fw = Firewall(PrivacyConfig(), SALT, counters)
+    clean = envelope(s.CommandExecuted(command="think", thinktool_chain=("gigathink",)))
+    assert fw(clean) is clean
+    again = envelope(s.CommandExecuted(command="think", thinktool_chain=("gigathink",),
+                                       execution=s.Execution(duration_ms=7)))  # fmt: skip
+    assert fw(again) is again  # remembered: the same object back
+    raw_hash = "ab" * 32
+    for _ in range(2):
+        salted = fw(envelope(s.CommandExecuted(command="think", query_hash=raw_hash)))
+        assert salted.payload.query_hash not in (raw_hash, None)  # type: ignore[attr-defined]
+    for n in (1, 2):
+        found = fw(envelope(s.CommandExecuted(command="mail me at bob@example.com")))
+        assert "bob@example.com" not in found.payload.command  # type: ignore[attr-defined]
+        assert n == counters["firewall.email"]
