@@ -67,3 +67,21 @@ def frame(payload: Payload, **over: Any) -> bytes:
 
 
 ALL_TYPES = PAYLOAD_TYPES
+
+
+def leaving_client(events: int, tool: str) -> str:
+    """Python for a client process that connects and has a warm-up event confirmed,
+    prints "ready", waits for a line on stdin, sends ``events`` ThinkTool events named
+    ``tool``, then prints how long ``tel.close()`` took, in seconds."""
+    return f"""
+import sys, time
+from rkd.client import Telemetry
+tel = Telemetry(product="reasonkit-core", version="1.0.0")
+tel.thinktool("warmup")
+tel.flush()  # connected, and the daemon confirmed the first event
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range({events}):
+    tel.thinktool({tool!r}, duration_ms=i)
+t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
+"""

@@ -14,6 +14,7 @@ from rkd.client.spool import spool_files
 from rkd.client.wire import BATCH_EVENTS
 
 from tests.conftest import APP, Daemon, Sandbox, wait_for
+from tests.samples import leaving_client
 
 EMIT = """
 from rkd.client import Telemetry
@@ -395,18 +396,7 @@ def test_frames_in_flight_at_exit_are_neither_lost_nor_doubled(
     """Daemon paused while a process exits: unconfirmed frames are spooled, stored once."""
     import signal
 
-    app = sandbox.spawn_python("""
-        import sys, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()  # connected, and the daemon confirmed the first event
-        print("ready", flush=True)
-        sys.stdin.readline()
-        for i in range(1000):
-            tel.thinktool("inflight", duration_ms=i)
-        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
-    """)
+    app = sandbox.spawn_python(leaving_client(1000, "inflight"))
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
     os.kill(daemon.proc.pid, signal.SIGSTOP)
@@ -497,18 +487,7 @@ def test_exit_is_immediate_when_no_daemon_holds_the_lock(sandbox: Sandbox, daemo
     """Issue 15: against a daemon that is provably gone (killed: nobody holds its lock),
     close() spooled the copies only after waiting the whole 200 ms for an answer that
     could not come. Now it does not wait; the events still land once, from the spool."""
-    app = sandbox.spawn_python("""
-        import sys, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
-        for i in range(100):
-            tel.thinktool("orphan", duration_ms=i)
-        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
-    """)
+    app = sandbox.spawn_python(leaving_client(100, "orphan"))
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
     wait_for(lambda: daemon.flush() >= 0 and sandbox.count() == 1, what="the warm-up stored")

@@ -23,7 +23,7 @@ from rkd.client.wire import (
 )
 
 from tests.conftest import Daemon, Sandbox, wait_for
-from tests.samples import frame
+from tests.samples import frame, leaving_client
 
 APP = "event_type = 'thinktool_completed'"
 
@@ -270,19 +270,7 @@ def test_four_clients_leaving_together_each_take_under_the_exit_budget(
     (spooling and teardown came after the 200 ms deadline). Now each close() stays
     within the budget, teardown included; the bound here is generous for a loaded CI
     machine (the figures are in bench/RESULTS.md). Nothing is lost or doubled."""
-    code = """
-        import sys, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
-        for i in range(5_000):
-            tel.thinktool("leaving", duration_ms=i)
-        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
-    """
-    apps = [sandbox.spawn_python(code) for _ in range(4)]
+    apps = [sandbox.spawn_python(leaving_client(5_000, "leaving")) for _ in range(4)]
     for app in apps:
         assert app.stdout is not None
         assert "ready\n" == app.stdout.readline()
