@@ -40,7 +40,7 @@ import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Final
 
-from rkd.client.confirm import RollingConfirm
+from rkd.client.confirm import CONFIRM_EVERY, RollingConfirm
 from rkd.client.control import UnsafeRuntimeDir, check_runtime_dir, daemon_pid
 from rkd.client.wire import (
     BATCH_BYTES,
@@ -280,7 +280,7 @@ class Transport:
         self.client = _client_id()
         self._prefix = batch_prefix(self.client)
         self.sent = self.stored = 0
-        self._rolling.next_at = 0
+        self._rolling.next_at = CONFIRM_EVERY  # a one-shot process never asks along the way
         # pyzmq's Socket.send is a Python wrapper (routing ids, groups) around the
         # backend's send; calling the backend's directly saves ~0.5 µs a frame.
         base = zmq.backend.Socket
