@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -76,6 +77,21 @@ def _write(fd: int, counts: list[int], claims: list[Claim]) -> None:
     os.ftruncate(fd, SIZE)
 
 
+LOCK_TRIES: Final = 20  # 1 ms apart: an update takes microseconds; a holder that stays is stuck
+
+
+def _lock(fd: int) -> None:
+    """Take the file's exclusive lock within ~20 ms, or raise BlockingIOError: a process
+    stopped (^Z) or hostile holding it must not freeze an exit or the daemon's loop."""
+    for _ in range(LOCK_TRIES - 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            time.sleep(0.001)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def _reason(reason: str) -> str:
     return reason if reason in DROP_REASONS else "other"
 
@@ -92,7 +108,7 @@ def add_drops(spool_dir: Path, drops: Mapping[str, int], claims: Iterable[Claim]
     except (OSError, UnsafePath):
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         counts, held = _read(fd)
         overflow: dict[str, int] = {}
         for c in claims:
@@ -119,10 +135,12 @@ def take_drops(spool_dir: Path) -> tuple[dict[str, int], list[Claim]]:
     except FileNotFoundError:
         return {}, []
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         counts, claims = _read(fd)
         if any(counts) or claims:
             _write(fd, [0] * len(REASONS), [])
         return {r: n for r, n in zip(REASONS, counts, strict=True) if n}, claims
+    except BlockingIOError:  # another process holds it: the next scan takes it
+        return {}, []
     finally:
         os.close(fd)

@@ -2,10 +2,11 @@
 
 Events go in batches (:class:`rkd.client.wire.Batch`): ``send`` appends the encoded
 event to the open batch, which is shipped when it holds BATCH_EVENTS events or
-BATCH_BYTES, when its first event is older than BATCH_HOLD_SECS (noticed at the next
-send: no timer, no thread), at once for an event sent after a quiet moment (so sparse
-events are not held) or marked urgent (errors), and on ``flush``/``close``. A burst's
-last events therefore wait for the next event, ``flush()`` or exit.
+BATCH_BYTES, at once for an event sent after a quiet moment (so sparse events are not
+held) or marked urgent (errors), on ``flush``/``close``, and otherwise once its first
+event is BATCH_HOLD_SECS old: by the next send, or by a small shipper thread started
+the first time anything is held (a ``_thread``, not ``threading``: nothing to import).
+The same thread retries a backlog the daemon could not take yet.
 
 A batch is sent with ``NOBLOCK`` on a PUSH socket in ``IMMEDIATE`` mode, so a send only
 succeeds when a live daemon is connected. Whatever cannot be sent right now waits in a
@@ -26,6 +27,8 @@ never received (:mod:`rkd.client.dropfile`).
 
 zmq is imported and its context created on the first batch, never at import, and
 rebuilt in a forked child (which also forgets the parent's backlog: the parent sends it).
+After ``close()`` (atexit), events go straight to the spool: an atexit handler that runs
+later, or another thread, loses nothing.
 
 The common case (a batch still open) takes one short path in :meth:`Transport.send`: a
 lock, an append and two comparisons; a shipped batch costs one libzmq send.
@@ -36,6 +39,7 @@ from __future__ import annotations
 import _thread  # threading.Lock is _thread.allocate_lock; threading itself costs ~1 ms
 import atexit
 import os
+import sys
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Final
@@ -45,7 +49,7 @@ from rkd.client.control import UnsafeRuntimeDir, check_runtime_dir, daemon_pid
 from rkd.client.wire import (
     BATCH_BYTES,
     BATCH_EVENTS,
-    EVENTS_SOCKET,
+    BATCHES_SOCKET,
     ConfirmRequest,
     array_header,
     batch_prefix,
@@ -57,7 +61,8 @@ if TYPE_CHECKING:
     import zmq
     from rkd.client.dropfile import Claim
 
-BACKLOG_MAX: Final = 4096  # events held in memory before spilling to the spool
+BACKLOG_MAX: Final = 4096  # events held in memory before spilling to the spool...
+BACKLOG_MAX_BYTES: Final = 4 * 1024 * 1024  # ...or this many bytes of them
 BATCH_HOLD_SECS: Final = 0.002  # a batch this old is shipped with the next event
 EXIT_BUDGET_SECS: Final = 0.2  # the most telemetry may add to a process's exit
 # Of that budget, kept for what comes after the confirmation: teardown, and spooling
@@ -75,6 +80,9 @@ SNDHWM: Final = 256
 # Beyond it the oldest copies go, and their numbers are claimed at exit like any other
 # unconfirmed ones.
 UNCONFIRMED_MAX: Final = 24_000
+UNCONFIRMED_MAX_BYTES: Final = 16 * 1024 * 1024
+CONNECT_WAIT_SECS: Final = 0.005  # once per connection: for the handshake, so a first burst goes
+RETRY_SECS: Final = 0.05  # the shipper's wait before trying a held backlog again
 _NOBLOCK: Final = 1  # zmq.NOBLOCK (ZMQ_DONTWAIT), a plain int: zmq is not imported yet
 _monotonic = time.monotonic
 
@@ -88,7 +96,7 @@ class Transport:
     """Delivers encoded events to the daemon; thread-safe, fork-aware, never raises."""
 
     def __init__(self, runtime_dir: Path, spool_dir: Path, hello: bytes | None = None) -> None:
-        self._endpoint = runtime_dir / EVENTS_SOCKET
+        self._endpoint = runtime_dir / BATCHES_SOCKET
         # Sent first on every connection (the product's vocabulary frame). Until it went,
         # events wait in the backlog, so the ship path never has to check for it.
         self._hello = hello
@@ -107,7 +115,12 @@ class Transport:
         self._batch_since = 0.0  # when its first event came
         self._last_ship = -1.0  # when a batch last left (for "after a quiet moment")
         self._backlog: deque[bytes] = deque()  # events held back (not yet numbered)
-        self._unconfirmed: deque[bytes] = deque(maxlen=UNCONFIRMED_MAX)
+        self._backlog_bytes = 0
+        self._unconfirmed: deque[bytes] = deque()  # copies; at most UNCONFIRMED_MAX(_BYTES)
+        self._unconfirmed_bytes = 0
+        self._closed = False  # close() ran: events go straight to the spool
+        self._shipper: Any = None  # the shipper thread's wake-up lock (None: not started)
+        self._armed = False  # the shipper was woken and has not run yet
         self._next_probe = 0.0
         self._next_report = 0.0
         self.drops: Counter[str] = Counter()  # every drop, by reason, for this process
@@ -138,6 +151,8 @@ class Transport:
                         self._ship(now)  # the first event after a quiet moment: at once
                     else:
                         self._batch_since = now
+                        if not self._armed:
+                            self._arm()
                 elif now - self._batch_since >= BATCH_HOLD_SECS:
                     self._ship(now)
         except Exception:  # a bug here must not reach the application
@@ -145,6 +160,10 @@ class Transport:
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` events lost for ``reason``; reported to the daemon later."""
+        with self._lock:
+            self._count(reason, n)
+
+    def _count(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n
         self._unreported[reason] += n
 
@@ -156,32 +175,42 @@ class Transport:
         get it."""
         try:
             with self._lock:
-                if self._batch:
-                    self._ship()
-                if not self._started:
-                    return
-                # Leaving: spooling and teardown come out of the same budget, and against
-                # a daemon that is provably gone (nobody holds its lock) nothing is waited for.
-                end = _monotonic() + budget_secs
-                if final and self._sock is not None and not self._daemon_alive():
-                    end = 0.0
-                self._drain(self._until(end, final))
-                if not self._confirm(end, final) and final:
-                    self._spill_copies()
-                if self._backlog:
-                    self._spill()
-                if final and self._unreported:  # what the spool could not take, counted
-                    self._report(final=True)
+                self._flush(budget_secs, final)
         except Exception:
             self.drop("internal_error")
 
+    def _flush(self, budget_secs: float, final: bool) -> None:
+        if self._batch:
+            self._ship()
+        if not self._started:
+            return
+        # Leaving: spooling and teardown come out of the same budget, and against a
+        # daemon that is provably gone (nobody holds its lock) nothing is waited for.
+        end = _monotonic() + budget_secs
+        if final and self._sock is not None and not self._daemon_alive():
+            end = 0.0
+        self._drain(self._until(end, final))
+        if not self._confirm(end, final) and final:
+            self._spill_copies()
+        if self._backlog:
+            self._spill()
+        if final and self._unreported:  # what the spool could not take, counted
+            self._report(final=True)
+
     def close(self) -> None:
-        """Flush within the exit budget and release the socket (atexit calls this)."""
-        self.flush(final=True)
-        with self._lock:
-            sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
-            self._started = False
-            self._rolling.close()
+        """Flush within the exit budget and release the socket (atexit calls this). One
+        hold of the lock: an event another thread sends meanwhile waits, then goes to
+        the spool, as every event sent after close() does."""
+        sock = ctx = None
+        try:
+            with self._lock:
+                self._flush(EXIT_BUDGET_SECS, final=True)
+                self._closed = True
+                sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
+                self._rolling.close()
+                self._shipper = None  # the shipper thread ends at its next turn
+        except Exception:
+            self.drop("internal_error")
         if sock is not None and ctx is not None:
             sock.close(linger=0)  # everything unconfirmed was spooled or claimed
             ctx.term()
@@ -208,8 +237,7 @@ class Transport:
             except self._zmq_error:  # zmq.Again included: the daemon takes no frames now
                 self._hold(frames)
                 return
-            self.sent += len(frames)
-            self._unconfirmed.extend(frames)
+            self._sent(frames)
         if self.sent >= self._rolling.next_at:
             self._rolling.step(self)
 
@@ -219,6 +247,13 @@ class Transport:
 
     def _ship_slow(self, frames: list[bytes]) -> None:
         """Shipping when not connected, holding events back, or owing a drop report."""
+        if self._closed:  # after close() (atexit): nothing would ship it later
+            written = self._spool(frames)
+            if written < len(frames):
+                self._count("spool_full", len(frames) - written)
+            if self._unreported:
+                self._report(final=True)
+            return
         if not self._started:
             self._start()
         if self._backlog:
@@ -227,6 +262,50 @@ class Transport:
             self._hold(frames)
         if self._unreported and _monotonic() >= self._next_report:
             self._report()
+
+    def _arm(self) -> None:
+        """Wake the shipper (starting it the first time): it ships the open batch once it
+        is BATCH_HOLD_SECS old, and retries a held backlog every RETRY_SECS."""
+        self._armed = True
+        wake = self._shipper
+        if wake is None:
+            if self._closed:
+                return
+            wake = self._shipper = _thread.allocate_lock()
+            wake.acquire()
+            _thread.start_new_thread(self._ship_held, (wake,))
+        wake.release()
+
+    def _ship_held(self, wake: Any) -> None:
+        """The shipper thread: sleeps until woken, waits for the hold, ships what is due.
+        It ends when the transport lets it go (close, or a fork: the child's has its own)."""
+        while True:
+            wake.acquire()
+            pause = BATCH_HOLD_SECS
+            while True:
+                time.sleep(pause)
+                with self._lock:
+                    if self._shipper is not wake:
+                        return
+                    try:
+                        pause = self._ship_due()
+                    except Exception:
+                        self._count("internal_error")
+                        pause = 0.0
+                    if not pause:
+                        self._armed = False  # the next held event wakes it again
+                        break
+
+    def _ship_due(self) -> float:
+        """One turn of the shipper (lock held): ship the batch if it is due, try the
+        backlog; how long to wait before the next turn (0: nothing is held)."""
+        if self._batch and _monotonic() - self._batch_since >= BATCH_HOLD_SECS:
+            self._ship()
+        if self._backlog:
+            self._drain()
+        if self._backlog:  # the daemon takes nothing now (down: connects are rate-limited)
+            return RETRY_SECS if self._sock is not None else PROBE_INTERVAL_SECS
+        return BATCH_HOLD_SECS if self._batch else 0.0
 
     def _start(self) -> None:
         self._started = True
@@ -244,10 +323,18 @@ class Transport:
         self._sock = self._ctx = None
         self._next_probe = 0.0
         self._rolling = RollingConfirm()  # the parent's socket stays the parent's
+        self._shipper, self._armed = None, False  # threads do not survive a fork
         self._batch = []
         self._batch_bytes = 0
         self._backlog.clear()
+        self._backlog_bytes = 0
         self._unconfirmed.clear()
+        self._unconfirmed_bytes = 0
+        # multiprocessing's workers leave by os._exit, where atexit never runs: it calls
+        # its own finalizers first, so close() is one of them (already loaded: no import).
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.Finalize(self, Transport.close, args=(self,), exitpriority=10)
         self.drops.clear()
         self._unreported.clear()
         self.client = self.sent = self.stored = 0
@@ -258,7 +345,9 @@ class Transport:
             return False
         self._next_probe = now + PROBE_INTERVAL_SECS
         try:  # another user's folder or socket is never connected to: events are spooled
-            if not check_runtime_dir(self._runtime_dir, EVENTS_SOCKET):
+            # A daemon from before batches has no batches socket: events are spooled, and
+            # it stores them from there (it would refuse a batch on its events socket).
+            if not check_runtime_dir(self._runtime_dir, BATCHES_SOCKET):
                 return False
         except UnsafeRuntimeDir:
             return False
@@ -285,6 +374,9 @@ class Transport:
         # backend's send; calling the backend's directly saves ~0.5 µs a frame.
         base = zmq.backend.Socket
         self._raw_send = base.send if isinstance(sock, base) else type(sock).send
+        # In IMMEDIATE mode nothing is taken until the handshake is done (well under a
+        # millisecond over ipc): wait for it once, or a first burst waits in the backlog.
+        sock.poll(max(1, int(CONNECT_WAIT_SECS * 1000)), zmq.POLLOUT)
         return True
 
     def _send_frame(self, frame: bytes) -> bool:
@@ -305,9 +397,18 @@ class Transport:
             return False
         if not self._send_frame(self._prefix + self._number(len(frames)) + b"".join(frames)):
             return False
-        self.sent += len(frames)
-        self._unconfirmed.extend(frames)
+        self._sent(frames)
         return True
+
+    def _sent(self, frames: list[bytes]) -> None:
+        """``frames`` were numbered and handed to zmq: keep their copies, within bounds
+        (the oldest go first; their numbers are claimed at exit if never confirmed)."""
+        self.sent += len(frames)
+        copies = self._unconfirmed
+        copies.extend(frames)
+        self._unconfirmed_bytes += sum(map(len, frames))
+        while len(copies) > UNCONFIRMED_MAX or self._unconfirmed_bytes > UNCONFIRMED_MAX_BYTES:
+            self._unconfirmed_bytes -= len(copies.popleft())
 
     def _drain(self, deadline: float = 0.0) -> None:
         """Send the backlog in batches while it goes; with a deadline, wait for the socket."""
@@ -323,6 +424,7 @@ class Transport:
             if self._try_send(frames):
                 for _ in frames:
                     backlog.popleft()
+                self._backlog_bytes -= size
                 continue
             if not self._wait_writable(deadline):
                 return
@@ -396,22 +498,27 @@ class Transport:
         The copies are of the last ``len(_unconfirmed)`` events sent, so the oldest one
         is number ``sent - len(_unconfirmed) + 1``.
         """
-        for _ in range(mark - (self.sent - len(self._unconfirmed))):
-            self._unconfirmed.popleft()
+        copies = self._unconfirmed
+        for _ in range(mark - (self.sent - len(copies))):
+            self._unconfirmed_bytes -= len(copies.popleft())
         self.stored = max(self.stored, mark)
 
     def _hold(self, frames: list[bytes]) -> None:
         self._backlog.extend(frames)
-        if len(self._backlog) >= BACKLOG_MAX:
+        self._backlog_bytes += sum(map(len, frames))
+        if len(self._backlog) >= BACKLOG_MAX or self._backlog_bytes >= BACKLOG_MAX_BYTES:
             self._spill()
+        elif not self._armed:
+            self._arm()  # the shipper tries again soon, if no event comes first
 
     def _spill(self) -> None:
         """Spool the backlog; what does not fit is lost and counted as ``spool_full``."""
         frames = list(self._backlog)
         self._backlog.clear()
+        self._backlog_bytes = 0
         written = self._spool(frames)
         if written < len(frames):
-            self.drop("spool_full", len(frames) - written)
+            self._count("spool_full", len(frames) - written)
 
     def _spill_copies(self) -> None:
         """Spool copies of sent-but-unconfirmed events (the daemon drops those it has).
@@ -425,6 +532,7 @@ class Transport:
         first = self.sent - len(self._unconfirmed) + 1  # the oldest copy's number
         frames = list(self._unconfirmed)
         self._unconfirmed.clear()
+        self._unconfirmed_bytes = 0
         claims: list[Claim] = []
         if first > self.stored + 1:
             claims.append(Claim(self.client, self.stored + 1, first - 1, "unconfirmed"))

@@ -22,7 +22,8 @@ BATCH_EVENTS: Final = 64  # a client ships its batch at this many events...
 BATCH_BYTES: Final = 32 * 1024  # ...or this many bytes of events
 # The largest batch: one under BATCH_BYTES, then one event of the largest size, and the header.
 MAX_BATCH_BYTES: Final = BATCH_BYTES + MAX_FRAME_BYTES + 64
-EVENTS_SOCKET: Final = "events.sock"
+EVENTS_SOCKET: Final = "events.sock"  # single events: clients from before batches
+BATCHES_SOCKET: Final = "batches.sock"  # batches (the same daemon socket, bound twice)
 CONTROL_SOCKET: Final = "control.sock"
 LOCK_FILE: Final = "daemon.lock"
 
@@ -63,7 +64,7 @@ class Batch(Struct, frozen=True, array_like=True, tag="batch"):
 
     client: Positive63
     seq: Positive63
-    events: list[Raw]
+    events: Annotated[list[Raw], Meta(max_length=BATCH_EVENTS)]
 
 
 BATCH_TAG: Final = b"\x94\xa5batch"  # a 4-array, then the tag (fixstr of 5)

@@ -84,12 +84,19 @@ class ConsentGate:
     application whose clock runs ahead cannot date such an event past the moment. There
     is no tolerance for clocks running behind: an event dated before the moment is
     refused (``rejected.before_consent``), as "nothing recorded before consent" says.
+
+    The same holds for the last `rkd delete` (``erased``): an event recorded before it
+    was erased with everything else, so a copy that arrives later (a client's spooled
+    copies of events the daemon had stored, a spool file written before the deletion)
+    is refused as ``rejected.before_deletion``, not stored again.
     """
 
-    def __init__(self, settings: Settings, since: dict[str, dt.datetime] | None = None) -> None:
+    def __init__(self, settings: Settings, since: dict[str, dt.datetime] | None = None,
+                 erased: dt.datetime | None = None) -> None:  # fmt: skip
         self.enabled = settings.enabled
         self.categories = frozenset(settings.categories)
         self.since = since or {}
+        self.erased = erased
 
     def __call__(self, item: Item) -> None:
         if not self.enabled:
@@ -102,6 +109,11 @@ class ConsentGate:
             item.envelope.timestamp < since or (item.written is not None and item.written < since)
         ):
             raise Rejected("before_consent")
+        erased = self.erased
+        if erased is not None and (
+            item.envelope.timestamp < erased or (item.written is not None and item.written < erased)
+        ):
+            raise Rejected("before_deletion")
 
 
 def consent_moments(settings: Settings) -> dict[str, dt.datetime]:
@@ -200,12 +212,13 @@ def build_stages(
     pending: list[Any],
     stamp: Callable[[Envelope, int, list[Any]], None],
     on_error: Callable[[], None],
+    erased: dt.datetime | None = None,
 ) -> tuple[Stage, ...]:
-    """The daemon's stages, in order."""
+    """The daemon's stages, in order (``erased``: the moment of the last `rkd delete`)."""
     return (
         Room(pending),
         decode_stage,
-        ConsentGate(settings, consent_moments(settings)),
+        ConsentGate(settings, consent_moments(settings), erased),
         daemon_owned,
         validate_stage,
         FirewallStage(firewall),

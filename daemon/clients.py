@@ -18,7 +18,11 @@ read empty: what was received by then is stored, the rest is counted as
 
 The ledger keeps the most recent :data:`MAX_CLIENTS` connections; a forgotten one's
 client learns "stored up to 0", spools its copies, and the daemon stores each once (its
-event ids are known).
+event ids are known). A daemon that stops cleanly leaves the ledger in the database
+(:meth:`ClientLedger.dump`) and the next one starts from it (:meth:`ClientLedger.load`),
+so a claim made across an upgrade or restart counts only what was never stored. After
+a crash (SIGKILL) the ledger is the last clean stop's: a claim then may count events the
+crashed daemon stored as lost too (never the reverse).
 """
 
 from __future__ import annotations
@@ -27,9 +31,17 @@ import time
 from collections import Counter, OrderedDict
 from typing import Final
 
+import msgspec
 from rkd.client.dropfile import Claim
 
+# The saved ledger: [client, first, high, written] per connection, oldest first.
+_Saved = list[tuple[int, int, int, int]]
+_decode_saved = msgspec.msgpack.Decoder(_Saved).decode
+
 MAX_CLIENTS: Final = 4096
+# A jump in a connection's numbers larger than anything a client can have in flight
+# (its copies are bounded well below this) is a forged number, not a loss.
+MAX_GAP: Final = 1 << 20
 MAX_CLAIMS: Final = 4096  # open claims held; more are settled at once
 SETTLE_SECS: Final = 2.0  # a claim is settled this long after it was read, socket read empty
 
@@ -61,8 +73,11 @@ class ClientLedger:
                 self._conns.popitem(last=False)
         else:
             self._conns.move_to_end(client)
-            if seq > conn.high + 1:
-                self.counters["transport.gap"] += seq - conn.high - 1
+            gap = seq - conn.high - 1
+            if gap > MAX_GAP:
+                self.counters["rejected.bad_number"] += 1
+            elif gap > 0:
+                self.counters["transport.gap"] += gap
         conn.high = max(conn.high, seq + n - 1)
         self._taken.add(client)
 
@@ -86,6 +101,27 @@ class ClientLedger:
     def unwritten(self, client: int) -> bool:
         conn = self._conns.get(client)
         return conn is not None and conn.high > conn.written
+
+    def dump(self) -> bytes:
+        """The connections, for the next daemon (written only: taken and unwritten
+        numbers were not stored)."""
+        return msgspec.msgpack.encode(
+            [(c, conn.first, conn.written, conn.written) for c, conn in self._conns.items()]
+        )
+
+    def load(self, data: object) -> None:
+        """Start from a ledger :meth:`dump` made; anything else (none, damaged, hostile)
+        is ignored: the ledger starts empty, as it did before there was one to load."""
+        if not isinstance(data, bytes):
+            return
+        try:
+            saved = _decode_saved(data)
+        except (msgspec.DecodeError, RecursionError):
+            return
+        for client, first, high, written in saved[-MAX_CLIENTS:]:
+            if 0 < client < 1 << 63 and 0 < first <= high + 1 and 0 <= written <= high < 1 << 63:
+                conn = self._conns[client] = _Conn(first)
+                conn.high, conn.written = high, written
 
     def forget(self) -> None:
         """After `rkd delete`: numbers stay meaningful (clients go on counting), but no

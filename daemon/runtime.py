@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Final
 
 from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
-from rkd.client.wire import CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
+from rkd.client.wire import BATCHES_SOCKET, CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
 
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
 MAX_SOCKET_PATH: Final = 103
@@ -99,7 +99,7 @@ def prepare_runtime_dir(path: Path) -> None:
         raise RuntimeDirError(f"unsafe runtime folder: {e}") from None
     except OSError as e:
         raise RuntimeDirError(f"{path}: cannot create the runtime folder: {e.strerror}") from None
-    longest = path / max(EVENTS_SOCKET, CONTROL_SOCKET, key=len)
+    longest = path / max(EVENTS_SOCKET, BATCHES_SOCKET, CONTROL_SOCKET, key=len)
     if len(str(longest).encode()) > MAX_SOCKET_PATH:
         raise RuntimeDirError(
             f"{path}: path too long for a socket ({len(str(longest))} > {MAX_SOCKET_PATH} "
@@ -107,8 +107,9 @@ def prepare_runtime_dir(path: Path) -> None:
         )
 
 
-def socket_paths(runtime_dir: Path) -> tuple[Path, Path]:
-    return runtime_dir / EVENTS_SOCKET, runtime_dir / CONTROL_SOCKET
+def socket_paths(runtime_dir: Path) -> tuple[Path, Path, Path]:
+    """The event sockets (batches, and single events from older clients), the control."""
+    return runtime_dir / BATCHES_SOCKET, runtime_dir / EVENTS_SOCKET, runtime_dir / CONTROL_SOCKET
 
 
 def check_sockets(runtime_dir: Path) -> None:

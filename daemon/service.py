@@ -15,6 +15,7 @@ on. The daemon exits only on purpose (a signal).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import os
 import signal
@@ -120,6 +121,7 @@ class Daemon:
             settings, storage.last_session(), FeatureCounter(storage.feature_uses())
         )
         self.ledger = ClientLedger(self.counters)
+        self.ledger.load(storage.meta("client_ledger"))  # the last clean stop's
         self.writer = Writer(storage, self.counters, self.synthesis, self.ledger.written)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
@@ -170,8 +172,12 @@ class Daemon:
         }
 
     def _stages(self) -> tuple[Any, ...]:
+        erased_ms = self.storage.meta("erased_ms")  # the last `rkd delete`
+        erased = None
+        if isinstance(erased_ms, int):
+            erased = dt.datetime.fromtimestamp(erased_ms / 1000, dt.UTC)
         return build_stages(self.settings, self.firewall, self.seen, self.writer.pending,
-                            self.synthesis.stamp, self._error_seen)  # fmt: skip
+                            self.synthesis.stamp, self._error_seen, erased)  # fmt: skip
 
     def _error_seen(self) -> None:
         self.writer.flush_soon = True
@@ -206,18 +212,19 @@ class Daemon:
             return None
 
     def _open_sockets(self) -> None:
-        events_path, control_path = socket_paths(self.settings.runtime_dir)
+        batches_path, events_path, control_path = socket_paths(self.settings.runtime_dir)
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.setsockopt(zmq.RCVHWM, RCVHWM)
         self.pull.setsockopt(zmq.MAXMSGSIZE, HARD_MAX_MSG)
-        self.pull.bind(f"ipc://{events_path}")
+        self.pull.bind(f"ipc://{events_path}")  # clients from before batches
+        self.pull.bind(f"ipc://{batches_path}")
         self.rep = self.ctx.socket(zmq.REP)
         self.rep.setsockopt(zmq.LINGER, 0)
         self.rep.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
         self.rep.bind(f"ipc://{control_path}")
-        for p in (events_path, control_path):
+        for p in (batches_path, events_path, control_path):
             os.chmod(p, 0o600)
 
     def _install_signals(self) -> socket.socket:
@@ -294,12 +301,17 @@ class Daemon:
         deadline = time.monotonic() + SHUTDOWN_DRAIN_SECS
         while time.monotonic() < deadline and self.guarded("socket", self.drain, False):
             pass
-        self.ledger.settle(force=True)  # the last of dead clients' frames were just read
+        # The last of dead clients' frames were just read: their claims are settled now,
+        # by this daemon that knows what it received (the next one would not).
+        self.guarded("client_drops", self._take_client_drops)
+        self.ledger.settle(force=True)
         # Sync first: an upload on the wire may finish and be recorded (its counters are
         # then written with the last flush).
         self.guarded("sync", self.sync.close)
         if self.writer.flush(force=True):
             with contextlib.suppress(apsw.Error):
+                # What each client had stored, for the next daemon's claims and confirmations.
+                self.storage.set_meta("client_ledger", self.ledger.dump())
                 self.storage.set_meta("daemon_running", None)  # a clean exit: no crash report
         self.pull.close(linger=0)
         self.rep.close(linger=0)
@@ -327,7 +339,7 @@ class Daemon:
                 break
             n += 1
             intake(frame, "socket", now)
-            if n % 8 == 0 and time.monotonic() >= deadline:  # a frame is up to 64 events
+            if time.monotonic() >= deadline:  # a frame is up to 64 events
                 break
         w = self.writer
         if flush and (w.flush_soon or len(w.pending) >= self.settings.batch_size):
@@ -360,6 +372,9 @@ class Daemon:
         for reason, n in drops.items():
             self.counters[f"client_drop.{reason}"] += n
         self.ledger.claim(claims)
+        events = self.pull.getsockopt(zmq.EVENTS)
+        if isinstance(events, int) and not events & zmq.POLLIN:
+            self._quiet_since = time.monotonic()  # nothing queued: a quiet daemon settles too
         if drops or self.ledger.settle(self._quiet_since):
             self.intake.dirty = True
             self.writer.flush_soon = True
@@ -508,6 +523,7 @@ class Daemon:
             # next maintenance checkpoint copies over them).
             log.warning("delete_checkpoint_blocked", note="a reader holds the database open")
             self.timers["maintenance"].due = time.monotonic() + 10
+        self.intake.stages = self._stages()  # with the moment of this deletion
         self.spool.erase()
         remove_corrupt_copies(self.storage.path)
         self.writer.forget()

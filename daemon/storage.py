@@ -531,7 +531,8 @@ class Storage:
         return (pages - free) * size
 
     def delete_all(self) -> int:
-        """Erase every event, session, counter, ledger and aggregate row, vacuum; return count."""
+        """Erase every event, session, counter, ledger and aggregate row, vacuum; return
+        count. The moment is kept (meta ``erased_ms``)."""
         n = self.count_events()
         stats = [name for (name,) in self.db.execute(
             "SELECT name FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'")]  # fmt: skip
@@ -546,6 +547,9 @@ class Storage:
                           *aggregates.TABLES,
                           *derived.TABLES, *stats):  # fmt: skip
                 self.db.execute(f"DELETE FROM {table}")  # ANALYZE's samples hold values too
+            # Nothing recorded before this moment is stored after it (the intake's
+            # consent gate): a client's late copies of what was just erased stay erased.
+            self.db.execute("INSERT INTO meta VALUES ('erased_ms', ?)", (now_ms(),))
         self._sources.clear()
         self._n_sources = None
         self.checkpoint()

@@ -292,3 +292,54 @@ def test_four_clients_leaving_together_each_take_under_the_exit_budget(
     wait_for(lambda: daemon.flush() >= 0 and sandbox.count(APP) == 20_004, timeout=30,
              what="every event stored")  # fmt: skip
     assert [(20_004,)] == sandbox.query(f"SELECT count(DISTINCT event_id) FROM events WHERE {APP}")
+
+
+def test_a_clean_restart_keeps_what_each_connection_stored(
+    sandbox: Sandbox, start_daemon: Any
+) -> None:
+    """The ledger outlives a clean restart (an upgrade): a client that asks the new daemon
+    learns "stored up to 5" and frees its copies instead of spooling them."""
+    from rkd.client.control import request
+
+    first = start_daemon()
+    push = _pusher(sandbox)
+    push([batch(41, 1, events(5))])
+    wait_for(lambda: first.flush() >= 0 and sandbox.count(APP) == 5, what="five stored")
+    code, log = first.stop()
+    assert 0 == code, log
+    start_daemon()
+    answer = request(sandbox.settings.runtime_dir, ConfirmRequest(client=41, upto=5))
+    assert 5 == answer.stored
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [
+        b"\x91" * 5000 + b"\xc0",  # nested 5,000 deep
+        b"\xff\xfe",  # not msgpack
+        msgspec.msgpack.encode([[41, 1, 5, 9]]),  # written past taken
+        msgspec.msgpack.encode([[41, 0, 5, 5], [-1, 1, 5, 5], [2**64 - 1, 1, 5, 5]]),
+        msgspec.msgpack.encode({"41": 5}),
+        "a string, not bytes",
+    ],
+    ids=["deep", "garbage", "inconsistent", "out-of-range", "wrong-shape", "text"],
+)
+def test_a_damaged_saved_ledger_is_ignored(
+    sandbox: Sandbox, start_daemon: Any, saved: bytes | str
+) -> None:
+    """The database is an entry point too: a saved ledger that is damaged or forged is
+    ignored (the daemon starts, and confirms nothing it did not store)."""
+    import apsw
+    from rkd.client.control import request
+
+    first = start_daemon()
+    code, log = first.stop()
+    assert 0 == code, log
+    db = apsw.Connection(str(sandbox.settings.db_path))
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('client_ledger', ?)", (saved,))
+    db.close()
+    second = start_daemon()
+    answer = request(sandbox.settings.runtime_dir, ConfirmRequest(client=41, upto=5))
+    assert 0 == answer.stored
+    assert second.status().counters.get("internal_error.start", 0) == 0
