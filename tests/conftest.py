@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,6 +35,17 @@ KILL_VARS = (
     "RK_TELEMETRY_SYNC_ENDPOINT", "RK_TELEMETRY_SYNC_KEY_ID", "RK_TELEMETRY_SYNC_SECRET",
     "RK_TELEMETRY_REPORTS_SEND_NOW",
 )  # fmt: skip
+
+
+def go(app: subprocess.Popen[str], timeout: float = 60) -> str:
+    """Tell an application started by ``Sandbox.spawn_python`` to go on (a line on its
+    stdin); wait for its exit, which must be clean; return its stdout."""
+    assert app.stdin is not None
+    app.stdin.write("go\n")
+    app.stdin.flush()
+    out, err = app.communicate(timeout=timeout)
+    assert 0 == app.returncode, err
+    return out
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -152,6 +164,20 @@ class Daemon:
 
     def flush(self) -> int:
         return request(self.runtime, FlushRequest(), timeout_ms=10_000).flushed
+
+    def lost(self) -> int:
+        """Events counted as lost by applications (every ``client_drop.*`` counter)."""
+        c = self.status().counters
+        return sum(v for k, v in c.items() if k.startswith("client_drop."))
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The daemon stopped (SIGSTOP) for the block: alive, holding its lock, silent."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> tuple[int, str]:
         """Signal the daemon and wait; return its exit code and its log (stderr)."""

@@ -12,7 +12,15 @@ from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
-from rkd.client.schema import ENVELOPES, PAYLOAD_TYPES, Envelope, Payload, Source
+from rkd.client.schema import (
+    ENVELOPES,
+    PAYLOAD_TYPES,
+    Envelope,
+    Payload,
+    Source,
+    ThinkToolCompleted,
+)
+from rkd.client.wire import array_header, batch_prefix
 
 SOURCE = Source(product="reasonkit-core", version="1.0.0", os="linux", arch="x86_64",
                 python_version="3.11.7")  # fmt: skip
@@ -85,3 +93,16 @@ for i in range({events}):
     tel.thinktool({tool!r}, duration_ms=i)
 t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
 """
+
+
+def events(n: int, tool: str = "gigathink") -> list[bytes]:
+    """``n`` encoded ThinkTool events (``duration_ms`` 0..n-1), as a client frames them."""
+    return [frame(ThinkToolCompleted(tool_name=tool, duration_ms=i)) for i in range(n)]
+
+
+def batch(client: int, seq: int, frames: list[bytes]) -> bytes:
+    """A numbered batch of a client's connection, as the transport sends it."""
+    return (
+        batch_prefix(client) + msgspec.msgpack.encode(seq) + array_header(len(frames))
+        + b"".join(frames)
+    )  # fmt: skip

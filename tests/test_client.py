@@ -13,7 +13,7 @@ from rkd.client.command import error_category
 from rkd.client.spool import spool_files
 from rkd.client.wire import BATCH_EVENTS
 
-from tests.conftest import APP, Daemon, Sandbox, wait_for
+from tests.conftest import APP, Daemon, Sandbox, go, wait_for
 from tests.samples import leaving_client
 
 EMIT = """
@@ -394,20 +394,13 @@ def test_frames_in_flight_at_exit_are_neither_lost_nor_doubled(
     sandbox: Sandbox, daemon: Daemon
 ) -> None:
     """Daemon paused while a process exits: unconfirmed frames are spooled, stored once."""
-    import signal
 
     app = sandbox.spawn_python(leaving_client(1000, "inflight"))
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    try:
-        app.stdin.write("go\n")
-        app.stdin.flush()
-        out, err = app.communicate(timeout=60)
-        assert 0 == app.returncode, err
-        assert float(out) < 0.3
-    finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+    with daemon.frozen():
+        out = go(app)
+    assert float(out) < 0.3
     wait_for(
         lambda: daemon.flush() >= 0 and sandbox.count() == 1001, timeout=20, what="1001 events"
     )

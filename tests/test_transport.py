@@ -18,27 +18,13 @@ from rkd.client.wire import (
     BATCH_EVENTS,
     MAX_BATCH_BYTES,
     ConfirmRequest,
-    array_header,
     batch_prefix,
 )
 
-from tests.conftest import Daemon, Sandbox, wait_for
-from tests.samples import frame, leaving_client
+from tests.conftest import Daemon, Sandbox, go, wait_for
+from tests.samples import batch, events, frame, leaving_client
 
 APP = "event_type = 'thinktool_completed'"
-
-
-def batch(client: int, seq: int, frames: list[bytes]) -> bytes:
-    return (
-        batch_prefix(client)
-        + msgspec.msgpack.encode(seq)
-        + array_header(len(frames))
-        + b"".join(frames)
-    )
-
-
-def events(n: int, tool: str = "gigathink") -> list[bytes]:
-    return [frame(s.ThinkToolCompleted(tool_name=tool, duration_ms=i)) for i in range(n)]
 
 
 def stored_and_lost(sandbox: Sandbox, daemon: Daemon) -> tuple[int, dict[str, int]]:
@@ -72,14 +58,8 @@ def test_frozen_daemon_and_full_spool_stored_plus_lost_equals_sent(
     """)
     assert app.stdout is not None and app.stdin is not None
     assert "ready 5000\n" == app.stdout.readline()  # the first 5,000 confirmed stored
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    try:
-        app.stdin.write("go\n")
-        app.stdin.flush()
-        out, err = app.communicate(timeout=60)
-        assert 0 == app.returncode, err
-    finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+    with daemon.frozen():
+        out = go(app)
     took, spooled = out.split()
     assert float(took) < 0.2 and "0" == spooled
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,33 +16,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from rkd.client import schema as s
 from rkd.client.control import DaemonUnavailable, request
 from rkd.client.dropfile import DROPS_FILE, Claim, add_drops
-from rkd.client.wire import BATCH_TAG, StatusRequest, array_header, batch_prefix
+from rkd.client.wire import BATCH_TAG, StatusRequest, array_header
 
-from tests.conftest import Daemon, Sandbox, wait_for
-from tests.samples import frame
+from tests.conftest import Daemon, Sandbox, go, wait_for
+from tests.samples import batch, events
 
 Push = Callable[[list[bytes]], None]
-
-
-def batch(client: int, seq: int, frames: list[bytes]) -> bytes:
-    return (
-        batch_prefix(client)
-        + msgspec.msgpack.encode(seq)
-        + array_header(len(frames))
-        + b"".join(frames)
-    )
-
-
-def events(n: int, tool: str = "gigathink") -> list[bytes]:
-    return [frame(s.ThinkToolCompleted(tool_name=tool, duration_ms=i)) for i in range(n)]
-
-
-def lost(daemon: Daemon) -> int:
-    c = daemon.status().counters
-    return sum(v for k, v in c.items() if k.startswith("client_drop."))
 
 
 @contextmanager
@@ -177,9 +157,11 @@ def test_a_claim_left_at_shutdown_is_not_counted_twice(
     code, log = first.stop()
     assert 0 == code, log
     second = start_daemon()
-    wait_for(lambda: second.flush() >= 0 and lost(second) > 0, timeout=20, what="the claim settled")
+    wait_for(
+        lambda: second.flush() >= 0 and second.lost() > 0, timeout=20, what="the claim settled"
+    )
     time.sleep(0.5)
-    assert (4, 6) == (sandbox.count("1"), lost(second))
+    assert (4, 6) == (sandbox.count("1"), second.lost())
 
 
 # -- the drops file's lock: the exit budget and the daemon's loop ----------------------------
@@ -281,20 +263,14 @@ def test_an_event_sent_while_close_runs_is_not_lost_silently(
     """)
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    try:
-        app.stdin.write("go\n")
-        app.stdin.flush()
-        out, err = app.communicate(timeout=60)
-        assert 0 == app.returncode, err
-    finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+    with daemon.frozen():
+        out = go(app)
     sent = n + 1 + int(out)
-    wait_for(lambda: daemon.flush() >= 0 and sandbox.count("1") + lost(daemon) == sent,
+    wait_for(lambda: daemon.flush() >= 0 and sandbox.count("1") + daemon.lost() == sent,
              timeout=30, what="stored + lost = sent")  # fmt: skip
     time.sleep(1)
     daemon.flush()
-    assert sent == sandbox.count("1") + lost(daemon), out
+    assert sent == sandbox.count("1") + daemon.lost(), out
 
 
 def test_close_with_many_unconfirmed_copies_stays_within_the_exit_budget(
@@ -319,14 +295,8 @@ def test_close_with_many_unconfirmed_copies_stays_within_the_exit_budget(
     """)
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    try:
-        app.stdin.write("go\n")
-        app.stdin.flush()
-        out, err = app.communicate(timeout=60)
-        assert 0 == app.returncode, err
-    finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+    with daemon.frozen():
+        out = go(app)
     took, spooled = out.split()
     assert float(took) < 0.3 and int(spooled) > 0, out
     wait_for(lambda: daemon.flush() >= 0 and sandbox.count("1") == n + 1, timeout=30,
@@ -416,7 +386,7 @@ def test_a_daemon_killed_and_restarted_while_a_client_runs_loses_and_doubles_not
         "SELECT count(*), count(DISTINCT event_id) FROM events"
         " WHERE event_type = 'thinktool_completed'"
     )
-    assert 0 == lost(second)
+    assert 0 == second.lost()
 
 
 def test_an_event_emitted_by_a_later_atexit_handler_is_stored(
@@ -435,7 +405,7 @@ def test_an_event_emitted_by_a_later_atexit_handler_is_stored(
     """)
     time.sleep(0.5)
     daemon.flush()
-    assert 11 == sandbox.count("1") + lost(daemon)
+    assert 11 == sandbox.count("1") + daemon.lost()
 
 
 @pytest.mark.parametrize("ask", [
@@ -501,14 +471,8 @@ def test_a_rejected_event_is_counted_once_when_its_copy_is_spooled(
     """)
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    try:
-        app.stdin.write("go\n")
-        app.stdin.flush()
-        out, err = app.communicate(timeout=60)
-        assert 0 == app.returncode, err
-    finally:
-        os.kill(daemon.proc.pid, signal.SIGCONT)
+    with daemon.frozen():
+        out = go(app)
     assert "100\n" == out  # every copy spooled: none was confirmed
     wait_for(lambda: daemon.flush() >= 0 and daemon.counter("rejected.bad_timestamp") >= 100,
              what="the frames refused")  # fmt: skip
@@ -542,8 +506,10 @@ def test_a_claim_after_a_daemon_restart_counts_only_what_was_never_stored(
     assert 0 == code, log
     second = start_daemon()
     assert add_drops(sandbox.settings.spool_dir, {}, [Claim(91, 1, 10, "unconfirmed")])
-    wait_for(lambda: second.flush() >= 0 and lost(second) > 0, timeout=20, what="the claim settled")
-    assert (4, 6) == (sandbox.count("1"), lost(second))
+    wait_for(
+        lambda: second.flush() >= 0 and second.lost() > 0, timeout=20, what="the claim settled"
+    )
+    assert (4, 6) == (sandbox.count("1"), second.lost())
 
 
 BEFORE_V2 = "d416aba"  # the last commit before transport v2
@@ -592,4 +558,4 @@ def test_a_new_client_with_a_daemon_not_yet_restarted_loses_nothing_silently(
              what="the spooled copies stored")  # fmt: skip
     time.sleep(6)  # a spool scan: the drops file, if the old daemon can read it
     daemon.flush()
-    assert 30_000 == sandbox.count("1") + lost(daemon), daemon.status().counters
+    assert 30_000 == sandbox.count("1") + daemon.lost(), daemon.status().counters
