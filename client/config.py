@@ -256,6 +256,8 @@ def _read_section(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _convert(section: dict[str, Any], path: Path) -> TelemetryConfigFile:
+    if not section:  # no file, or no [telemetry] in it: the defaults, without building
+        return TelemetryConfigFile()  # msgspec's type info (~1 ms of every start)
     try:
         return msgspec.convert(section, TelemetryConfigFile)
     except msgspec.ValidationError as e:

@@ -32,10 +32,17 @@ from rkd.daemon.pipeline import (
     validate,
 )
 from rkd.daemon.seen import SeenIds, key_of_int
+from rkd.daemon.windows import BoundedSet
 
 log = structlog.get_logger("rkd.daemon")
 
 MAX_PENDING: Final = 100_000  # events held while the database cannot be written
+# Ids of events refused once, so that a copy of one (a client spools the copies of
+# events it could not have confirmed, refused ones included) is a duplicate, not a
+# second refusal. A client's copies are bounded well below this.
+REFUSED_IDS_KEPT: Final = 32_768
+# Refusals that depend on the moment (the pending buffer full): a copy may yet be stored.
+_TRANSIENT: Final = frozenset({"buffer_full"})
 RKD_PRODUCT: Final = "rkd"  # the daemon's own events; no application may send them
 
 
@@ -242,6 +249,7 @@ class Intake:
         self.on_batch = on_batch  # (client, first number, events): all went through
         self.dirty = False  # counters changed since the owner last wrote them
         self._logged: set[str] = set()
+        self._refused = BoundedSet(REFUSED_IDS_KEPT)
 
     def __call__(self, frame: bytes, origin: str, now: dt.datetime,
                  written: dt.datetime | None = None) -> int:  # fmt: skip
@@ -269,6 +277,8 @@ class Intake:
             for stage in self.stages:
                 stage(item)
         except Rejected as r:
+            if item.envelope is not None and r.reason != "duplicate":
+                r = self._refused_again(r, item)
             self._rejected(r, origin)
             return 0
         self.counters["accepted"] += 1
@@ -284,6 +294,17 @@ class Intake:
             n += event(bytes(raw), "socket", now)
         self.on_batch(b.client, b.seq, len(b.events))
         return n
+
+    def _refused_again(self, r: Rejected, item: Item) -> Rejected:
+        """A refused event is counted once: its copy (from the spool, or sent twice)
+        counts as a duplicate."""
+        if r.reason in _TRANSIENT:
+            return r
+        key = key_of_int(item.envelope.event_id.int)
+        if key in self._refused:
+            return Rejected("duplicate", counter=f"{item.origin}.duplicates")
+        self._refused.add(key)
+        return r
 
     def _rejected(self, r: Rejected, origin: str) -> None:
         self.counters[r.counter] += 1

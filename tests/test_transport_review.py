@@ -441,10 +441,6 @@ def test_a_hostile_confirm_request_gets_an_answer_and_confirms_nothing(
     wait_for(lambda: request(sandbox.settings.runtime_dir, good).stored == 3, what="confirmed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rejected event's copy is spooled when unconfirmed and rejected (counted) a second time",
-)
 def test_a_rejected_event_is_counted_once_when_its_copy_is_spooled(
     sandbox: Sandbox, daemon: Daemon
 ) -> None:
