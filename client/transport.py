@@ -27,8 +27,14 @@ never received (:mod:`rkd.client.dropfile`).
 
 zmq is imported and its context created on the first batch, never at import, and
 rebuilt in a forked child (which also forgets the parent's backlog: the parent sends it).
-After ``close()`` (atexit), events go straight to the spool: an atexit handler that runs
-later, or another thread, loses nothing.
+After the atexit hook's ``close()``, events go straight to the spool: an atexit handler
+that runs later, or another thread, loses nothing. After an explicit ``close()`` the next
+event connects again, as the first one did.
+
+A signal handler may emit (or close) while its thread is inside the transport: the lock
+is re-entrant only to see that (``_is_owned``); such an event waits in a deque (appends
+are atomic) that the next send, flush or shipper turn takes into a batch, and a close or
+flush from there does nothing (the interrupted call goes on; atexit closes).
 
 The common case (a batch still open) takes one short path in :meth:`Transport.send`: a
 lock, an append and two comparisons; a shipped batch costs one libzmq send.
@@ -103,7 +109,8 @@ class Transport:
         self._hello_due = False
         self._runtime_dir = runtime_dir
         self._spool_dir = spool_dir
-        self._lock = _thread.allocate_lock()
+        # Re-entered only to be noticed (_is_owned: the C RLock tracks its owner atomically).
+        self._lock: Any = _thread.RLock()
         self._started = False
         self._zmq: Any = None
         self._ctx: zmq.Context[Any] | None = None
@@ -116,9 +123,11 @@ class Transport:
         self._last_ship = -1.0  # when a batch last left (for "after a quiet moment")
         self._backlog: deque[bytes] = deque()  # events held back (not yet numbered)
         self._backlog_bytes = 0
+        self._deferred: deque[bytes] = deque()  # sent from a signal handler, see above
         self._unconfirmed: deque[bytes] = deque()  # copies; at most UNCONFIRMED_MAX(_BYTES)
         self._unconfirmed_bytes = 0
-        self._closed = False  # close() ran: events go straight to the spool
+        self._closed = False  # the atexit hook's close() ran: events go straight to the spool
+        self._hooked = False  # the atexit and fork hooks are registered
         self._shipper: Any = None  # the shipper thread's wake-up lock (None: not started)
         self._armed = False  # the shipper was woken and has not run yet
         self._next_probe = 0.0
@@ -138,7 +147,12 @@ class Transport:
     def send(self, frame: bytes, urgent: bool = False) -> None:
         """Queue one encoded event for the daemon. Never blocks on the network, never raises."""
         try:
+            if self._lock._is_owned():  # a signal handler, inside this thread's own call
+                self._deferred.append(frame)
+                return
             with self._lock:
+                if self._deferred:
+                    self._undefer()
                 batch = self._batch
                 batch.append(frame)
                 self._batch_bytes += len(frame)
@@ -160,6 +174,9 @@ class Transport:
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` events lost for ``reason``; reported to the daemon later."""
+        if self._lock._is_owned():  # (a signal handler: the interrupted call is not counting)
+            self._count(reason, n)
+            return
         with self._lock:
             self._count(reason, n)
 
@@ -174,12 +191,16 @@ class Transport:
         otherwise it stays for a later confirmation: a daemon that is merely busy will
         get it."""
         try:
+            if self._lock._is_owned():  # a signal handler: the interrupted call goes on
+                return
             with self._lock:
                 self._flush(budget_secs, final)
         except Exception:
             self.drop("internal_error")
 
     def _flush(self, budget_secs: float, final: bool) -> None:
+        if self._deferred:
+            self._undefer()
         if self._batch:
             self._ship()
         if not self._started:
@@ -198,17 +219,32 @@ class Transport:
             self._report(final=True)
 
     def close(self) -> None:
-        """Flush within the exit budget and release the socket (atexit calls this). One
-        hold of the lock: an event another thread sends meanwhile waits, then goes to
-        the spool, as every event sent after close() does."""
+        """Flush within the exit budget and release the socket. One hold of the lock: an
+        event another thread sends meanwhile waits. The next event connects again."""
+        self._close(final=False)
+
+    def _at_exit(self) -> None:
+        """The atexit hook (and multiprocessing's finalizer in a worker): close, and from
+        then on spool every event at once (a later atexit handler's, another thread's):
+        nothing would ship it later."""
+        self._close(final=True)
+
+    def _close(self, final: bool) -> None:
         sock = ctx = None
         try:
+            if self._lock._is_owned():  # a signal handler: the interrupted call goes on,
+                return  # and the atexit hook closes
             with self._lock:
                 self._flush(EXIT_BUDGET_SECS, final=True)
-                self._closed = True
+                self._closed = self._closed or final
                 sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
                 self._rolling.close()
-                self._shipper = None  # the shipper thread ends at its next turn
+                self._rolling = RollingConfirm()
+                wake = self._shipper
+                if wake is not None and not self._armed:
+                    wake.release()  # the thread waits to be woken: it wakes, and ends
+                self._shipper, self._armed = None, False  # (or ends at its next turn)
+                self._started = False  # an event after an explicit close() connects again
         except Exception:
             self.drop("internal_error")
         if sock is not None and ctx is not None:
@@ -241,13 +277,26 @@ class Transport:
         if self.sent >= self._rolling.next_at:
             self._rolling.step(self)
 
+    def _undefer(self) -> None:
+        """Take events a signal handler sent into batches (lock held)."""
+        deferred = self._deferred
+        while deferred:
+            frame = deferred.popleft()
+            self._batch.append(frame)
+            self._batch_bytes += len(frame)
+            if len(self._batch) >= BATCH_EVENTS or self._batch_bytes >= BATCH_BYTES:
+                self._ship()
+        if self._batch and not self._armed:
+            self._batch_since = _monotonic()
+            self._arm()
+
     def _number(self, n: int) -> bytes:
         """The batch header after the prefix: the first event's number, the array's."""
         return b"\xcf" + (self.sent + 1).to_bytes(8, "big") + array_header(n)
 
     def _ship_slow(self, frames: list[bytes]) -> None:
         """Shipping when not connected, holding events back, or owing a drop report."""
-        if self._closed:  # after close() (atexit): nothing would ship it later
+        if self._closed:  # after the atexit hook: nothing would ship it later
             written = self._spool(frames)
             if written < len(frames):
                 self._count("spool_full", len(frames) - written)
@@ -266,11 +315,12 @@ class Transport:
     def _arm(self) -> None:
         """Wake the shipper (starting it the first time): it ships the open batch once it
         is BATCH_HOLD_SECS old, and retries a held backlog every RETRY_SECS."""
+        if self._closed:  # after the atexit hook nothing would ship it later: spool now
+            self._ship()
+            return
         self._armed = True
         wake = self._shipper
         if wake is None:
-            if self._closed:
-                return
             wake = self._shipper = _thread.allocate_lock()
             wake.acquire()
             _thread.start_new_thread(self._ship_held, (wake,))
@@ -299,6 +349,8 @@ class Transport:
     def _ship_due(self) -> float:
         """One turn of the shipper (lock held): ship the batch if it is due, try the
         backlog; how long to wait before the next turn (0: nothing is held)."""
+        if self._deferred:
+            self._undefer()
         if self._batch and _monotonic() - self._batch_since >= BATCH_HOLD_SECS:
             self._ship()
         if self._backlog:
@@ -311,15 +363,17 @@ class Transport:
         self._started = True
         self._sock = self._ctx = None
         self._next_probe = 0.0
-        atexit.register(self.close)
-        os.register_at_fork(after_in_child=self._forked)
+        if not self._hooked:  # once: a forked child inherits both
+            self._hooked = True
+            atexit.register(self._at_exit)
+            os.register_at_fork(after_in_child=self._forked)
 
     def _forked(self) -> None:
         """In a forked child: the parent's socket, queues and counts are the parent's.
 
         The old context is abandoned, not closed: closing it in the child is unsafe.
         """
-        self._lock = _thread.allocate_lock()
+        self._lock = _thread.RLock()
         self._sock = self._ctx = None
         self._next_probe = 0.0
         self._rolling = RollingConfirm()  # the parent's socket stays the parent's
@@ -331,13 +385,19 @@ class Transport:
         self._unconfirmed.clear()
         self._unconfirmed_bytes = 0
         # multiprocessing's workers leave by os._exit, where atexit never runs: it calls
-        # its own finalizers first, so close() is one of them (already loaded: no import).
+        # its own finalizers first, so closing is one of them. A worker's bootstrap
+        # clears the finalizers it inherited and then runs its after-fork callbacks:
+        # the finalizer is registered from one (already loaded: no import).
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None:
-            mp_util.Finalize(self, Transport.close, args=(self,), exitpriority=10)
+            mp_util.register_after_fork(self, Transport._in_worker)
         self.drops.clear()
         self._unreported.clear()
         self.client = self.sent = self.stored = 0
+
+    def _in_worker(self) -> None:
+        mp_util = sys.modules["multiprocessing.util"]
+        mp_util.Finalize(self, Transport._at_exit, args=(self,), exitpriority=10)
 
     def _connect(self) -> bool:
         now = _monotonic()

@@ -39,10 +39,9 @@ log = structlog.get_logger("rkd.daemon")
 MAX_PENDING: Final = 100_000  # events held while the database cannot be written
 # Ids of events refused once, so that a copy of one (a client spools the copies of
 # events it could not have confirmed, refused ones included) is a duplicate, not a
-# second refusal. A client's copies are bounded well below this.
+# second refusal. A client's copies are bounded well below this. (A refusal that
+# depends on the moment, the pending buffer full, comes before decoding: no id.)
 REFUSED_IDS_KEPT: Final = 32_768
-# Refusals that depend on the moment (the pending buffer full): a copy may yet be stored.
-_TRANSIENT: Final = frozenset({"buffer_full"})
 RKD_PRODUCT: Final = "rkd"  # the daemon's own events; no application may send them
 
 
@@ -298,8 +297,6 @@ class Intake:
     def _refused_again(self, r: Rejected, item: Item) -> Rejected:
         """A refused event is counted once: its copy (from the spool, or sent twice)
         counts as a duplicate."""
-        if r.reason in _TRANSIENT:
-            return r
         key = key_of_int(item.envelope.event_id.int)
         if key in self._refused:
             return Rejected("duplicate", counter=f"{item.origin}.duplicates")

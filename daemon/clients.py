@@ -20,9 +20,10 @@ The ledger keeps the most recent :data:`MAX_CLIENTS` connections; a forgotten on
 client learns "stored up to 0", spools its copies, and the daemon stores each once (its
 event ids are known). A daemon that stops cleanly leaves the ledger in the database
 (:meth:`ClientLedger.dump`) and the next one starts from it (:meth:`ClientLedger.load`),
-so a claim made across an upgrade or restart counts only what was never stored. After
-a crash (SIGKILL) the ledger is the last clean stop's: a claim then may count events the
-crashed daemon stored as lost too (never the reverse).
+so a claim made across an upgrade or restart counts only what was never stored. The
+saved ledger is removed once loaded: after a crash (SIGKILL) there is none, and the
+next daemon starts empty, as before there was one (a claim may then count events the
+crashed daemon stored as lost, never the reverse).
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ SETTLE_SECS: Final = 2.0  # a claim is settled this long after it was read, sock
 
 
 class _Conn:
-    __slots__ = ("first", "high", "written")
+    __slots__ = ("first", "high", "loaded", "written")
 
     def __init__(self, first: int) -> None:
         self.first = first  # the first number this daemon took (another may have the rest)
         self.high = first - 1  # the highest number taken
         self.written = 0  # the highest number written (0: none yet)
+        # From the previous daemon's ledger: numbers sent to it after its last write were
+        # lost with its socket, and the client spools their copies when it sees the new
+        # pid, so a jump on the first batch after loading is not a gap.
+        self.loaded = False
 
 
 class ClientLedger:
@@ -74,6 +79,8 @@ class ClientLedger:
         else:
             self._conns.move_to_end(client)
             gap = seq - conn.high - 1
+            if conn.loaded:
+                conn.loaded, gap = False, 0
             if gap > MAX_GAP:
                 self.counters["rejected.bad_number"] += 1
             elif gap > 0:
@@ -121,7 +128,7 @@ class ClientLedger:
         for client, first, high, written in saved[-MAX_CLIENTS:]:
             if 0 < client < 1 << 63 and 0 < first <= high + 1 and 0 <= written <= high < 1 << 63:
                 conn = self._conns[client] = _Conn(first)
-                conn.high, conn.written = high, written
+                conn.high, conn.written, conn.loaded = high, written, True
 
     def forget(self) -> None:
         """After `rkd delete`: numbers stay meaningful (clients go on counting), but no

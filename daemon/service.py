@@ -121,7 +121,7 @@ class Daemon:
             settings, storage.last_session(), FeatureCounter(storage.feature_uses())
         )
         self.ledger = ClientLedger(self.counters)
-        self.ledger.load(storage.meta("client_ledger"))  # the last clean stop's
+        self.ledger.load(storage.meta("client_ledger"))  # the last clean stop's...
         self.writer = Writer(storage, self.counters, self.synthesis, self.ledger.written)
         self.firewall = Firewall(settings.privacy, load_salt(settings.data_dir), self.counters)
         self._synced = BoundedSet(SYNC_TOKENS_KEPT)  # tokens of client reports processed
@@ -392,8 +392,12 @@ class Daemon:
             self.writer.flush(force=True)
 
     def _mark_running(self) -> None:
+        """The running marker; the saved client ledger goes with it (loaded already: it
+        would be stale after a crash of this daemon)."""
         marker = {"pid": os.getpid(), "started_ms": self.started_ms}
-        self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
+        with self.storage.db:
+            self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
+            self.storage.set_meta("client_ledger", None)
 
     def seen_step(self) -> bool:
         """Rebuild the dedup table from the database a step at a time once it is half

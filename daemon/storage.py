@@ -663,16 +663,17 @@ def delete_offline(settings: Any) -> tuple[int, int]:
 
     with DaemonLock(settings.runtime_dir):
         spooled = spooled_event_ids(settings.spool_dir)
-        n = cloud = 0
-        if settings.db_path.exists():
-            storage = Storage(settings.db_path)
-            try:
-                if spooled:
-                    spooled.difference_update(storage.event_ids())
-                n = storage.delete_all()
-                cloud = storage.cloud_erasure
-            finally:
-                storage.close()
+        # Opened (made, when there is none yet) even with nothing stored: delete_all
+        # keeps the moment, so that what a running application still holds and spools
+        # later, from before this deletion, is refused by the next daemon.
+        storage = Storage(settings.db_path)
+        try:
+            if spooled:
+                spooled.difference_update(storage.event_ids())
+            n = storage.delete_all()
+            cloud = storage.cloud_erasure
+        finally:
+            storage.close()
         erase_folder_files(settings.spool_dir)  # complete, temporary and quarantined files
         remove_corrupt_copies(settings.db_path)
         (settings.data_dir / SALT_FILE).unlink(missing_ok=True)  # the next daemon makes a new one
