@@ -488,7 +488,10 @@ class Daemon:
         return ledger.stored(client), os.getpid()
 
     def flush_all(self) -> int | None:
+        """`rkd flush`: what is queued, a slice of the spool and the losses clients left
+        in the drops file, written now; how many events were written."""
         self.drain(flush=False)
+        self.guarded("client_drops", self._take_client_drops)
         self.spool.step(time.monotonic() + FLUSH_REQUEST_SPOOL_SECS)
         n = len(self.writer.pending)
         return n if self.writer.flush(force=True) else None
