@@ -77,6 +77,15 @@ def test_migrations_apply_once(warehouse: Warehouse) -> None:
     assert [] == warehouse.migrate()
 
 
+def test_the_tables_each_insert_writes_merge_with_base_20(warehouse: Warehouse) -> None:
+    """Migration 2: the raw table, batches and the event rollups merge less eagerly."""
+    tables = ("events", "batches", *ROLLUPS)
+    ddls = {t: warehouse.scalar(f"SHOW CREATE TABLE {{db}}.{t}") for t in tables}
+    assert {t: True for t in tables} == {
+        t: "merge_selector_base = 20" in d for t, d in ddls.items()
+    }
+
+
 def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Warehouse) -> None:
     """Through the group commit: the same batch id three times (two in one group, one
     later) is written once; raw and all three rollups hold its 5 events once."""
