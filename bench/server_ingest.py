@@ -105,6 +105,39 @@ def cpu_secs(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds by thread name (digits dropped: a pool's threads add up), the server's
+    threads and its worker processes (as ``worker:<name>``)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [(pid, "")] + [(c, "worker:") for c in _children(pid)]
+    for p, prefix in pids:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = prefix + stat[stat.index("(") + 1 : stat.rindex(")")].rstrip("0123456789_-")
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found += [int(c) for c in children]
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores so far."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -140,6 +173,7 @@ def main() -> None:
             errors: list[int] = []
             start = time.monotonic()
             client_cpu0 = time.process_time()
+            threads0, busy0 = thread_cpu(server.proc.pid), machine_busy()
             stop = start + args.seconds
             threads = [threading.Thread(target=sender, args=(server, w, stop, latencies,
                                                              accepted, errors)) for w in work]  # fmt: skip
@@ -149,6 +183,7 @@ def main() -> None:
                 t.join()
             elapsed = time.monotonic() - start
             peak = rss_peak_mb(server.proc.pid)
+            threads1, busy1 = thread_cpu(server.proc.pid), machine_busy()
             server_cpu = cpu_secs(server.proc.pid)
             client_cpu = time.process_time() - client_cpu0
             groups = server.metric("rkd_server_commit_batches_count")
@@ -170,6 +205,15 @@ def main() -> None:
         f"CPU: server {server_cpu:.1f} s (startup included), senders {client_cpu:.1f} s, "
         f"over {elapsed:.1f} s wall on {os.cpu_count()} cores"
     )
+    used = {k: v - threads0.get(k, 0.0) for k, v in threads1.items()}
+    top = sorted(used.items(), key=lambda kv: -kv[1])[:8]
+    print("server CPU in the run by thread, s: " + ", ".join(f"{k} {v:.1f}" for k, v in top))
+    print(
+        f"CPU per accepted event (server threads + workers): "
+        f"{sum(used.values()) / max(total, 1) * 1e6:.1f} µs"
+    )
+    busy = (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1)
+    print(f"machine busy during the run: {busy * 100:.0f}% of {os.cpu_count()} cores")
     print(
         f"group commits: {groups:.0f} ({len(accepted) / max(groups, 1):.1f} batches each, "
         f"{commit_secs / max(groups, 1) * 1000:.0f} ms each)"

@@ -123,11 +123,13 @@ class Server:
     # -- endpoints ---------------------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
-        body = await self._body(request, cloud.MAX_BODY_BYTES)
-        raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
-        signed = self._verify(request, body)
-        self._take(self.key_limiter, "key", signed.key_id)
-        prepared = await self._prepare(raw, signed.batch_id)
+        assert self.commit is not None
+        with self.commit.arriving():  # left before _commit queues the rows, no await between
+            body = await self._body(request, cloud.MAX_BODY_BYTES)
+            raw = self._inflate(request, body, cloud.MAX_RAW_BYTES)
+            signed = self._verify(request, body)
+            self._take(self.key_limiter, "key", signed.key_id)
+            prepared = await self._prepare(raw, signed.batch_id)
         if prepared.status:
             raise Refused(prepared.status, prepared.reason)
         counts = Counter(dict(prepared.counts))

@@ -13,7 +13,9 @@ from typing import Final, NamedTuple
 
 _HEADER: Final = re.compile(r"^-- migration (\d+): (.*)$", re.M)
 _ENGINE: Final = re.compile(r"ENGINE = (\w*)MergeTree\b(?:\(([^)]*)\))?")
-_CREATE: Final = re.compile(r"^(CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS \S+)", re.M)
+_CREATE: Final = re.compile(
+    r"^(CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS \S+|ALTER TABLE \S+)", re.M
+)
 WRITTEN: Final = ("events", "reports", "batches")  # what the ingester writes or checks
 
 

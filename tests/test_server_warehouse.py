@@ -4,6 +4,7 @@ rollups fed at insert time, retries counted once everywhere, and the cluster var
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 import uuid
@@ -76,6 +77,15 @@ def test_migrations_apply_once(warehouse: Warehouse) -> None:
     assert [] == warehouse.migrate()
 
 
+def test_the_tables_each_insert_writes_merge_with_base_20(warehouse: Warehouse) -> None:
+    """Migration 2: the raw table, batches and the event rollups merge less eagerly."""
+    tables = ("events", "batches", *ROLLUPS)
+    ddls = {t: warehouse.scalar(f"SHOW CREATE TABLE {{db}}.{t}") for t in tables}
+    assert {t: True for t in tables} == {
+        t: "merge_selector_base = 20" in d for t, d in ddls.items()
+    }
+
+
 def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Warehouse) -> None:
     """Through the group commit: the same batch id three times (two in one group, one
     later) is written once; raw and all three rollups hold its 5 events once."""
@@ -93,6 +103,41 @@ def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Ware
     bid = uuid.uuid4().hex
     assert [True, False, False] == sorted(asyncio.run(scenario()), reverse=True)
     assert {"raw": 5, **dict.fromkeys(ROLLUPS, 5)} == counts(warehouse, [bid])
+
+
+@pytest.mark.parametrize(("announced", "groups"), [(True, [2]), (False, [1, 1])])
+def test_a_request_still_arriving_when_the_window_ends_joins_the_group(
+    warehouse: Warehouse, announced: bool, groups: list[int]
+) -> None:
+    """A batch whose request was inside ``arriving()`` when the window ran out is waited
+    for (one more window at most) and written with the first; an unannounced batch that
+    comes as late is written in a group of its own. Both are stored."""
+    metrics = Metrics()
+    product = f"arriving-{announced}"
+
+    def batch(bid: str) -> list[dict[str, Any]]:
+        return with_product(rows(2, bid), product)
+
+    async def late(commit: GroupCommit, bid: str) -> bool:
+        with commit.arriving() if announced else contextlib.nullcontext():
+            await asyncio.sleep(0.3)  # past the window (0.2), within two
+        return await commit.submit("events", bid, encode_rows(batch(bid)), 2)
+
+    async def scenario(first: str, second: str) -> list[bool]:
+        commit = GroupCommit(warehouse, metrics, window_secs=0.2)
+        commit.start()
+        answers = await asyncio.gather(
+            commit.submit("events", first, encode_rows(batch(first)), 2), late(commit, second)
+        )
+        await commit.stop()
+        return list(answers)
+
+    bids = [uuid.uuid4().hex, uuid.uuid4().hex]
+    assert [True, True] == asyncio.run(scenario(*bids))
+    sizes = metrics.registry.get_sample_value("rkd_server_commit_batches_sum")
+    count = metrics.registry.get_sample_value("rkd_server_commit_batches_count")
+    assert (sum(groups), len(groups)) == (sizes, count)
+    assert {"raw": 4, **dict.fromkeys(ROLLUPS, 4)} == counts(warehouse, bids)
 
 
 @pytest.mark.parametrize(
