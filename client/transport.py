@@ -89,6 +89,7 @@ UNCONFIRMED_MAX: Final = 24_000
 UNCONFIRMED_MAX_BYTES: Final = 16 * 1024 * 1024
 CONNECT_WAIT_SECS: Final = 0.005  # once per connection: for the handshake, so a first burst goes
 RETRY_SECS: Final = 0.05  # the shipper's wait before trying a held backlog again
+BACKLOG_WAIT_SECS: Final = 0.002  # flush(): between tries of a backlog the daemon cannot take
 _NOBLOCK: Final = 1  # zmq.NOBLOCK (ZMQ_DONTWAIT), a plain int: zmq is not imported yet
 _monotonic = time.monotonic
 
@@ -184,21 +185,41 @@ class Transport:
         self.drops[reason] += n
         self._unreported[reason] += n
 
-    def flush(self, budget_secs: float = EXIT_BUDGET_SECS, final: bool = False) -> None:
+    def flush(self, budget_secs: float = EXIT_BUDGET_SECS) -> None:
         """Within ``budget_secs``: deliver the open batch and the backlog, and have the
         daemon confirm everything sent so far. What cannot be sent is spooled; what was
-        sent but not confirmed is spooled only when ``final`` (the process is leaving),
-        otherwise it stays for a later confirmation: a daemon that is merely busy will
-        get it."""
+        sent but not confirmed stays for a later confirmation (a daemon that is merely
+        busy will get it; at exit, close() spools it).
+
+        The lock is let go while waiting for the daemon, so other threads' emits never
+        wait for it (close(), at exit, holds it throughout: nothing may slip between)."""
         try:
             if self._lock._is_owned():  # a signal handler: the interrupted call goes on
                 return
+            end = _monotonic() + budget_secs
             with self._lock:
-                self._flush(budget_secs, final)
+                if self._deferred:
+                    self._undefer()
+                if self._batch:
+                    self._ship()
+                if not self._started:
+                    return
+                self._drain()
+            while self._backlog and _monotonic() < end:
+                time.sleep(BACKLOG_WAIT_SECS)  # the socket is the lock's: no poll out here
+                with self._lock:
+                    self._drain()
+            self._confirm(end, final=False)
+            with self._lock:
+                if self._backlog:
+                    self._spill()
         except Exception:
             self.drop("internal_error")
 
-    def _flush(self, budget_secs: float, final: bool) -> None:
+    def _flush_leaving(self, budget_secs: float) -> None:
+        """close()'s flush, lock held throughout: what cannot be confirmed in time is
+        spooled (copies) or claimed, and what could not be spooled is reported."""
+        final = True
         if self._deferred:
             self._undefer()
         if self._batch:
@@ -235,7 +256,7 @@ class Transport:
             if self._lock._is_owned():  # a signal handler: the interrupted call goes on,
                 return  # and the atexit hook closes
             with self._lock:
-                self._flush(EXIT_BUDGET_SECS, final=True)
+                self._flush_leaving(EXIT_BUDGET_SECS)
                 self._closed = self._closed or final
                 sock, ctx, self._sock, self._ctx = self._sock, self._ctx, None, None
                 self._rolling.close()
@@ -513,28 +534,38 @@ class Transport:
         return end - TEARDOWN_RESERVE_SECS - SPOOL_SECS_PER_EVENT * held
 
     def _confirm(self, end: float, final: bool) -> bool:
-        """Have the daemon write and confirm every event sent so far."""
-        if self.stored >= self.sent:
-            return True
-        if self._sock is None or self._ctx is None:
-            return False
+        """Have the daemon write and confirm every event sent so far; whether it did.
+
+        Each question is asked on a control socket of its own, so flush() asks without
+        the lock and applies each answer with it, if still about this connection (close()
+        holds the lock throughout: re-entering it here costs nothing)."""
         from rkd.client.control import DaemonUnavailable, request
 
-        ask = ConfirmRequest(client=self.client, upto=self.sent, flush=True)
-        while (left := self._until(end, final) - _monotonic()) > 0:
+        while True:
+            with self._lock:
+                if self.stored >= self.sent:
+                    return True
+                if self._sock is None or self._ctx is None:
+                    return False
+                client, ctx = self.client, self._ctx
+                ask = ConfirmRequest(client=client, upto=self.sent, flush=True)
+                left = self._until(end, final) - _monotonic()
+            if left <= 0:
+                return False
             try:
                 reply = request(self._runtime_dir, ask, timeout_ms=max(1, int(left * 1000)),
-                                ctx=self._ctx)  # fmt: skip
+                                ctx=ctx)  # fmt: skip
             except DaemonUnavailable:
                 return False
             if not reply.ok:  # a daemon that does not know the question: spool the copies
                 return False
-            if not self.confirmed(reply.pid, reply.stored):
-                return False
-            if self.stored >= self.sent:
-                return True
-            time.sleep(min(0.005, max(0.0, self._until(end, final) - _monotonic())))
-        return False
+            with self._lock:
+                if self.client != client or not self.confirmed(reply.pid, reply.stored):
+                    return False
+                if self.stored >= ask.upto:
+                    return self.stored >= self.sent
+                pause = min(0.005, max(0.0, self._until(end, final) - _monotonic()))
+            time.sleep(pause)
 
     def confirmed(self, pid: int, stored: int) -> bool:
         """The daemon ``pid`` has this connection's events up to number ``stored``.

@@ -323,3 +323,39 @@ def test_a_damaged_saved_ledger_is_ignored(
     answer = request(sandbox.settings.runtime_dir, ConfirmRequest(client=41, upto=5))
     assert 0 == answer.stored
     assert second.status().counters.get("internal_error.start", 0) == 0
+
+
+def test_an_emit_never_waits_for_another_threads_flush(sandbox: Sandbox, daemon: Daemon) -> None:
+    """One thread calls tel.flush(0.5) while the daemon is frozen (its queue full, so the
+    flush waits its whole budget for the daemon): another thread's emits meanwhile stay
+    fast. Before, the flush held the client's lock all that time and every emit of the
+    program waited for it."""
+    app = sandbox.spawn_python("""
+        import sys, threading, time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        tel.thinktool("warmup")
+        tel.flush()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(30_000):
+            tel.thinktool("fill", duration_ms=i)
+        flusher = threading.Thread(target=tel.flush, args=(0.5,))
+        t0 = time.perf_counter()
+        flusher.start()
+        time.sleep(0.01)
+        worst = 0.0
+        while flusher.is_alive():
+            t = time.perf_counter()
+            tel.thinktool("meanwhile")
+            worst = max(worst, time.perf_counter() - t)
+            time.sleep(0.001)
+        print(worst * 1000, (time.perf_counter() - t0) * 1000, flush=True)
+    """)
+    assert app.stdout is not None
+    assert "ready\n" == app.stdout.readline()
+    with daemon.frozen():
+        out = go(app)
+    worst_ms, flush_ms = map(float, out.split())
+    assert flush_ms > 300, out  # the flush did wait for the daemon
+    assert worst_ms < 50, out
