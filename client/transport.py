@@ -205,7 +205,8 @@ class Transport:
                 if not self._started:
                     return
                 self._drain()
-            while self._backlog and _monotonic() < end:
+            # Only a connected daemon is waited for (none: the backlog is spooled at once).
+            while self._backlog and self._sock is not None and _monotonic() < end:
                 time.sleep(BACKLOG_WAIT_SECS)  # the socket is the lock's: no poll out here
                 with self._lock:
                     self._drain()

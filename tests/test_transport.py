@@ -359,3 +359,21 @@ def test_an_emit_never_waits_for_another_threads_flush(sandbox: Sandbox, daemon:
     worst_ms, flush_ms = map(float, out.split())
     assert flush_ms > 300, out  # the flush did wait for the daemon
     assert worst_ms < 50, out
+
+
+def test_a_flush_with_no_daemon_spools_at_once(sandbox: Sandbox) -> None:
+    """No daemon: tel.flush() spools what it holds at once, it does not wait out its
+    budget for a daemon that is not there (generous bound for a loaded machine)."""
+    out = sandbox.python("""
+        import time
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        for i in range(10):
+            tel.thinktool("no_daemon", duration_ms=i)
+        t = time.perf_counter()
+        tel.flush(1.0)
+        print((time.perf_counter() - t) * 1000, tel._transport.spooled)
+    """).stdout
+    took_ms, spooled = out.split()
+    assert "10" == spooled
+    assert float(took_ms) < 300, out
