@@ -20,6 +20,10 @@ from rkd.client.wire import BATCHES_SOCKET, CONTROL_SOCKET, EVENTS_SOCKET, LOCK_
 
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
 MAX_SOCKET_PATH: Final = 103
+# Clients and rkd commands take the lock's shared side for a moment to see whether a
+# daemon runs (control.daemon_pid); a daemon holds the exclusive side for its life. So
+# a held lock is tried again for this long before it counts as another daemon's.
+LOCK_PATIENCE_SECS: Final = 1.0
 
 
 class RuntimeDirError(Exception):
@@ -57,9 +61,7 @@ class DaemonLock:
             raise RuntimeDirError(f"unsafe lock file: {e}") from None
         except OSError as e:
             raise RuntimeDirError(f"{self.path}: cannot open the lock: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_exclusive(fd):
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
             who = f" (pid {text})" if text.isdigit() else ""
@@ -134,3 +136,18 @@ def remove_sockets(runtime_dir: Path) -> list[Path]:
         except FileNotFoundError:
             pass
     return removed
+
+
+def _lock_exclusive(fd: int) -> bool:
+    """Take the exclusive flock on ``fd``, trying again while a probe may hold it."""
+    import time
+
+    end = time.monotonic() + LOCK_PATIENCE_SECS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.005)

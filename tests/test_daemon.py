@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import time
@@ -32,6 +33,49 @@ def test_second_daemon_refuses_to_start(sandbox: Sandbox, daemon: Daemon) -> Non
         f"Error: another rkd daemon (pid {daemon.proc.pid}) is already running for this user\n"
         == proc.stderr
     )
+
+
+def test_a_client_checking_for_the_daemon_does_not_stop_it_starting(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
+    """Clients and `rkd` commands ask whether a daemon runs by taking the lock file's
+    shared lock for a moment (control.daemon_pid). A daemon starting in such a moment
+    took that for another daemon and exited 78, which systemd does not restart (CI saw
+    it once, between two tests' daemons). Here a prober holds the shared lock most of
+    the time, in bursts of a few milliseconds, as busy clients would: the daemon starts."""
+    import fcntl
+    import threading
+
+    from rkd.client.wire import LOCK_FILE
+
+    first = start_daemon()
+    code, log = first.stop()
+    assert 0 == code, log
+    stop = threading.Event()
+
+    def probe() -> None:
+        fd = os.open(sandbox.settings.runtime_dir / LOCK_FILE, os.O_RDONLY)
+        try:
+            while not stop.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:  # the daemon has it now
+                    time.sleep(0.005)
+                    continue
+                time.sleep(0.004)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.0005)
+        finally:
+            os.close(fd)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        second = start_daemon()
+    finally:
+        stop.set()
+        prober.join()
+    assert second.proc.poll() is None
 
 
 def test_stale_sockets_of_a_dead_daemon_are_cleaned_up(
