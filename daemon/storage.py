@@ -208,9 +208,10 @@ class Storage:
             self.db.setbusytimeout(1000)
             # secure_delete: deleted rows are overwritten, not left readable in free pages
             # (after `rkd delete` and retention, the data must be gone from the file).
-            self.db.execute(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON"
-            )
+            # One statement per execute(): apsw runs a multi-statement string only as far
+            # as its cursor is read, and journal_mode returns a row (the rest never ran).
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"):
+                self.db.execute(f"PRAGMA {pragma}").fetchall()
             self._migrate()
         except (apsw.NotADBError, apsw.CorruptError) as e:
             with contextlib.suppress(Exception):

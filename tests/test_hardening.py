@@ -544,3 +544,26 @@ def test_the_newest_events_survive_the_size_cap_even_with_gaps_in_ids(tmp_path: 
     st.prune(retention_days=100_000, max_db_size_mb=1, vacuum=False)
     assert 100 <= st.count_events()
     st.close()
+
+
+def test_the_database_overwrites_what_it_deletes(tmp_path: Path) -> None:
+    """secure_delete and synchronous=NORMAL are set on every connection the daemon opens.
+    Both were given in one execute() string, and apsw runs a multi-statement string only
+    as far as its cursor is read: after `PRAGMA journal_mode=WAL` returned its row the
+    rest never ran (synchronous stayed FULL, secure_delete off), so a pruned row's text
+    stayed readable in the file's free pages."""
+    from rkd.daemon.storage import Storage
+
+    storage = Storage(tmp_path / "db.sqlite")
+    db = storage.db
+    assert (1, 1) == (db.execute("PRAGMA secure_delete").get, db.execute("PRAGMA synchronous").get)
+    marker = "SECRET-MARKER-" + uuid.uuid4().hex
+    with db:
+        db.execute("CREATE TABLE scratch(x TEXT)")
+        db.executemany("INSERT INTO scratch VALUES (?)", [(f"{marker}-{i}",) for i in range(200)])
+    with db:
+        db.execute("DELETE FROM scratch")
+    storage.checkpoint()
+    data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    storage.close()
+    assert marker.encode() not in data
