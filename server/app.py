@@ -31,6 +31,7 @@ from rkd.server.config import ServerSettings
 from rkd.server.dashboards import ROUTES as dashboards_routes
 from rkd.server.dashboards import Dashboards
 from rkd.server.guard import (
+    NONCES_FILE,
     RateLimiter,
     Refused,
     Replay,
@@ -63,7 +64,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.keys = load_keys(settings.keys_path)
-        self.replay = Replay()
+        self.replay = Replay(settings.data_dir / NONCES_FILE)
         self.key_limiter = RateLimiter(settings.key_rate_per_sec, settings.key_burst)
         self.report_limiter = RateLimiter(settings.report_rate_per_sec, settings.report_burst)
         self.limited_keys: set[str] = set()  # in the current anomaly window
@@ -104,6 +105,7 @@ class Server:
                 self.pool.shutdown(cancel_futures=True)
             self._log_anomalies()
             self.warehouse.close()
+            self.replay.close()
             log.info("server_stopped")
 
     async def _anomaly_lines(self) -> None:

@@ -9,18 +9,22 @@ one, so they are safe in a response, a log line and a metric label.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from rkd.client import cloud
 
 NONCE_TTL_SECS: Final = 2 * cloud.MAX_SKEW_SECS  # a nonce older than this fails the skew check
 MAX_NONCES: Final = 1_000_000  # ~100 MB at most; beyond it, refuse rather than forget
 MAX_BUCKETS: Final = 100_000
+NONCES_FILE: Final = "nonces.db"  # in the data folder: nonces outlive a restart
+NONCE_SWEEP_EVERY: Final = 1000  # inserts between deletions of expired nonces on disk
 
 
 class Refused(Exception):
@@ -95,10 +99,40 @@ class Signed:
 
 
 class Replay:
-    """Nonces seen within the skew window; a second use is refused."""
+    """Nonces seen within the skew window; a second use is refused.
 
-    def __init__(self) -> None:
+    With ``path`` (the server's data folder) they are also kept in a small SQLite file,
+    written before the request goes on and read back at start: a request replayed
+    after a restart, within the window, is refused as well. (A sender signs every try
+    afresh, so a retry never reuses a nonce.)"""
+
+    def __init__(self, path: Path | None = None, now: float | None = None) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._db: Any = None
+        self._inserts = 0
+        if path is None:
+            return
+        import apsw
+
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        try:
+            self._db = db = apsw.Connection(str(path))
+            for sql in (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",  # one each:
+                "CREATE TABLE IF NOT EXISTS nonces(nonce TEXT PRIMARY KEY,"  # a string
+                " at REAL NOT NULL) WITHOUT ROWID",
+            ):  # runs on as its cursor is read
+                db.execute(sql).fetchall()
+            self._sweep(time.time() if now is None else now)
+            for nonce, at in db.execute("SELECT nonce, at FROM nonces ORDER BY at LIMIT ?",
+                                        (MAX_NONCES,)):  # fmt: skip
+                self._seen[nonce] = float(at)
+        except (apsw.Error, TypeError, ValueError) as e:
+            raise OSError(
+                f"{path}: not a usable nonce store ({type(e).__name__}); it holds"
+                " only the last 10 minutes' nonces: move it aside"
+            ) from None
 
     def check(self, nonce: str, now: float) -> None:
         while self._seen and next(iter(self._seen.values())) < now - NONCE_TTL_SECS:
@@ -108,6 +142,19 @@ class Replay:
         if len(self._seen) >= MAX_NONCES:
             raise Refused(503, "busy", retry_after=5)
         self._seen[nonce] = now
+        if self._db is not None:
+            self._db.execute("INSERT OR REPLACE INTO nonces VALUES (?, ?)", (nonce, now))
+            self._inserts += 1
+            if self._inserts % NONCE_SWEEP_EVERY == 0:
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        self._db.execute("DELETE FROM nonces WHERE at < ?", (now - NONCE_TTL_SECS,))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 def verify(signed: Signed, keys: Mapping[str, bytes], method: str, path: str, body: bytes,

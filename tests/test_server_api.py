@@ -232,6 +232,33 @@ def test_a_replayed_nonce_is_401(server: RunningServer) -> None:
     refused(server, 401, "replay", good_events(1), nonce=nonce)
 
 
+def test_a_nonce_replayed_after_a_restart_is_401(tmp_path: Any) -> None:
+    """Nonces outlive a restart (nonces.db in the data folder): a signed request replayed
+    within the skew window after the server restarted is refused, not taken again.
+    Before, the nonces lived in memory and the replay passed authentication."""
+    nonce = uuid.uuid4().hex
+    first = start_server(tmp_path)
+    try:
+        assert 202 == post_batch(first, good_events(1), nonce=nonce)[0]
+    finally:
+        first.stop()
+    assert 0o600 == (tmp_path / "data" / "nonces.db").stat().st_mode & 0o777
+    second = start_server(tmp_path)
+    try:
+        got, _, answer = post_batch(second, good_events(1), nonce=nonce)
+        assert (401, {"error": "replay"}) == (got, answer)
+        assert 202 == post_batch(second, good_events(1))[0]  # a fresh nonce still goes
+    finally:
+        second.stop()
+
+
+def test_a_damaged_nonce_store_stops_the_server_with_a_clear_error(tmp_path: Any) -> None:
+    (tmp_path / "data").mkdir(mode=0o700)
+    (tmp_path / "data" / "nonces.db").write_bytes(b"not a database, but long enough" * 100)
+    with pytest.raises(RuntimeError, match=r"nonces\.db: not a usable nonce store"):
+        start_server(tmp_path)
+
+
 def test_a_key_over_its_rate_gets_429_with_retry_after(server: RunningServer) -> None:
     """Bursting one key past its bucket: 429 and Retry-After; other keys unaffected."""
     statuses, retry = [], None
