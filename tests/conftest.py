@@ -205,6 +205,14 @@ def sandbox() -> Iterator[Sandbox]:
     try:
         yield Sandbox(root, runtime)
     finally:
+        # A daemon the test started some other way (`rkd start`, a bare Daemon()) must
+        # not outlive its sandbox: whoever holds the lock in it is stopped.
+        from rkd.client.control import daemon_pid
+
+        pid = daemon_pid(runtime)
+        if pid is not None and pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -476,10 +476,13 @@ def test_rolling_confirmation_survives_a_daemon_restart(
     )
 
 
-def test_exit_is_immediate_when_no_daemon_holds_the_lock(sandbox: Sandbox, daemon: Daemon) -> None:
+def test_exit_is_immediate_when_no_daemon_holds_the_lock(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon]
+) -> None:
     """Issue 15: against a daemon that is provably gone (killed: nobody holds its lock),
     close() spooled the copies only after waiting the whole 200 ms for an answer that
     could not come. Now it does not wait; the events still land once, from the spool."""
+    daemon = start_daemon()
     app = sandbox.spawn_python(leaving_client(100, "orphan"))
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
@@ -490,7 +493,7 @@ def test_exit_is_immediate_when_no_daemon_holds_the_lock(sandbox: Sandbox, daemo
     out, err = app.communicate(timeout=60)
     assert 0 == app.returncode, err
     assert float(out) < 0.1, out
-    Daemon(sandbox)  # a new daemon stores the spooled copies, once
+    start_daemon()  # a new daemon stores the spooled copies, once
     wait_for(lambda: sandbox.count("event_type = 'thinktool_completed'") == 101, timeout=20,
              what="101 events")  # fmt: skip
 
