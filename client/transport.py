@@ -198,11 +198,7 @@ class Transport:
                 return
             end = _monotonic() + budget_secs
             with self._lock:
-                if self._deferred:
-                    self._undefer()
-                if self._batch:
-                    self._ship()
-                if not self._started:
+                if not self._ship_open():
                     return
                 self._drain()
             # Only a connected daemon is waited for (none: the backlog is spooled at once).
@@ -217,27 +213,31 @@ class Transport:
         except Exception:
             self.drop("internal_error")
 
-    def _flush_leaving(self, budget_secs: float) -> None:
-        """close()'s flush, lock held throughout: what cannot be confirmed in time is
-        spooled (copies) or claimed, and what could not be spooled is reported."""
-        final = True
+    def _ship_open(self) -> bool:
+        """Ship the open batch (with what a signal handler sent); whether the transport
+        has started at all (if not, there is nothing more to deliver)."""
         if self._deferred:
             self._undefer()
         if self._batch:
             self._ship()
-        if not self._started:
+        return self._started
+
+    def _flush_leaving(self, budget_secs: float) -> None:
+        """close()'s flush, lock held throughout: what cannot be confirmed in time is
+        spooled (copies) or claimed, and what could not be spooled is reported."""
+        if not self._ship_open():
             return
         # Leaving: spooling and teardown come out of the same budget, and against a
         # daemon that is provably gone (nobody holds its lock) nothing is waited for.
         end = _monotonic() + budget_secs
-        if final and self._sock is not None and not self._daemon_alive():
+        if self._sock is not None and not self._daemon_alive():
             end = 0.0
-        self._drain(self._until(end, final))
-        if not self._confirm(end, final) and final:
+        self._drain(self._until(end, final=True))
+        if not self._confirm(end, final=True):
             self._spill_copies()
         if self._backlog:
             self._spill()
-        if final and self._unreported:  # what the spool could not take, counted
+        if self._unreported:  # what the spool could not take, counted
             self._report(final=True)
 
     def close(self) -> None:
