@@ -7,6 +7,7 @@ parametrized test the moment it is added to the schema.
 from __future__ import annotations
 
 import datetime as dt
+import textwrap
 import uuid
 from typing import Any
 
@@ -77,11 +78,7 @@ def frame(payload: Payload, **over: Any) -> bytes:
 ALL_TYPES = PAYLOAD_TYPES
 
 
-def leaving_client(events: int, tool: str) -> str:
-    """Python for a client process that connects and has a warm-up event confirmed,
-    prints "ready", waits for a line on stdin, sends ``events`` ThinkTool events named
-    ``tool``, then prints how long ``tel.close()`` took, in seconds."""
-    return f"""
+READY_CLIENT = """\
 import sys, time
 from rkd.client import Telemetry
 tel = Telemetry(product="reasonkit-core", version="1.0.0")
@@ -89,10 +86,24 @@ tel.thinktool("warmup")
 tel.flush()  # connected, and the daemon confirmed the first event
 print("ready", flush=True)
 sys.stdin.readline()
-for i in range({events}):
-    tel.thinktool({tool!r}, duration_ms=i)
-t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
 """
+
+
+def ready_client(body: str) -> str:
+    """Python for a client process that connects and has a warm-up event confirmed,
+    prints "ready", waits for a line on stdin (``tests.conftest.go``), then runs
+    ``body`` (``tel`` is its Telemetry; ``sys`` and ``time`` are imported)."""
+    return READY_CLIENT + textwrap.dedent(body)
+
+
+def leaving_client(events: int, tool: str) -> str:
+    """:func:`ready_client` that sends ``events`` ThinkTool events named ``tool``, then
+    prints how long ``tel.close()`` took, in seconds."""
+    return ready_client(f"""
+        for i in range({events}):
+            tel.thinktool({tool!r}, duration_ms=i)
+        t = time.perf_counter(); tel.close(); print(time.perf_counter() - t, flush=True)
+    """)
 
 
 def events(n: int, tool: str = "gigathink") -> list[bytes]:

@@ -22,7 +22,7 @@ from rkd.client.wire import (
 )
 
 from tests.conftest import Daemon, Sandbox, go, wait_for
-from tests.samples import batch, events, frame, leaving_client
+from tests.samples import batch, events, frame, leaving_client, ready_client
 
 APP = "event_type = 'thinktool_completed'"
 
@@ -330,14 +330,9 @@ def test_an_emit_never_waits_for_another_threads_flush(sandbox: Sandbox, daemon:
     flush waits its whole budget for the daemon): another thread's emits meanwhile stay
     fast. Before, the flush held the client's lock all that time and every emit of the
     program waited for it."""
-    app = sandbox.spawn_python("""
-        import sys, threading, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
+    app = sandbox.spawn_python(
+        ready_client("""
+        import threading
         for i in range(30_000):
             tel.thinktool("fill", duration_ms=i)
         flusher = threading.Thread(target=tel.flush, args=(0.5,))
@@ -352,6 +347,7 @@ def test_an_emit_never_waits_for_another_threads_flush(sandbox: Sandbox, daemon:
             time.sleep(0.001)
         print(worst * 1000, (time.perf_counter() - t0) * 1000, flush=True)
     """)
+    )
     assert app.stdout is not None
     assert "ready\n" == app.stdout.readline()
     with daemon.frozen():

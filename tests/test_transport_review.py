@@ -21,7 +21,7 @@ from rkd.client.dropfile import DROPS_FILE, Claim, add_drops
 from rkd.client.wire import BATCH_TAG, StatusRequest, array_header
 
 from tests.conftest import Daemon, Sandbox, go, wait_for
-from tests.samples import batch, events
+from tests.samples import batch, events, ready_client
 
 Push = Callable[[list[bytes]], None]
 
@@ -234,14 +234,9 @@ def test_an_event_sent_while_close_runs_is_not_lost_silently(
     tore down: an event landing in between stayed in a transport no longer started.
     Now every event is delivered, spooled, or counted: stored + counted as lost = sent."""
     n = 25_000
-    app = sandbox.spawn_python(f"""
-        import sys, threading, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
+    app = sandbox.spawn_python(
+        ready_client(f"""
+        import threading
         for i in range({n}):
             tel.thinktool("gigathink", duration_ms=i)
         other, stop = [0], threading.Event()
@@ -261,6 +256,7 @@ def test_an_event_sent_while_close_runs_is_not_lost_silently(
         thread.join()
         print(other[0], flush=True)
     """)
+    )
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
     with daemon.frozen():
@@ -280,19 +276,14 @@ def test_close_with_many_unconfirmed_copies_stays_within_the_exit_budget(
     included) and tears down within the budget (generous bound for a loaded machine), and
     nothing is lost or doubled once the daemon runs again."""
     n = 20_000
-    app = sandbox.spawn_python(f"""
-        import sys, time
-        from rkd.client import Telemetry
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
+    app = sandbox.spawn_python(
+        ready_client(f"""
         for i in range({n}):
             tel.thinktool("gigathink", duration_ms=i)
         t = time.perf_counter(); tel.close(); took = time.perf_counter() - t
         print(took, tel._transport.spooled, flush=True)
     """)
+    )
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
     with daemon.frozen():
@@ -447,17 +438,13 @@ def test_a_rejected_event_is_counted_once_when_its_copy_is_spooled(
     """An application whose clock runs 3 days ahead sends 100 events while the daemon is
     frozen, and exits: the daemon gets the frames (they were in its socket) and the
     spooled copies. 100 events were refused, so `rejected.bad_timestamp` is 100, not 200
-    (the daemon confirms rejected numbers, but never sees the copies as the same events:
-    a rejected id is not remembered)."""
-    app = sandbox.spawn_python("""
-        import datetime as dt, sys
-        from rkd.client import Telemetry, schema as s
+    (the daemon confirms rejected numbers, and remembers the ids it refused, so the
+    copies count as duplicates)."""
+    app = sandbox.spawn_python(
+        ready_client("""
+        import datetime as dt
+        from rkd.client import schema as s
         from tests.samples import frame
-        tel = Telemetry(product="reasonkit-core", version="1.0.0")
-        tel.thinktool("warmup")
-        tel.flush()
-        print("ready", flush=True)
-        sys.stdin.readline()
         ahead = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
         for i in range(100):
             event = s.ThinkToolCompleted(tool_name="skewed", duration_ms=i)
@@ -465,6 +452,7 @@ def test_a_rejected_event_is_counted_once_when_its_copy_is_spooled(
         tel.close()
         print(tel._transport.spooled, flush=True)
     """)
+    )
     assert app.stdout is not None and app.stdin is not None
     assert "ready\n" == app.stdout.readline()
     with daemon.frozen():
