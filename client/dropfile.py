@@ -20,15 +20,13 @@ A file of the first format (counts only) is read and rewritten in this one.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file
+from rkd.client.files import UnsafePath, ensure_private_dir, lock_patiently, open_private_file
 from rkd.client.wire import DROP_REASONS
 
 DROPS_FILE: Final = "drops.bin"
@@ -77,19 +75,14 @@ def _write(fd: int, counts: list[int], claims: list[Claim]) -> None:
     os.ftruncate(fd, SIZE)
 
 
-LOCK_TRIES: Final = 20  # 1 ms apart: an update takes microseconds; a holder that stays is stuck
+LOCK_PATIENCE_SECS: Final = 0.02  # an update takes microseconds; a holder that stays is stuck
 
 
 def _lock(fd: int) -> None:
     """Take the file's exclusive lock within ~20 ms, or raise BlockingIOError: a process
     stopped (^Z) or hostile holding it must not freeze an exit or the daemon's loop."""
-    for _ in range(LOCK_TRIES - 1):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            time.sleep(0.001)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if not lock_patiently(fd, LOCK_PATIENCE_SECS, 0.001):
+        raise BlockingIOError("the drops file is held by another process")
 
 
 def _reason(reason: str) -> str:

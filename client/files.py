@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Final
 
@@ -144,3 +146,18 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
+
+
+def lock_patiently(fd: int, patience_secs: float, step_secs: float) -> bool:
+    """Take ``fd``'s exclusive flock, trying again every ``step_secs`` for up to
+    ``patience_secs`` (another process may hold it for a moment); whether it was taken.
+    Never blocks for good: a holder stopped (^Z) or hostile cannot freeze the caller."""
+    end = time.monotonic() + patience_secs
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(step_secs)

@@ -174,10 +174,8 @@ class Transport:
             self.drop("internal_error")
 
     def drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` events lost for ``reason``; reported to the daemon later."""
-        if self._lock._is_owned():  # (a signal handler: the interrupted call is not counting)
-            self._count(reason, n)
-            return
+        """Count ``n`` events lost for ``reason``; reported to the daemon later. (From a
+        signal handler inside a locked call, the RLock lets this one in: counting is safe.)"""
         with self._lock:
             self._count(reason, n)
 
@@ -319,9 +317,7 @@ class Transport:
     def _ship_slow(self, frames: list[bytes]) -> None:
         """Shipping when not connected, holding events back, or owing a drop report."""
         if self._closed:  # after the atexit hook: nothing would ship it later
-            written = self._spool(frames)
-            if written < len(frames):
-                self._count("spool_full", len(frames) - written)
+            self._spool_or_count(frames)
             if self._unreported:
                 self._report(final=True)
             return
@@ -608,6 +604,9 @@ class Transport:
         frames = list(self._backlog)
         self._backlog.clear()
         self._backlog_bytes = 0
+        self._spool_or_count(frames)
+
+    def _spool_or_count(self, frames: list[bytes]) -> None:
         written = self._spool(frames)
         if written < len(frames):
             self._count("spool_full", len(frames) - written)

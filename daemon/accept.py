@@ -110,16 +110,16 @@ class ConsentGate:
         category = item.envelope.payload.category
         if category not in self.categories:
             raise Rejected("category_off")
-        since = self.since.get(category)
-        if since is not None and (
-            item.envelope.timestamp < since or (item.written is not None and item.written < since)
-        ):
+        since = self.since.get(category)  # (None checked here: no call per event)
+        if since is not None and _recorded_before(item, since):
             raise Rejected("before_consent")
-        erased = self.erased
-        if erased is not None and (
-            item.envelope.timestamp < erased or (item.written is not None and item.written < erased)
-        ):
+        if self.erased is not None and _recorded_before(item, self.erased):
             raise Rejected("before_deletion")
+
+
+def _recorded_before(item: Item, moment: dt.datetime) -> bool:
+    """Dated before ``moment``, or in a spool file written before it."""
+    return item.envelope.timestamp < moment or (item.written is not None and item.written < moment)
 
 
 def consent_moments(settings: Settings) -> dict[str, dt.datetime]:

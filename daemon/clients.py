@@ -35,8 +35,8 @@ from typing import Final
 import msgspec
 from rkd.client.dropfile import Claim
 
-# The saved ledger: [client, first, high, written] per connection, oldest first.
-_Saved = list[tuple[int, int, int, int]]
+# The saved ledger: [client, first, written] per connection, oldest first.
+_Saved = list[tuple[int, int, int]]
 _decode_saved = msgspec.msgpack.Decoder(_Saved).decode
 
 MAX_CLIENTS: Final = 4096
@@ -110,10 +110,10 @@ class ClientLedger:
         return conn is not None and conn.high > conn.written
 
     def dump(self) -> bytes:
-        """The connections, for the next daemon (written only: taken and unwritten
-        numbers were not stored)."""
+        """The connections, for the next daemon: what each had written (numbers taken
+        and not written were not stored, so the next daemon counts them from there)."""
         return msgspec.msgpack.encode(
-            [(c, conn.first, conn.written, conn.written) for c, conn in self._conns.items()]
+            [(c, conn.first, conn.written) for c, conn in self._conns.items()]
         )
 
     def load(self, data: object) -> None:
@@ -125,10 +125,10 @@ class ClientLedger:
             saved = _decode_saved(data)
         except (msgspec.DecodeError, RecursionError):
             return
-        for client, first, high, written in saved[-MAX_CLIENTS:]:
-            if 0 < client < 1 << 63 and 0 < first <= high + 1 and 0 <= written <= high < 1 << 63:
+        for client, first, written in saved[-MAX_CLIENTS:]:
+            if 0 < client < 1 << 63 and 0 < first <= written + 1 and written < 1 << 63:
                 conn = self._conns[client] = _Conn(first)
-                conn.high, conn.written, conn.loaded = high, written, True
+                conn.high, conn.written, conn.loaded = written, written, True
 
     def forget(self) -> None:
         """After `rkd delete`: numbers stay meaningful (clients go on counting), but no

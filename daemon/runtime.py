@@ -8,14 +8,19 @@ not a socket of ours. Each refusal is a RuntimeDirError, which restarting cannot
 
 from __future__ import annotations
 
-import fcntl
 import os
 import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
+from rkd.client.files import (
+    UnsafePath,
+    check_private_path,
+    ensure_private_dir,
+    lock_patiently,
+    open_private_file,
+)
 from rkd.client.wire import BATCHES_SOCKET, CONTROL_SOCKET, EVENTS_SOCKET, LOCK_FILE
 
 # sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
@@ -61,7 +66,7 @@ class DaemonLock:
             raise RuntimeDirError(f"unsafe lock file: {e}") from None
         except OSError as e:
             raise RuntimeDirError(f"{self.path}: cannot open the lock: {e.strerror}") from None
-        if not _lock_exclusive(fd):
+        if not lock_patiently(fd, LOCK_PATIENCE_SECS, 0.005):
             text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             os.close(fd)
             who = f" (pid {text})" if text.isdigit() else ""
@@ -136,18 +141,3 @@ def remove_sockets(runtime_dir: Path) -> list[Path]:
         except FileNotFoundError:
             pass
     return removed
-
-
-def _lock_exclusive(fd: int) -> bool:
-    """Take the exclusive flock on ``fd``, trying again while a probe may hold it."""
-    import time
-
-    end = time.monotonic() + LOCK_PATIENCE_SECS
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.005)

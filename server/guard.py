@@ -106,7 +106,7 @@ class Replay:
     after a restart, within the window, is refused as well. (A sender signs every try
     afresh, so a retry never reuses a nonce.)"""
 
-    def __init__(self, path: Path | None = None, now: float | None = None) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._db: Any = None
         self._inserts = 0
@@ -117,14 +117,16 @@ class Replay:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         try:
             self._db = db = apsw.Connection(str(path))
+            # One statement per execute(): apsw runs a multi-statement string only as far
+            # as its cursor is read, and journal_mode returns a row.
             for sql in (
                 "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=NORMAL",  # one each:
-                "CREATE TABLE IF NOT EXISTS nonces(nonce TEXT PRIMARY KEY,"  # a string
-                " at REAL NOT NULL) WITHOUT ROWID",
-            ):  # runs on as its cursor is read
+                "PRAGMA synchronous=NORMAL",
+                "CREATE TABLE IF NOT EXISTS nonces(nonce TEXT PRIMARY KEY, at REAL NOT NULL)"
+                " WITHOUT ROWID",
+            ):
                 db.execute(sql).fetchall()
-            self._sweep(time.time() if now is None else now)
+            self._sweep(time.time())
             for nonce, at in db.execute("SELECT nonce, at FROM nonces ORDER BY at LIMIT ?",
                                         (MAX_NONCES,)):  # fmt: skip
                 self._seen[nonce] = float(at)

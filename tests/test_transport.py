@@ -297,8 +297,8 @@ def test_a_clean_restart_keeps_what_each_connection_stored(
     [
         b"\x91" * 5000 + b"\xc0",  # nested 5,000 deep
         b"\xff\xfe",  # not msgpack
-        msgspec.msgpack.encode([[41, 1, 5, 9]]),  # written past taken
-        msgspec.msgpack.encode([[41, 0, 5, 5], [-1, 1, 5, 5], [2**64 - 1, 1, 5, 5]]),
+        msgspec.msgpack.encode([[41, 9, 5]]),  # a first number past what was written
+        msgspec.msgpack.encode([[41, 0, 5], [-1, 1, 5], [2**64 - 1, 1, 5], [41, 1, 2**63]]),
         msgspec.msgpack.encode({"41": 5}),
         "a string, not bytes",
     ],
