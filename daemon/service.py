@@ -174,7 +174,9 @@ class Daemon:
     def _stages(self) -> tuple[Any, ...]:
         erased_ms = self.storage.meta("erased_ms")  # the last `rkd delete`
         erased = None
-        if isinstance(erased_ms, int):
+        # The database is input too: a moment no deletion can have had (not a time, or
+        # more than a day ahead, which would refuse everything until then) is ignored.
+        if isinstance(erased_ms, int) and 0 < erased_ms <= now_ms() + DAY_MS:
             erased = dt.datetime.fromtimestamp(erased_ms / 1000, dt.UTC)
         return build_stages(self.settings, self.firewall, self.seen, self.writer.pending,
                             self.synthesis.stamp, self._error_seen, erased)  # fmt: skip

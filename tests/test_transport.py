@@ -373,3 +373,39 @@ def test_a_flush_with_no_daemon_spools_at_once(sandbox: Sandbox) -> None:
     took_ms, spooled = out.split()
     assert "10" == spooled
     assert float(took_ms) < 300, out
+
+
+def test_rkd_flush_takes_the_drops_file_at_once(sandbox: Sandbox, daemon: Daemon) -> None:
+    """`rkd flush` writes the losses applications left in the drops file, as it ingests
+    the spool: they are in the counters when it returns, not after the next 5 s scan."""
+    from rkd.client.dropfile import add_drops
+
+    assert add_drops(sandbox.settings.spool_dir, {"spool_full": 7})
+    daemon.flush()
+    assert 7 == daemon.counter("client_drop.spool_full")
+
+
+@pytest.mark.parametrize(
+    "erased",
+    [2**62, -(2**62), 4_102_444_800_000, "yesterday", b"\x00" * 8, 1.5e300],
+    ids=["huge", "negative", "year-2100", "text", "blob", "real"],
+)
+def test_a_damaged_erasure_moment_does_not_stop_the_daemon(
+    sandbox: Sandbox, start_daemon: Any, erased: Any
+) -> None:
+    """The erasure moment is read from the database (meta erased_ms) at start: a value out
+    of any date's range crashed the daemon at every start; one far in the future would
+    refuse every event until then. Those, and values of the wrong type, are ignored: the
+    daemon starts and stores."""
+    import apsw
+
+    first = start_daemon()
+    code, log = first.stop()
+    assert 0 == code, log
+    db = apsw.Connection(str(sandbox.settings.db_path))
+    with db:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('erased_ms', ?)", (erased,))
+    db.close()
+    second = start_daemon()
+    _pusher(sandbox)([batch(51, 1, events(3))])
+    wait_for(lambda: second.flush() >= 0 and sandbox.count(APP) == 3, what="three stored")
