@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -309,17 +309,9 @@ def test_a_damaged_saved_ledger_is_ignored(
 ) -> None:
     """The database is an entry point too: a saved ledger that is damaged or forged is
     ignored (the daemon starts, and confirms nothing it did not store)."""
-    import apsw
     from rkd.client.control import request
 
-    first = start_daemon()
-    code, log = first.stop()
-    assert 0 == code, log
-    db = apsw.Connection(str(sandbox.settings.db_path))
-    with db:
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('client_ledger', ?)", (saved,))
-    db.close()
-    second = start_daemon()
+    second = _restarted_with_meta(sandbox, start_daemon, "client_ledger", saved)
     answer = request(sandbox.settings.runtime_dir, ConfirmRequest(client=41, upto=5))
     assert 0 == answer.stored
     assert second.status().counters.get("internal_error.start", 0) == 0
@@ -397,6 +389,14 @@ def test_a_damaged_erasure_moment_does_not_stop_the_daemon(
     of any date's range crashed the daemon at every start; one far in the future would
     refuse every event until then. Those, and values of the wrong type, are ignored: the
     daemon starts and stores."""
+    second = _restarted_with_meta(sandbox, start_daemon, "erased_ms", erased)
+    _pusher(sandbox)([batch(51, 1, events(3))])
+    wait_for(lambda: second.flush() >= 0 and sandbox.count(APP) == 3, what="three stored")
+
+
+def _restarted_with_meta(sandbox: Sandbox, start_daemon: Any, key: str, value: Any) -> Daemon:
+    """A daemon started on a database whose meta ``key`` was set to ``value`` while none
+    ran (after a first daemon made and left the database)."""
     import apsw
 
     first = start_daemon()
@@ -404,8 +404,6 @@ def test_a_damaged_erasure_moment_does_not_stop_the_daemon(
     assert 0 == code, log
     db = apsw.Connection(str(sandbox.settings.db_path))
     with db:
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('erased_ms', ?)", (erased,))
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
     db.close()
-    second = start_daemon()
-    _pusher(sandbox)([batch(51, 1, events(3))])
-    wait_for(lambda: second.flush() >= 0 and sandbox.count(APP) == 3, what="three stored")
+    return cast(Daemon, start_daemon())
