@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
+from os.path import isabs, join
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
@@ -25,8 +25,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
     from rkd.client.consent import ConsentRecord
+    from rkd.client.files import StrPath
 
 DB_FILENAME: Final = ".rk_telemetry.db"
 MAX_CONFIG_BYTES: Final = 1 << 20  # a config file is a few hundred bytes; refuse a huge one
@@ -101,16 +103,23 @@ class TelemetryConfigFile(Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     prices: dict[PriceKey, ModelPrice] = {}
 
 
+class Paths(Struct, frozen=True, kw_only=True):
+    """Where rkd keeps its files, as text. An application's start-up never loads pathlib
+    (~4 ms with what it imports); the daemon and CLI read them as Paths from Settings."""
+
+    config: str  # the config file
+    db: str  # the database
+    data: str  # the data folder (consent record, salt)
+    spool: str  # the spool folder, inside the data folder
+    runtime: str  # the runtime folder (lock, sockets)
+
+
 class Settings(Struct, frozen=True, kw_only=True):
     """Everything the client, daemon and CLI need, resolved once and passed explicitly."""
 
     enabled: bool
     decided_by: str  # which switch decided `enabled`, e.g. "env:DO_NOT_TRACK" or "default"
-    config_path: Path
-    db_path: Path
-    data_dir: Path
-    spool_dir: Path
-    runtime_dir: Path
+    paths: Paths
     community_contribution: bool
     cloud_sync: bool  # Pro cloud sync asked for (sync_enabled or RK_TELEMETRY_CLOUD_SYNC)
     sync_endpoint: str
@@ -123,47 +132,80 @@ class Settings(Struct, frozen=True, kw_only=True):
     categories: frozenset[str]  # consent categories whose events may be stored
     prices: dict[str, ModelPrice]  # model id prefix -> price, overriding the shipped table
 
+    @property
+    def config_path(self) -> Path:
+        return _path(self.paths.config)
+
+    @property
+    def db_path(self) -> Path:
+        return _path(self.paths.db)
+
+    @property
+    def data_dir(self) -> Path:
+        return _path(self.paths.data)
+
+    @property
+    def spool_dir(self) -> Path:
+        return _path(self.paths.spool)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return _path(self.paths.runtime)
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path  # loaded by whoever asks for a Path: the daemon, the CLI
+
+    return Path(text)
+
 
 # -- paths ---------------------------------------------------------------------------------
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("HOME") or Path.home())
+def _clean(path: str) -> str:
+    """``path`` as pathlib would write it: no repeated slashes, no "." parts, no
+    trailing slash (".." stays: it may cross a symlink)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
 
 
-def _xdg(env: Mapping[str, str], var: str, default: str) -> Path:
+def _home(env: Mapping[str, str]) -> str:
+    return env.get("HOME") or os.path.expanduser("~")
+
+
+def _xdg(env: Mapping[str, str], var: str, default: str) -> str:
     value = env.get(var, "")
     # The XDG spec says relative values are invalid and must be ignored.
-    return Path(value) if os.path.isabs(value) else _home(env) / default
+    return _clean(value if isabs(value) else join(_home(env), default))
 
 
-def _expand(value: str, env: Mapping[str, str]) -> Path:
+def _expand(value: str, env: Mapping[str, str]) -> str:
     """``~`` expanded with the HOME of ``env`` (not necessarily this process's)."""
     if value == "~" or value.startswith("~/"):
-        return _home(env) / value[2:]
-    return Path(value)
+        return _clean(join(_home(env), value[2:]))
+    return _clean(value)
 
 
-def config_path(env: Mapping[str, str]) -> Path:
+def config_path(env: Mapping[str, str]) -> str:
     """``RK_CONFIG``, else ``$XDG_CONFIG_HOME/reasonkit/config.toml``."""
     if env.get("RK_CONFIG"):
         return _expand(env["RK_CONFIG"], env)
-    return _xdg(env, "XDG_CONFIG_HOME", ".config") / "reasonkit" / "config.toml"
+    return join(_xdg(env, "XDG_CONFIG_HOME", ".config"), "reasonkit", "config.toml")
 
 
-def data_dir(env: Mapping[str, str]) -> Path:
+def data_dir(env: Mapping[str, str]) -> str:
     """``$XDG_DATA_HOME/reasonkit`` (default ``~/.local/share/reasonkit``)."""
-    return _xdg(env, "XDG_DATA_HOME", ".local/share") / "reasonkit"
+    return join(_xdg(env, "XDG_DATA_HOME", ".local/share"), "reasonkit")
 
 
-def runtime_dir(env: Mapping[str, str]) -> Path:
+def runtime_dir(env: Mapping[str, str]) -> str:
     """Per-user socket folder: ``$XDG_RUNTIME_DIR/rkd``, else ``<tmp>/rkd-<uid>``."""
     base = env.get("XDG_RUNTIME_DIR", "")
-    if os.path.isabs(base):
-        return Path(base) / "rkd"
+    if isabs(base):
+        return join(_clean(base), "rkd")
     import tempfile  # ~5 ms (it loads random and shutil): only without XDG_RUNTIME_DIR
 
-    return Path(tempfile.gettempdir()) / f"rkd-{os.getuid()}"
+    return join(_clean(tempfile.gettempdir()), f"rkd-{os.getuid()}")
 
 
 # -- environment ---------------------------------------------------------------------------
@@ -172,7 +214,7 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
 # -- config file ---------------------------------------------------------------------------
 
 
-def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
+def _explain(err: msgspec.ValidationError, path: StrPath) -> ConfigError:
     text = str(err)
     if " - at `key` in `$" in text:  # a dict key, e.g. a model id in [telemetry.prices]
         where = text.rsplit("`$", 1)[1].rstrip("`")
@@ -194,7 +236,7 @@ def _explain(err: msgspec.ValidationError, path: Path) -> ConfigError:
     return ConfigError(f"{path}: {key}: {message[0].lower()}{message[1:]}")
 
 
-def read_small_file(path: Path, limit: int) -> bytes:
+def read_small_file(path: StrPath, limit: int) -> bytes:
     """The bytes of the regular file ``path``; at most ``limit`` bytes, read without blocking.
 
     The files rkd reads (config.toml, consent.json) belong to the user, but a mistake or a
@@ -218,7 +260,7 @@ def read_small_file(path: Path, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def read_config_file(path: Path) -> TelemetryConfigFile:
+def read_config_file(path: StrPath) -> TelemetryConfigFile:
     """Read ``[telemetry]`` from a TOML file; a missing file gives the defaults.
 
     Every problem is one ConfigError naming the file, a hostile file included (huge,
@@ -228,7 +270,7 @@ def read_config_file(path: Path) -> TelemetryConfigFile:
     return _convert(section, path)
 
 
-def _read_section(path: Path) -> tuple[dict[str, Any], str]:
+def _read_section(path: StrPath) -> tuple[dict[str, Any], str]:
     """``[telemetry]`` of the file as parsed TOML, and the file's text ("" if missing)."""
     try:
         raw = read_small_file(path, MAX_CONFIG_BYTES)
@@ -255,7 +297,7 @@ def _read_section(path: Path) -> tuple[dict[str, Any], str]:
     return section, text
 
 
-def _convert(section: dict[str, Any], path: Path) -> TelemetryConfigFile:
+def _convert(section: dict[str, Any], path: StrPath) -> TelemetryConfigFile:
     if not section:  # no file, or no [telemetry] in it: the defaults, without building
         return TelemetryConfigFile()  # msgspec's type info (~1 ms of every start)
     try:
@@ -272,7 +314,7 @@ def _convert(section: dict[str, Any], path: Path) -> TelemetryConfigFile:
 MAX_IGNORED_KEYS: Final = 100  # keys left out of one file before giving up on all of it
 
 
-def read_config_leniently(path: Path) -> tuple[TelemetryConfigFile, list[str]]:
+def read_config_leniently(path: StrPath) -> tuple[TelemetryConfigFile, list[str]]:
     """Like :func:`read_config_file`, but what cannot be used is left out, not fatal.
 
     For the commands that exercise the user's rights (disable, delete, export, stop)
@@ -362,14 +404,14 @@ def _line_of(text: str, keys: list[str]) -> int | None:
     return None
 
 
-def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: Path) -> Path:
+def _db_path(env: Mapping[str, str], file: TelemetryConfigFile, cfg: str) -> str:
     if env.get("RK_TELEMETRY_PATH"):
         p, where = _expand(env["RK_TELEMETRY_PATH"], env), "RK_TELEMETRY_PATH"
     elif file.db_path is not None:
         p, where = _expand(file.db_path, env), f"{cfg}: telemetry.db_path"
     else:
-        return data_dir(env) / DB_FILENAME
-    if not p.is_absolute():
+        return join(data_dir(env), DB_FILENAME)
+    if not isabs(p):
         raise ConfigError(f"{where}: must be an absolute path (or start with ~)")
     return p
 
@@ -428,15 +470,14 @@ def _load(env: Mapping[str, str], warnings: list[str] | None) -> Settings:
     try:
         db_path = _db_path(env, file, cfg)
     except ConfigError as e:
-        db_path = problem(e, data_dir(env) / DB_FILENAME, "using the default database")
+        db_path = problem(e, join(dd, DB_FILENAME), "using the default database")
+    paths = Paths(
+        config=cfg, db=db_path, data=dd, spool=join(dd, "spool"), runtime=runtime_dir(env)
+    )
     return Settings(
         enabled=enabled,
         decided_by=decided_by,
-        config_path=cfg,
-        db_path=db_path,
-        data_dir=dd,
-        spool_dir=dd / "spool",
-        runtime_dir=runtime_dir(env),
+        paths=paths,
         community_contribution=env_bool("RK_TELEMETRY_COMMUNITY", file.community_contribution),
         cloud_sync=env_bool("RK_TELEMETRY_CLOUD_SYNC", file.sync_enabled),
         sync_endpoint=_sync_endpoint(env, file.sync_endpoint, problem),
@@ -469,7 +510,7 @@ def _sync_endpoint(env: Mapping[str, str], default: str, problem: Any) -> str:
 
 
 def _decide(
-    env: Mapping[str, str], file: TelemetryConfigFile, data: Path
+    env: Mapping[str, str], file: TelemetryConfigFile, data: StrPath
 ) -> tuple[bool, str, frozenset[str]]:
     """(enabled, what decided it, consented categories) from ``env``, the file, the record."""
     from rkd.client.schema import CATEGORIES  # not at import: the kill-switch path skips it
@@ -501,12 +542,12 @@ def categories_now(settings: Settings, env: Mapping[str, str]) -> frozenset[str]
     """
     if kill_switch(env) is not None:
         return frozenset()
-    file = read_config_file(settings.config_path)
-    enabled, _, categories = _decide(env, file, settings.data_dir)
+    file = read_config_file(settings.paths.config)
+    enabled, _, categories = _decide(env, file, settings.paths.data)
     return categories if enabled else frozenset()
 
 
-def _consent(data: Path) -> ConsentRecord | None:
+def _consent(data: StrPath) -> ConsentRecord | None:
     from rkd.client.consent import ConsentError, read_consent
 
     try:

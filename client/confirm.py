@@ -11,6 +11,7 @@ releases the copies of events 1..N at once. No answer only means asking again la
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -51,7 +52,7 @@ class RollingConfirm:
             if self.sock is None:
                 self.sock = t._ctx.socket(t._zmq.DEALER)
                 self.sock.setsockopt(t._zmq.LINGER, 0)
-                self.sock.connect(f"ipc://{t._runtime_dir / CONTROL_SOCKET}")
+                self.sock.connect(f"ipc://{os.path.join(t._runtime_dir, CONTROL_SOCKET)}")
             ask = ConfirmRequest(client=t.client, upto=t.sent)
             self.sock.send_multipart([b"", msgspec.msgpack.encode(ask)], _NOBLOCK)
         except t._zmq_error:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from pathlib import Path
-from typing import Final, Literal
+from os.path import join
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
 from msgspec import Struct
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_atomic
 from rkd.client.schema import CATEGORIES, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from rkd.client.files import StrPath
 
 CONSENT_FILE: Final = "consent.json"
 CONSENT_TEXT_VERSION: Final = "1"
@@ -45,8 +48,8 @@ class ConsentFile(Struct, kw_only=True):
     history: list[ConsentRecord] = []
 
 
-def consent_path(data_dir: Path) -> Path:
-    return data_dir / CONSENT_FILE
+def consent_path(data_dir: StrPath) -> str:
+    return join(data_dir, CONSENT_FILE)
 
 
 def now_iso() -> str:
@@ -54,7 +57,7 @@ def now_iso() -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def read_consent(data_dir: Path) -> ConsentFile:
+def read_consent(data_dir: StrPath) -> ConsentFile:
     """The consent file; an empty one when the user has never decided.
 
     Every problem is one ConsentError naming the file, a hostile file included (huge,
@@ -89,7 +92,7 @@ def read_consent(data_dir: Path) -> ConsentFile:
     return record
 
 
-def record_decision(data_dir: Path, record: ConsentRecord) -> ConsentFile:
+def record_decision(data_dir: StrPath, record: ConsentRecord) -> ConsentFile:
     """Make ``record`` the current decision, keeping the earlier one in the history."""
     current = read_consent(data_dir)
     if current.current is not None:
@@ -137,7 +140,7 @@ def parse_at(text: str) -> dt.datetime:
     return t.astimezone(dt.UTC) if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def consent_dict(data_dir: Path) -> dict[str, object] | None:
+def consent_dict(data_dir: StrPath) -> dict[str, object] | None:
     """The consent file as plain data (for `rkd status` and exports), or None if never decided."""
     f = read_consent(data_dir)
     if f.current is None and not f.history:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from pathlib import Path
-from typing import Any, Final
+from os.path import join
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from rkd.client.files import UnsafePath, check_private_path, ensure_private_dir, open_private_file
 from rkd.client.wire import CONTROL_SOCKET, LOCK_FILE, ControlRequest, Reply, StatusRequest
+
+if TYPE_CHECKING:
+    from rkd.client.files import StrPath
 
 
 class DaemonUnavailable(Exception):
@@ -56,7 +59,7 @@ def process_stopped(pid: int) -> bool:
     return stat_line[stat_line.rfind(b")") + 2 :][:1] in (b"T", b"t")
 
 
-def check_runtime_dir(runtime_dir: Path, sock: str | None = None) -> bool:
+def check_runtime_dir(runtime_dir: StrPath, sock: str | None = None) -> bool:
     """Verify ``runtime_dir`` before any use; False when it does not exist (no daemon).
 
     It must be a real folder of ours (a loose mode is tightened to 0700), its lock, if
@@ -65,9 +68,9 @@ def check_runtime_dir(runtime_dir: Path, sock: str | None = None) -> bool:
     """
     try:
         ensure_private_dir(runtime_dir, create=False)
-        check_private_path(runtime_dir / LOCK_FILE, stat.S_IFREG)
+        check_private_path(join(runtime_dir, LOCK_FILE), stat.S_IFREG)
         if sock is not None:
-            check_private_path(runtime_dir / sock, stat.S_IFSOCK)
+            check_private_path(join(runtime_dir, sock), stat.S_IFSOCK)
     except UnsafePath as e:
         raise UnsafeRuntimeDir(f"refusing an unsafe rkd runtime folder: {e}") from None
     except FileNotFoundError:
@@ -77,7 +80,7 @@ def check_runtime_dir(runtime_dir: Path, sock: str | None = None) -> bool:
     return True
 
 
-def daemon_pid(runtime_dir: Path) -> int | None:
+def daemon_pid(runtime_dir: StrPath) -> int | None:
     """Pid of our daemon holding the lock in ``runtime_dir``, or None if none runs.
 
     The daemon holds an exclusive ``flock`` for its whole life, so a stale lock file or
@@ -88,7 +91,7 @@ def daemon_pid(runtime_dir: Path) -> int | None:
     try:
         if not check_runtime_dir(runtime_dir):
             return None
-        fd = open_private_file(runtime_dir / LOCK_FILE, os.O_RDONLY, tighten=False)
+        fd = open_private_file(join(runtime_dir, LOCK_FILE), os.O_RDONLY, tighten=False)
     except (DaemonUnavailable, OSError):
         return None
     try:
@@ -103,7 +106,7 @@ def daemon_pid(runtime_dir: Path) -> int | None:
     return None
 
 
-def listener(path: Path, timeout_secs: float = 1.0) -> tuple[int, int] | None:
+def listener(path: StrPath, timeout_secs: float = 1.0) -> tuple[int, int] | None:
     """(pid, uid) of the process listening on the unix socket ``path``, from the kernel.
 
     Linux's ``SO_PEERCRED`` on a plain connection gives the credentials the listener had
@@ -117,12 +120,12 @@ def listener(path: Path, timeout_secs: float = 1.0) -> tuple[int, int] | None:
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_secs)
-        s.connect(str(path))
+        s.connect(os.fspath(path))
         pid, uid, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return pid, uid
 
 
-def verified_daemon_pid(runtime_dir: Path) -> int | None:
+def verified_daemon_pid(runtime_dir: StrPath) -> int | None:
     """Pid of our daemon, proven before anyone signals it; None when none runs.
 
     Proof: the folder, lock and control socket pass :func:`check_runtime_dir`, the lock
@@ -136,7 +139,7 @@ def verified_daemon_pid(runtime_dir: Path) -> int | None:
     pid = daemon_pid(runtime_dir)
     if pid is None:
         return None
-    lock, sock = runtime_dir / LOCK_FILE, runtime_dir / CONTROL_SOCKET
+    lock, sock = join(runtime_dir, LOCK_FILE), join(runtime_dir, CONTROL_SOCKET)
     if pid <= 0:
         raise UnsafeRuntimeDir(f"{lock}: held, but it names no pid; not signalling anyone")
     try:
@@ -152,7 +155,7 @@ def verified_daemon_pid(runtime_dir: Path) -> int | None:
 
 
 def request(
-    runtime_dir: Path,
+    runtime_dir: StrPath,
     req: ControlRequest,
     timeout_ms: int = 5000,
     ctx: Any = None,
@@ -180,7 +183,7 @@ def request(
     return _ask(runtime_dir, req, timeout_ms, ctx, pid)
 
 
-def _ask(runtime_dir: Path, req: ControlRequest, timeout_ms: int, ctx: Any, pid: int) -> Reply:
+def _ask(runtime_dir: StrPath, req: ControlRequest, timeout_ms: int, ctx: Any, pid: int) -> Reply:
     import zmq
 
     sock = ctx.socket(zmq.REQ)
@@ -188,7 +191,7 @@ def _ask(runtime_dir: Path, req: ControlRequest, timeout_ms: int, ctx: Any, pid:
     sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
     sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
     try:
-        sock.connect(f"ipc://{runtime_dir / CONTROL_SOCKET}")
+        sock.connect(f"ipc://{join(runtime_dir, CONTROL_SOCKET)}")
         sock.send(msgspec.msgpack.encode(req))
         return msgspec.msgpack.decode(sock.recv(), type=Reply)
     except zmq.Again:

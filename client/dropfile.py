@@ -23,11 +23,14 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Final, NamedTuple
+from os.path import join
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from rkd.client.files import UnsafePath, ensure_private_dir, lock_patiently, open_private_file
 from rkd.client.wire import DROP_REASONS
+
+if TYPE_CHECKING:
+    from rkd.client.files import StrPath
 
 DROPS_FILE: Final = "drops.bin"
 MAGIC: Final = b"RKDROP02"
@@ -89,7 +92,7 @@ def _reason(reason: str) -> str:
     return reason if reason in DROP_REASONS else "other"
 
 
-def add_drops(spool_dir: Path, drops: Mapping[str, int], claims: Iterable[Claim] = ()) -> bool:
+def add_drops(spool_dir: StrPath, drops: Mapping[str, int], claims: Iterable[Claim] = ()) -> bool:
     """Add ``drops`` (reason -> n) and ``claims`` to the file; False if it could not be
     written. A claim with no free slot is added to the counts instead."""
     claims = [c._replace(reason=_reason(c.reason)) for c in claims if c.last >= c.first]
@@ -97,7 +100,7 @@ def add_drops(spool_dir: Path, drops: Mapping[str, int], claims: Iterable[Claim]
         return True
     try:
         ensure_private_dir(spool_dir)
-        fd = open_private_file(spool_dir / DROPS_FILE, os.O_RDWR | os.O_CREAT)
+        fd = open_private_file(join(spool_dir, DROPS_FILE), os.O_RDWR | os.O_CREAT)
     except (OSError, UnsafePath):
         return False
     try:
@@ -120,11 +123,11 @@ def add_drops(spool_dir: Path, drops: Mapping[str, int], claims: Iterable[Claim]
         os.close(fd)
 
 
-def take_drops(spool_dir: Path) -> tuple[dict[str, int], list[Claim]]:
+def take_drops(spool_dir: StrPath) -> tuple[dict[str, int], list[Claim]]:
     """The daemon's side: the counts and claims since the last take (then none). Nothing
     when the file is missing or not one of ours (UnsafePath is the caller's to log)."""
     try:
-        fd = open_private_file(spool_dir / DROPS_FILE, os.O_RDWR, tighten=False)
+        fd = open_private_file(join(spool_dir, DROPS_FILE), os.O_RDWR, tighten=False)
     except FileNotFoundError:
         return {}, []
     try:

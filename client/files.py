@@ -20,8 +20,14 @@ import fcntl
 import os
 import stat
 import time
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    # A path as the daemon and CLI hold it (pathlib.Path) or as the client does (str):
+    # the client's start-up never imports pathlib, ~4 ms with urllib.parse and ipaddress.
+    StrPath = str | PathLike[str]
 
 # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
 _OPEN_FLAGS: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -38,13 +44,13 @@ class UnsafePath(PermissionError):
     """A path rkd will not use. ``reason``: symlink, not_directory, not_regular,
     not_socket or not_owned. The message is one line naming the path."""
 
-    def __init__(self, path: Path, reason: str, what: str) -> None:
+    def __init__(self, path: StrPath, reason: str, what: str) -> None:
         super().__init__(f"{path}: {what}")
         self.path = path
         self.reason = reason
 
 
-def verify(path: Path, st: os.stat_result, expect: int) -> None:
+def verify(path: StrPath, st: os.stat_result, expect: int) -> None:
     """Raise UnsafePath unless ``st`` (of ``path``, from lstat/fstat) is an ``expect``
     (``stat.S_IFDIR``, ``S_IFREG``, ``S_IFSOCK``) owned by this user."""
     kind = stat.S_IFMT(st.st_mode)
@@ -57,7 +63,7 @@ def verify(path: Path, st: os.stat_result, expect: int) -> None:
         raise UnsafePath(path, "not_owned", what)
 
 
-def ensure_private_dir(path: Path, create: bool = True) -> None:
+def ensure_private_dir(path: StrPath, create: bool = True) -> None:
     """Make sure ``path`` is a private folder of ours: created 0700 (with parents) when
     ``create``, a loose mode tightened to 0700; a symlink, a non-folder or another user's
     folder raises UnsafePath. Without ``create`` a missing folder raises FileNotFoundError.
@@ -67,7 +73,7 @@ def ensure_private_dir(path: Path, create: bool = True) -> None:
     if create:
         # FileExistsError: a file, or a symlink to one, is there; refused just below.
         with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(path, mode=0o700, exist_ok=True)
     st = os.lstat(path)
     verify(path, st, stat.S_IFDIR)
     if st.st_mode & 0o077:
@@ -80,7 +86,7 @@ def ensure_private_dir(path: Path, create: bool = True) -> None:
             os.close(fd)
 
 
-def check_private_path(path: Path, expect: int) -> bool:
+def check_private_path(path: StrPath, expect: int) -> bool:
     """Whether ``path`` exists; if it does, it must be an ``expect`` of ours (lstat: a
     symlink is refused, never followed), else UnsafePath."""
     try:
@@ -91,7 +97,7 @@ def check_private_path(path: Path, expect: int) -> bool:
     return True
 
 
-def open_private_file(path: Path, flags: int = os.O_RDONLY, tighten: bool = True) -> int:
+def open_private_file(path: StrPath, flags: int = os.O_RDONLY, tighten: bool = True) -> int:
     """``os.open`` a regular file of ours, never through a symlink (new files 0600).
 
     A FIFO, socket or device is refused without blocking, as is a file of another user;
@@ -125,7 +131,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: StrPath, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` in one step (temporary file + rename), as ``mode``.
 
     A reader sees the old content or the new, never half of it, even after a power cut
@@ -133,7 +139,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     ``.<name>.<pid>.<random>.tmp`` beside it. The temporary file is always a new one
     (``O_EXCL``), never a file or symlink someone left under that name.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         write_all(fd, data)
@@ -144,7 +151,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

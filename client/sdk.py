@@ -102,7 +102,7 @@ class TelemetryConfig:
         """The default database path (creates nothing)."""
         from rkd.client.config import DB_FILENAME, data_dir
 
-        return data_dir(os.environ) / DB_FILENAME
+        return Path(data_dir(os.environ), DB_FILENAME)
 
 
 @dataclass

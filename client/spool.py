@@ -8,13 +8,19 @@ size is capped, and frames over the cap are counted as dropped by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
-from pathlib import Path
-from typing import Final
+from os.path import join
+from typing import TYPE_CHECKING, Final
 
 from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_all
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rkd.client.files import StrPath
 
 __all__ = [  # ensure_private_dir lives in rkd.client.files; importable from here too
     "MAGIC",
@@ -51,7 +57,7 @@ class SpoolFileRefused(Exception):
         self.reason = reason
 
 
-def spool_size(spool_dir: Path) -> int:
+def spool_size(spool_dir: StrPath) -> int:
     """Total bytes of the spool files in ``spool_dir`` (0 when it does not exist)."""
     try:
         with os.scandir(spool_dir) as it:
@@ -60,7 +66,7 @@ def spool_size(spool_dir: Path) -> int:
         return 0
 
 
-def write_spool(spool_dir: Path, frames: list[bytes], cap: int = MAX_SPOOL_BYTES) -> int:
+def write_spool(spool_dir: StrPath, frames: list[bytes], cap: int = MAX_SPOOL_BYTES) -> int:
     """Write as many ``frames`` as fit under ``cap`` into a new spool file; return how many."""
     room = cap - spool_size(spool_dir) - len(MAGIC)
     parts, n = [MAGIC], 0
@@ -72,25 +78,27 @@ def write_spool(spool_dir: Path, frames: list[bytes], cap: int = MAX_SPOOL_BYTES
         n += 1
     if n == 0:
         return 0
-    if not spool_dir.parent.is_dir():  # an application is first: the data folder is 0700 too
-        ensure_private_dir(spool_dir.parent)
+    parent = os.path.dirname(os.fspath(spool_dir).rstrip("/"))
+    if not os.path.isdir(parent):  # an application is first: the data folder is 0700 too
+        ensure_private_dir(parent)
     ensure_private_dir(spool_dir)
     name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"  # secrets costs ~5 ms
-    tmp = spool_dir / f".{name}.tmp"
+    tmp = join(spool_dir, f".{name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         write_all(fd, b"".join(parts))
         os.fsync(fd)  # a power cut must not leave a renamed, empty or partial file
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     os.close(fd)
-    os.rename(tmp, spool_dir / f"{name}{SUFFIX}")
+    os.rename(tmp, join(spool_dir, f"{name}{SUFFIX}"))
     return n
 
 
-def read_spool_file(path: Path) -> bytes:
+def read_spool_file(path: StrPath) -> bytes:
     """The bytes of the spool file ``path``, if it is a regular file of ours.
 
     Opened without following a symlink and without blocking on a FIFO; anything else,
@@ -109,7 +117,7 @@ def read_spool_file(path: Path) -> bytes:
 
 
 def spool_files(spool_dir: Path) -> list[Path]:
-    """Complete spool files, oldest first."""
+    """Complete spool files, oldest first (the daemon's: pathlib is loaded there)."""
     try:
         names = sorted(n for n in os.listdir(spool_dir) if n.endswith(SUFFIX))
     except FileNotFoundError:

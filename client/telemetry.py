@@ -103,7 +103,7 @@ RECHECK_SECS: Final = 5.0  # how soon a running application notices `rkd disable
 def _watched_files(settings: Settings) -> tuple[str, ...]:
     from rkd.client.consent import CONSENT_FILE
 
-    return (str(settings.config_path), str(settings.data_dir / CONSENT_FILE))
+    return (settings.paths.config, os.path.join(settings.paths.data, CONSENT_FILE))
 
 
 def _stamp(paths: tuple[str, ...]) -> tuple[int, ...]:
@@ -222,7 +222,7 @@ class Telemetry:
             except VocabularyError as e:
                 self.disabled_reason = f"invalid vocabulary: {e}"
                 return
-        self._transport = Transport(settings.runtime_dir, settings.spool_dir, hello)
+        self._transport = Transport(settings.paths.runtime, settings.paths.spool, hello)
         self._settings = settings
         self._categories = settings.categories
         self._watched = _watched_files(settings)

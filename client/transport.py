@@ -62,10 +62,9 @@ from rkd.client.wire import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import zmq
     from rkd.client.dropfile import Claim
+    from rkd.client.files import StrPath
 
 BACKLOG_MAX: Final = 4096  # events held in memory before spilling to the spool...
 BACKLOG_MAX_BYTES: Final = 4 * 1024 * 1024  # ...or this many bytes of them
@@ -102,8 +101,10 @@ def _client_id() -> int:
 class Transport:
     """Delivers encoded events to the daemon; thread-safe, fork-aware, never raises."""
 
-    def __init__(self, runtime_dir: Path, spool_dir: Path, hello: bytes | None = None) -> None:
-        self._endpoint = runtime_dir / BATCHES_SOCKET
+    def __init__(
+        self, runtime_dir: StrPath, spool_dir: StrPath, hello: bytes | None = None
+    ) -> None:
+        self._endpoint = os.path.join(runtime_dir, BATCHES_SOCKET)
         # Sent first on every connection (the product's vocabulary frame). Until it went,
         # events wait in the backlog, so the ship path never has to check for it.
         self._hello = hello

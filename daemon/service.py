@@ -564,10 +564,8 @@ class Daemon:
         if self.settings.enabled and not new.enabled:
             self.drain(flush=False)
             self.writer.flush(force=True)
-        self.settings = msgspec.structs.replace(
-            new, db_path=self.settings.db_path, runtime_dir=self.settings.runtime_dir,
-            spool_dir=self.settings.spool_dir, data_dir=self.settings.data_dir,
-        )  # fmt: skip
+        kept = msgspec.structs.replace(self.settings.paths, config=new.paths.config)
+        self.settings = msgspec.structs.replace(new, paths=kept)
         flush = self.timers["flush"]  # a shorter interval applies now, not after the old one
         flush.interval = new.flush_interval_secs
         flush.due = min(flush.due, time.monotonic() + new.flush_interval_secs)

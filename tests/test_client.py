@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import rkd.client
 from rkd.client.command import error_category
 from rkd.client.spool import spool_files
 from rkd.client.wire import BATCH_EVENTS
@@ -96,6 +99,54 @@ def test_broken_config_leaves_the_application_running_disabled(sandbox: Sandbox)
     path = sandbox.write_config("[telemetry]\nbatch_size = 'x'\n")
     enabled, reason, _, _ = eval(sandbox.python(AUDIT).stdout)
     assert (False, f"{path}: telemetry.batch_size: expected `int`, got `str`") == (enabled, reason)
+
+
+# What an installed application loads beyond ``import msgspec, zmq`` (the floor of issue
+# 15's one-shot budget) is rkd's own cost. pathlib alone, with the urllib.parse and
+# ipaddress it imports, was ~4 ms of it. The editable install's import hook loads pathlib
+# into every interpreter, so these run without site (-S), with rkd and its dependencies
+# on PYTHONPATH as an installed package sees them.
+ONE_SHOT = """
+import json, sys
+from rkd.client import Telemetry
+tel = Telemetry(product="reasonkit-core", version="1.0.0")
+assert tel.enabled, tel.disabled_reason
+tel.thinktool("oneshot", step_count=1)
+tel.close()
+print(json.dumps(sorted(sys.modules)))
+"""
+FLOOR = "import json, sys, msgspec, zmq\nprint(json.dumps(sorted(sys.modules)))"
+BEYOND_THE_FLOOR = {"fcntl"}  # and rkd's own modules
+
+
+def _installed_modules(sandbox: Sandbox, code: str) -> set[str]:
+    tree = sandbox.root / "installed"
+    if not tree.exists():
+        (tree / "rkd").mkdir(parents=True)
+        (tree / "rkd" / "client").symlink_to(Path(rkd.client.__file__).parent)
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    env = {**sandbox.env, "PYTHONPATH": os.pathsep.join([str(tree), *site])}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout))
+
+
+@pytest.mark.parametrize("up", [True, False], ids=["daemon", "no-daemon"])
+def test_a_one_shot_loads_nothing_heavy_beyond_msgspec_and_zmq(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], up: bool
+) -> None:
+    """Emit one event and exit, delivered or spooled: beyond what ``import msgspec, zmq``
+    loads, only rkd's own modules and fcntl; no pathlib, urllib, ipaddress, tempfile."""
+    daemon = start_daemon() if up else None
+    extra = _installed_modules(sandbox, ONE_SHOT) - _installed_modules(sandbox, FLOOR)
+    assert "rkd.client.transport" in extra  # the event did go through the transport
+    assert set() == {m for m in extra if m.split(".")[0] != "rkd"} - BEYOND_THE_FLOOR
+    if daemon is not None:
+        daemon.flush()
+        assert 1 == sandbox.count("event_type = 'thinktool_completed'")
+    else:
+        assert 1 == len(spool_files(sandbox.settings.spool_dir))
 
 
 def test_events_from_four_processes_stored_exactly_once(sandbox: Sandbox, daemon: Daemon) -> None:
