@@ -170,7 +170,12 @@ def _clean(path: str) -> str:
 
 
 def _home(env: Mapping[str, str]) -> str:
-    return env.get("HOME") or os.path.expanduser("~")
+    if home := env.get("HOME"):
+        return home
+    home = os.path.expanduser("~")  # the password database's, when HOME is not set
+    if home.startswith("~"):  # nobody knows it: relative paths would land in the cwd
+        raise RuntimeError("Could not determine home directory.")  # as Path.home()
+    return home
 
 
 def _xdg(env: Mapping[str, str], var: str, default: str) -> str:

@@ -149,6 +149,33 @@ def test_a_one_shot_loads_nothing_heavy_beyond_msgspec_and_zmq(
         assert 1 == len(spool_files(sandbox.settings.spool_dir))
 
 
+def test_no_home_folder_leaves_the_application_running_disabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No HOME and a user the password database does not know (the one thing faked
+    here): nowhere to resolve the paths against, so the client stays off and writes
+    nothing, not a "~" folder in the working directory."""
+    import pwd
+
+    from rkd.client import Telemetry
+
+    def unknown(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", unknown)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    tel = Telemetry(product="reasonkit-core", version="1.0.0",
+                    env={"RK_TELEMETRY_ENABLED": "true"})  # fmt: skip
+    tel.thinktool("gigathink")
+    tel.close()
+    assert (False, "cannot resolve the settings: RuntimeError") == (
+        tel.enabled,
+        tel.disabled_reason,
+    )
+    assert [] == list(tmp_path.iterdir())
+
+
 def test_events_from_four_processes_stored_exactly_once(sandbox: Sandbox, daemon: Daemon) -> None:
     """1,000 events from 4 concurrent processes are all stored, each exactly once."""
     procs = [sandbox.spawn_python(EMIT.format(n=250)) for _ in range(4)]
