@@ -81,7 +81,7 @@ REPORT_INTERVAL_SECS: Final = 10.0
 # ~16,000 events goes to zmq at once, without waiting in the backlog for the next event.
 SNDHWM: Final = 256
 # Copies of sent events kept until the daemon confirms it has them. Covers what can be
-# in flight: this socket's SNDHWM, the daemon's RCVHWM (32 batches) and kernel buffers.
+# in flight: this socket's SNDHWM, the daemon's RCVHWM (8 batches) and kernel buffers.
 # Beyond it the oldest copies go, and their numbers are claimed at exit like any other
 # unconfirmed ones.
 UNCONFIRMED_MAX: Final = 24_000

@@ -74,10 +74,12 @@ SEEN_REBUILD_BATCH: Final = 20_000  # stored ids read per rebuild step
 SHUTDOWN_DRAIN_SECS: Final = 5.0
 FLUSH_REQUEST_SPOOL_SECS: Final = 0.5  # spool read for `rkd flush` before answering
 # Frames queued per client connection: bounds memory and what is in flight. A frame is
-# a batch of up to 64 events (at most ~100 KB, ~20 KB typically), so 32 of them hold
-# ~2,000 events and at most ~3 MB per client. Beyond it clients hold events, then spool
-# them (zero loss: the spool is ingested exactly once).
-RCVHWM: Final = 32
+# a batch of up to 64 events (at most ~100 KB, ~20 KB typically), so 8 of them hold ~500
+# events and at most ~800 KB per client: 8 busy clients queue ~6 MB less than with 32
+# (the daemon's peak went from 58-59 to 53-56 MB under `bench/throughput.py`, its rate
+# and what clients spooled unchanged: a loop turn takes ~2,500 events). Beyond it
+# clients hold events, then spool them (zero loss: the spool is ingested exactly once).
+RCVHWM: Final = 8
 SYNC_TOKENS_KEPT: Final = 10_000
 HARD_MAX_MSG: Final = 1024 * 1024  # zmq drops the peer beyond this; 64 KiB..1 MiB is counted
 # The collector's generation-0 threshold once the daemon runs (Python's default: 700).
