@@ -33,8 +33,9 @@ event connects again, as the first one did.
 
 A signal handler may emit (or close) while its thread is inside the transport: the lock
 is re-entrant only to see that (``_is_owned``); such an event waits in a deque (appends
-are atomic) that the next send, flush or shipper turn takes into a batch, and a close or
-flush from there does nothing (the interrupted call goes on; atexit closes).
+are atomic) that the interrupted send or flush takes into a batch as soon as it
+lets the lock go (the shipper then ships it), and a close or flush from there does
+nothing (the interrupted call goes on; atexit closes).
 
 The common case (a batch still open) takes one short path in :meth:`Transport.send`: a
 lock, an append and two comparisons; a shipped batch costs one libzmq send.
@@ -160,17 +161,19 @@ class Transport:
                 self._batch_bytes += len(frame)
                 if urgent or len(batch) >= BATCH_EVENTS or self._batch_bytes >= BATCH_BYTES:
                     self._ship()
-                    return
-                now = _monotonic()
-                if len(batch) == 1:
-                    if now - self._last_ship >= BATCH_HOLD_SECS:
-                        self._ship(now)  # the first event after a quiet moment: at once
-                    else:
-                        self._batch_since = now
-                        if not self._armed:
-                            self._arm()
-                elif now - self._batch_since >= BATCH_HOLD_SECS:
-                    self._ship(now)
+                else:
+                    now = _monotonic()
+                    if len(batch) == 1:
+                        if now - self._last_ship >= BATCH_HOLD_SECS:
+                            self._ship(now)  # the first event after a quiet moment: at once
+                        else:
+                            self._batch_since = now
+                            if not self._armed:
+                                self._arm()
+                    elif now - self._batch_since >= BATCH_HOLD_SECS:
+                        self._ship(now)
+            if self._deferred:  # a signal handler sent one while the lock was held above
+                self._take_deferred()
         except Exception:  # a bug here must not reach the application
             self.drop("internal_error")
 
@@ -209,6 +212,8 @@ class Transport:
             with self._lock:
                 if self._backlog:
                     self._spill()
+            if self._deferred:
+                self._take_deferred()
         except Exception:
             self.drop("internal_error")
 
@@ -297,6 +302,12 @@ class Transport:
             self._sent(frames)
         if self.sent >= self._rolling.next_at:
             self._rolling.step(self)
+
+    def _take_deferred(self) -> None:
+        """Take what a signal handler sent while this thread held the lock, just let go
+        (the handler ran inside the locked call: its event could only be set aside)."""
+        with self._lock:
+            self._undefer()
 
     def _undefer(self) -> None:
         """Take events a signal handler sent into batches (lock held)."""

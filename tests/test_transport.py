@@ -407,3 +407,40 @@ def _restarted_with_meta(sandbox: Sandbox, start_daemon: Any, key: str, value: A
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
     db.close()
     return cast(Daemon, start_daemon())
+
+
+def test_an_event_a_signal_handler_sends_inside_emit_ships_before_the_program_idles(
+    sandbox: Sandbox, daemon: Daemon
+) -> None:
+    """A signal handler that emits while its thread is inside emit() (the transport's
+    lock held) cannot take the lock: its event waits in a deque. It used to wait there
+    for the next send, flush or exit, so a program that went idle after the handler kept
+    it for as long as it idled. Now emit() takes it as soon as it lets the lock go."""
+    app = sandbox.spawn_python("""
+        import signal, sys
+        from rkd.client import Telemetry
+        tel = Telemetry(product="reasonkit-core", version="1.0.0")
+        t = tel._transport
+        ship = t._ship
+
+        def ship_once_signalled(*args):
+            t._ship = ship
+            signal.raise_signal(signal.SIGUSR1)  # its handler runs here, the lock held
+            return ship(*args)
+
+        signal.signal(signal.SIGUSR1, lambda *_: tel.thinktool("from_handler"))
+        t._ship = ship_once_signalled
+        tel.thinktool("main")  # the first event after a quiet moment ships at once
+        print(len(t._deferred), flush=True)
+        sys.stdin.readline()  # idle until told to exit
+    """)
+    assert app.stdout is not None
+    assert "0\n" == app.stdout.readline()  # nothing is left waiting in the client
+
+    def stored() -> bool:
+        daemon.flush()
+        return sandbox.count("json_extract(payload, '$.tool_name') = 'from_handler'") == 1
+
+    wait_for(stored, timeout=5, what="the handler's event stored while the program idles")
+    go(app)
+    assert 2 == sandbox.count("1")
