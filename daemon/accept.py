@@ -248,7 +248,7 @@ class Intake:
         self.on_batch = on_batch  # (client, first number, events): all went through
         self.dirty = False  # counters changed since the owner last wrote them
         self._logged: set[str] = set()
-        self._refused = BoundedSet(REFUSED_IDS_KEPT)
+        self.refused = BoundedSet(REFUSED_IDS_KEPT)  # keys of refused events (dump/load)
 
     def __call__(self, frame: bytes, origin: str, now: dt.datetime,
                  written: dt.datetime | None = None) -> int:  # fmt: skip
@@ -298,9 +298,9 @@ class Intake:
         """A refused event is counted once: its copy (from the spool, or sent twice)
         counts as a duplicate."""
         key = key_of_int(item.envelope.event_id.int)
-        if key in self._refused:
+        if key in self.refused:
             return Rejected("duplicate", counter=f"{item.origin}.duplicates")
-        self._refused.add(key)
+        self.refused.add(key)
         return r
 
     def _rejected(self, r: Rejected, origin: str) -> None:

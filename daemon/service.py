@@ -133,6 +133,7 @@ class Daemon:
         storage.tagger = self.vocabularies.undeclared
         self.intake = Intake(self._stages(), self.counters, self._on_report, self._on_vocabulary,
                              self.ledger.took)  # fmt: skip
+        self.intake.refused.load(storage.meta("refused_ids"))  # ...and the ids it refused
         self._quiet_since = 0.0  # when the event socket was last read empty
         self.sync = Sync(settings, storage, self.counters, self.vocabularies.get,
                          lambda: sorted(self.vocabularies.all()))  # fmt: skip
@@ -316,6 +317,8 @@ class Daemon:
             with contextlib.suppress(apsw.Error):
                 # What each client had stored, for the next daemon's claims and confirmations.
                 self.storage.set_meta("client_ledger", self.ledger.dump())
+                # What it refused: a copy that arrives later is a duplicate, not counted again.
+                self.storage.set_meta("refused_ids", self.intake.refused.dump())
                 self.storage.set_meta("daemon_running", None)  # a clean exit: no crash report
         self.pull.close(linger=0)
         self.rep.close(linger=0)
@@ -396,12 +399,13 @@ class Daemon:
             self.writer.flush(force=True)
 
     def _mark_running(self) -> None:
-        """The running marker; the saved client ledger goes with it (loaded already: it
-        would be stale after a crash of this daemon)."""
+        """The running marker; the saved client ledger and refused ids go with it (loaded
+        already: they would be stale after a crash of this daemon)."""
         marker = {"pid": os.getpid(), "started_ms": self.started_ms}
         with self.storage.db:
             self.storage.set_meta("daemon_running", msgspec.json.encode(marker).decode())
             self.storage.set_meta("client_ledger", None)
+            self.storage.set_meta("refused_ids", None)
 
     def seen_step(self) -> bool:
         """Rebuild the dedup table from the database a step at a time once it is half
@@ -539,6 +543,7 @@ class Daemon:
         remove_corrupt_copies(self.storage.path)
         self.writer.forget()
         self.ledger.forget()
+        self.intake.refused.clear()
         self.seen.clear()
         self.synthesis.forget()
         self.firewall.salt = load_salt(self.settings.data_dir, rotate=True)

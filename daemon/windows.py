@@ -4,6 +4,7 @@ it keeps only the newest entries, so its memory is fixed however long the daemon
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 
 
@@ -29,3 +30,21 @@ class BoundedSet:
 
     def __contains__(self, key: object) -> bool:
         return key in self._members
+
+    def clear(self) -> None:
+        self._members.clear()
+        self._order.clear()
+
+    def dump(self) -> bytes:
+        """The members that are 64-bit keys, oldest first, 8 bytes each (for the next run)."""
+        return array("Q", (k for k in self._order if 0 <= k < 1 << 64)).tobytes()
+
+    def load(self, data: object) -> None:
+        """Add the members :meth:`dump` made (the newest ``limit``); anything else (none,
+        damaged, hostile) is ignored."""
+        if not isinstance(data, bytes) or len(data) % 8:
+            return
+        keys = array("Q")
+        keys.frombytes(data[-8 * self.limit :] if self.limit else b"")
+        for key in keys:
+            self.add(key)

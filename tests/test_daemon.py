@@ -492,6 +492,14 @@ def test_bounded_set_forgets_the_oldest_and_stays_fast() -> None:
         big.add(k)
     assert (1000, 1000) == (len(big._members), len(big._order))
     assert 3999 not in big and 4000 in big
+    again = BoundedSet(500)  # what a clean stop saves: the newest 500 come back
+    again.load(big.dump())
+    assert (500, 500) == (len(again._members), len(again._order))
+    assert 4499 not in again and 4500 in again and 4999 in again
+    for damaged in (big.dump()[:-1], "text", None):
+        fresh = BoundedSet(10)
+        fresh.load(damaged)
+        assert 0 == len(fresh._order)
 
 
 def test_database_from_a_newer_rkd_stops_the_daemon_for_good(sandbox: Sandbox) -> None:

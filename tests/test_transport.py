@@ -444,3 +444,20 @@ def test_an_event_a_signal_handler_sends_inside_emit_ships_before_the_program_id
     wait_for(stored, timeout=5, what="the handler's event stored while the program idles")
     go(app)
     assert 2 == sandbox.count("1")
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [b"\x01\x02\x03", b"", "a string, not bytes", 2**62, b"\xff" * 8 * 40_000],
+    ids=["ragged", "empty", "text", "integer", "oversized"],
+)
+def test_damaged_saved_refused_ids_are_ignored_or_bounded(
+    sandbox: Sandbox, start_daemon: Any, saved: bytes | str | int
+) -> None:
+    """The refused ids a clean stop saves are read back at start: damaged ones are
+    ignored, too many are cut to the newest REFUSED_IDS_KEPT, and the daemon stores
+    events as before."""
+    second = _restarted_with_meta(sandbox, start_daemon, "refused_ids", saved)
+    _pusher(sandbox)([batch(52, 1, events(3))])
+    wait_for(lambda: second.flush() >= 0 and sandbox.count(APP) == 3, what="three stored")
+    assert second.status().counters.get("internal_error.start", 0) == 0

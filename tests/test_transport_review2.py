@@ -491,3 +491,22 @@ def test_a_refused_copy_with_a_legitimate_id_does_not_stop_it_being_stored(
     assert [(5, 5)] == sandbox.query("SELECT count(*), count(DISTINCT event_id) FROM events "
                                      "WHERE event_type = 'thinktool_completed'")  # fmt: skip
     assert (5, 0) == (daemon.counter("rejected.daemon_owned"), daemon.counter("socket.duplicates"))
+
+
+def test_the_refused_id_memory_outlives_a_clean_restart(
+    sandbox: Sandbox, start_daemon: Callable[..., Daemon], raw_push: Push
+) -> None:
+    """An event refused before a clean restart and sent again after it (a client's
+    spooled copy, say) is counted once: as refused, then as a duplicate. The memory
+    used to start empty with each daemon, so the copy was counted as refused again."""
+    rkd = Source(product="rkd", version="1.0.0", os="linux", arch="x86_64",
+                 python_version="3.11.7")  # fmt: skip
+    forged = frame(ThinkToolCompleted(tool_name="gigathink", duration_ms=1), source=rkd)
+    d = start_daemon()
+    raw_push([forged])
+    wait_for(lambda: d.counter("rejected.daemon_owned") == 1, what="the forgery refused")
+    assert 0 == d.stop()[0]
+    d = start_daemon()
+    raw_push([forged])
+    wait_for(lambda: d.counter("socket.duplicates") == 1, what="the copy seen as one")
+    assert 1 == d.counter("rejected.daemon_owned")
