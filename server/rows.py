@@ -1,15 +1,18 @@
 """Rows for the warehouse: a filtered event, a community report, as column -> value.
 
 Only what ``schema.sql`` names goes in: no address, no key id. The event's payload is
-kept whole as JSON beside the few columns the rollups group by.
+kept whole as JSON beside the few columns the rollups group by. Events travel to the
+warehouse as Arrow record batches, reports (one at a time) as JSON lines.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
+import pyarrow as pa
 from rkd.client.report import CommunityReport
 from rkd.client.schema import Envelope
 
@@ -46,25 +49,47 @@ def _success(payload: Any) -> int | None:
     return None
 
 
-def event_row(env: Envelope, batch_id: str, received: str) -> dict[str, Any]:
-    """The ``events`` row of a filtered envelope (``received``: ISO seconds, UTC).
+# The ``events`` table's columns as the Arrow types the engine reads into them: strings
+# into (LowCardinality) String and FixedString, 16 bytes into UUID, microseconds into
+# DateTime64(3) (truncated, as its text parser did). Arrow, not JSON lines: the engine
+# reads these columns for ~1 µs a row against ~4 µs for JSONEachRow, on the writer's one
+# thread that every insert goes through. The batch's two constants come first.
+EVENT_SCHEMA: Final = pa.schema([
+    ("batch_id", pa.string()), ("received", pa.timestamp("s", tz="UTC")),
+    ("event_id", pa.binary(16)), ("event_type", pa.string()), ("category", pa.string()),
+    ("schema_version", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+    ("product", pa.string()), ("version", pa.string()), ("tier", pa.string()),
+    ("os", pa.string()), ("arch", pa.string()), ("python_version", pa.string()),
+    ("session_id", pa.binary(16)), ("session_seq", pa.uint32()), ("subject", pa.string()),
+    ("duration_ms", pa.uint64()), ("success", pa.uint8()), ("payload", pa.binary()),
+])  # fmt: skip
 
-    Values stay objects for msgspec to encode (UUIDs and datetimes as strings); the
-    payload is written as a JSON object, which the insert reads into its String column
-    as text (``input_format_json_read_objects_as_strings``): encoded once, not twice."""
+
+def event_values(env: Envelope) -> tuple[Any, ...]:
+    """A filtered envelope's values for its ``events`` row, in ``EVENT_SCHEMA`` order
+    after the batch's two. The payload is kept whole as its JSON text."""
     payload: Any = env.payload  # type: ignore[attr-defined]
     source, session = env.source, env.session
-    return {
-        "batch_id": batch_id, "event_id": env.event_id, "event_type": payload.event_type,
-        "category": payload.category, "schema_version": env.schema_version,
-        "ts": env.timestamp, "received": received, "product": source.product,
-        "version": source.version, "tier": source.tier, "os": source.os,
-        "arch": source.arch, "python_version": source.python_version,
-        "session_id": None if session is None else session.id,
-        "session_seq": None if session is None else session.sequence,
-        "subject": subject_of(payload), "duration_ms": _duration(payload),
-        "success": _success(payload), "payload": payload,
-    }  # fmt: skip
+    return (
+        env.event_id.bytes, payload.event_type, payload.category, env.schema_version,
+        env.timestamp, source.product, source.version, source.tier, source.os, source.arch,
+        source.python_version, None if session is None else session.id.bytes,
+        None if session is None else session.sequence, subject_of(payload),
+        _duration(payload), _success(payload), _json.encode(payload),
+    )  # fmt: skip
+
+
+def event_block(values: Sequence[tuple[Any, ...]], batch_id: str, received: dt.datetime) -> bytes:
+    """One batch's ``events`` rows (``event_values`` of each event) as an Arrow IPC
+    stream; ``received``: when the server took the batch (whole seconds are stored)."""
+    n = len(values)
+    columns = list(zip(*values, strict=True)) if n else [()] * (len(EVENT_SCHEMA) - 2)
+    arrays = [pa.array([batch_id] * n, pa.string()), pa.array([received] * n, EVENT_SCHEMA[1].type)]
+    arrays += [pa.array(c, f.type) for c, f in zip(columns, list(EVENT_SCHEMA)[2:], strict=True)]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, EVENT_SCHEMA) as writer:
+        writer.write_batch(pa.record_batch(arrays, schema=EVENT_SCHEMA))
+    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
 
 
 # Scalar report fields stored in their own column; everything is also in ``body``.
