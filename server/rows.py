@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import pyarrow as pa
@@ -22,28 +22,53 @@ SUBJECT_FIELDS: Final = ("command", "tool_name", "feature_id", "profile", "topic
 _json: Final = msgspec.json.Encoder()
 
 
+class _Reads(NamedTuple):
+    """The fields of one payload type that the derived columns read (those it has)."""
+
+    subject: tuple[str, ...]  # SUBJECT_FIELDS it has, in order
+    execution: bool
+    duration_ms: bool
+    outcome: tuple[str, ...]  # "completed", "converted"
+
+
+_READS: Final[dict[type, _Reads]] = {}  # a cache: one entry per payload type
+
+
+def _reads(cls: type) -> _Reads:
+    """Looked up once per type: ~0.4 µs an event of getattr on absent names otherwise."""
+    reads = _READS.get(cls)
+    if reads is None:
+        names = set(getattr(cls, "__struct_fields__", ()))
+        reads = _READS[cls] = _Reads(
+            tuple(n for n in SUBJECT_FIELDS if n in names), "execution" in names,
+            "duration_ms" in names, tuple(n for n in ("completed", "converted") if n in names),
+        )  # fmt: skip
+    return reads
+
+
 def subject_of(payload: Any) -> str:
-    for name in SUBJECT_FIELDS:
-        value = getattr(payload, name, None)
+    """The first of ``SUBJECT_FIELDS`` that holds a string, or ""."""
+    for name in _reads(type(payload)).subject:
+        value = getattr(payload, name)
         if isinstance(value, str):
             return value
     return ""
 
 
-def _duration(payload: Any) -> int | None:
-    execution = getattr(payload, "execution", None)
+def _duration(payload: Any, reads: _Reads) -> int | None:
+    execution = payload.execution if reads.execution else None
     if execution is not None:
         return int(execution.duration_ms)
-    value = getattr(payload, "duration_ms", None)
+    value = payload.duration_ms if reads.duration_ms else None
     return value if isinstance(value, int) else None
 
 
-def _success(payload: Any) -> int | None:
-    execution = getattr(payload, "execution", None)
+def _success(payload: Any, reads: _Reads) -> int | None:
+    execution = payload.execution if reads.execution else None
     if execution is not None:
         return int(execution.success)
-    for name in ("completed", "converted"):
-        value = getattr(payload, name, None)
+    for name in reads.outcome:
+        value = getattr(payload, name)
         if isinstance(value, bool):
             return int(value)
     return None
@@ -69,13 +94,13 @@ def event_values(env: Envelope) -> tuple[Any, ...]:
     """A filtered envelope's values for its ``events`` row, in ``EVENT_SCHEMA`` order
     after the batch's two. The payload is kept whole as its JSON text."""
     payload: Any = env.payload  # type: ignore[attr-defined]
-    source, session = env.source, env.session
+    source, session, reads = env.source, env.session, _reads(type(payload))
     return (
         env.event_id.bytes, payload.event_type, payload.category, env.schema_version,
         env.timestamp, source.product, source.version, source.tier, source.os, source.arch,
         source.python_version, None if session is None else session.id.bytes,
         None if session is None else session.sequence, subject_of(payload),
-        _duration(payload), _success(payload), _json.encode(payload),
+        _duration(payload, reads), _success(payload, reads), _json.encode(payload),
     )  # fmt: skip
 
 
@@ -84,7 +109,8 @@ def event_block(values: Sequence[tuple[Any, ...]], batch_id: str, received: dt.d
     stream; ``received``: when the server took the batch (whole seconds are stored)."""
     n = len(values)
     columns = list(zip(*values, strict=True)) if n else [()] * (len(EVENT_SCHEMA) - 2)
-    arrays = [pa.array([batch_id] * n, pa.string()), pa.array([received] * n, EVENT_SCHEMA[1].type)]
+    seconds = pa.array([int(received.timestamp())] * n, pa.int64())
+    arrays = [pa.array([batch_id] * n, pa.string()), seconds.view(EVENT_SCHEMA[1].type)]
     arrays += [pa.array(c, f.type) for c, f in zip(columns, list(EVENT_SCHEMA)[2:], strict=True)]
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, EVENT_SCHEMA) as writer:
