@@ -31,7 +31,7 @@ MAX_QUEUE: Final = 1024  # waiting batches; beyond it the app answers 503
 class Pending:
     table: str  # "events" (deduplicated by batch id) or "reports" (no id, by design)
     batch_id: str
-    rows: bytes  # JSONEachRow lines
+    rows: bytes  # events: an Arrow IPC stream (rows.event_block); reports: JSONEachRow lines
     n_rows: int
     done: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -143,6 +143,6 @@ class GroupCommit:
         reports = [p for p in group if p.table == "reports"]
         for p in reports:
             new[p.batch_id] = {id(p)}
-        self.warehouse.insert_lines("events", blocks)
+        self.warehouse.insert_arrow("events", blocks)
         self.warehouse.insert_lines("reports", [p.rows for p in reports])
         return new

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import clickhouse_connect
 import msgspec
+import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from rkd.server import ddl
 
@@ -28,6 +29,10 @@ INSERT_SETTINGS: Final = {
     # with its views; interleaved, same process). The decode workers use the other core.
     "input_format_parallel_parsing": 0,
 }
+# The events' Arrow inserts: the four views run on the engine's pool, not one after the
+# other on the calling thread (with Arrow input all of the insert ran on it): group
+# commits 47 against 60 and 72 against 82 ms in alternating bench runs.
+ARROW_SETTINGS: Final = {"parallel_view_processing": 1}
 _json: Final = msgspec.json.Encoder()
 
 
@@ -104,9 +109,24 @@ class Warehouse:
         same block, so raw and rollups move together."""
         data = b"\n".join(b for b in blocks if b)
         if data:
-            name = f"{self.db}.{table}{self.suffix if table in ddl.WRITTEN else ''}"
-            self.client.raw_insert(name, None, insert_block=data,
+            self.client.raw_insert(self._written(table), None, insert_block=data,
                                    fmt="JSONEachRow", settings=INSERT_SETTINGS)  # fmt: skip
+
+    def insert_arrow(self, table: str, blocks: Sequence[bytes]) -> None:
+        """Insert Arrow IPC streams (``rows.event_block``'s) in one statement, as one
+        stream of their record batches: the views see one insert, as with ``insert_lines``."""
+        read = [pa.ipc.open_stream(b).read_all() for b in blocks if b]
+        if read:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, read[0].schema) as writer:
+                for t in read:
+                    writer.write_table(t)
+            self.client.raw_insert(self._written(table), None,
+                                   insert_block=sink.getvalue().to_pybytes(), fmt="ArrowStream",
+                                   settings=ARROW_SETTINGS)  # fmt: skip
+
+    def _written(self, table: str) -> str:
+        return f"{self.db}.{table}{self.suffix if table in ddl.WRITTEN else ''}"
 
     # -- the user's rights (Art. 15, Art. 17) ------------------------------------------------
 

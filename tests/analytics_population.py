@@ -37,7 +37,7 @@ from rkd.client.vocabulary import reasonkit_vocabulary
 from rkd.daemon import reports as rp
 from rkd.daemon.storage import Record, SessionRow, Storage
 from rkd.server.privacy import filter_report
-from rkd.server.rows import event_row, report_row
+from rkd.server.rows import event_block, event_values, report_row
 from rkd.server.warehouse import Warehouse, connect
 
 from tests.samples import SOURCE, envelope
@@ -257,8 +257,8 @@ def upload(wh: Warehouse, envelopes: list[s.Envelope]) -> None:
     batch_id = uuid.uuid4().hex
     events = [upload_filter(e, VOCAB) for e in envelopes]
     batch = decode_batch(msgspec.msgpack.encode({"batch_id": batch_id, "events": events}))
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    wh.insert_json("events", [event_row(e, batch_id, now) for e in batch.events])
+    values = [event_values(e) for e in batch.events]
+    wh.insert_arrow("events", [event_block(values, batch_id, dt.datetime.now(dt.UTC))])
 
 
 # -- the full run -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import gzip
 import json
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -131,3 +132,36 @@ def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
     assert (0, {"applied": [1, 2], "version": 2}) == (first.exit_code, json.loads(first.output))
     again = runner.invoke(main, args)
     assert {"applied": [], "version": 2} == json.loads(again.output)
+
+
+def test_the_filter_counts_each_copy_of_an_event_alike() -> None:
+    """The filter remembers strings it kept, so a second copy of a kept event comes back
+    as the same object with nothing counted; an undeclared string, or an address in the
+    source, is replaced and counted in every copy."""
+    import datetime as dt
+    from collections import Counter
+
+    import msgspec
+    from rkd.client.schema import PAYLOAD_TYPES
+    from rkd.client.upload import OTHER
+    from rkd.server.prepare import load_vocabularies
+    from rkd.server.privacy import PrivacyFilter
+
+    from tests.samples import SOURCE, envelope, sample_payload
+
+    command = next(p for p in PAYLOAD_TYPES if p.event_type == "command_executed")
+
+    def event(name: str, **source: str) -> Any:
+        payload = msgspec.structs.replace(sample_payload(command), command=name)
+        return envelope(payload, source=msgspec.structs.replace(SOURCE, **source))
+
+    kept, undeclared, address = event("think"), event("mysecretcmd"), event("think", os="10.1.2.3")
+    privacy = PrivacyFilter(load_vocabularies(()))
+    now = dt.datetime.now(dt.UTC)
+    for _ in range(3):
+        counts: Counter[str] = Counter()
+        assert privacy(kept, now, counts) is kept
+        assert {} == counts
+        replaced = (privacy(undeclared, now, counts), privacy(address, now, counts))
+        assert (OTHER, OTHER) == (replaced[0].payload.command, replaced[1].source.os)  # type: ignore[union-attr]
+        assert {"undeclared": 2, "pii.ip": 1} == counts

@@ -11,18 +11,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
+from rkd.client.cloud import decode_batch
 from rkd.client.schema import PAYLOAD_TYPES
 from rkd.client.upload import upload_filter
 from rkd.client.vocabulary import reasonkit_vocabulary
 from rkd.server import ddl
 from rkd.server.commit import GroupCommit
 from rkd.server.metrics import Metrics
-from rkd.server.prepare import encode_rows
-from rkd.server.rows import event_row
+from rkd.server.rows import event_block, event_values
 from rkd.server.warehouse import Warehouse, connect
 
-from tests.samples import envelope, sample_payload
+from tests.samples import SOURCE, envelope, sample_payload
 
 COMMAND = next(p for p in PAYLOAD_TYPES if p.event_type == "command_executed")
 ROLLUPS = ("events_hourly", "events_daily", "events_monthly")
@@ -37,20 +38,15 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
     wh.close()
 
 
-def rows(
-    n: int, batch_id: str, days_ago: float = 0, subject_check: bool = True
-) -> list[dict[str, Any]]:
+def block(n: int, batch_id: str, days_ago: float = 0, product: str = "reasonkit-core") -> bytes:
+    """``n`` command events of ``product`` as the ingester encodes them (``events`` rows)."""
     ts = dt.datetime.now(dt.UTC) - dt.timedelta(days=days_ago)
-    vocab = reasonkit_vocabulary()
-    import msgspec
-    from rkd.client.cloud import decode_batch
-
-    events = [
-        upload_filter(envelope(sample_payload(COMMAND), timestamp=ts), vocab) for _ in range(n)
-    ]
+    events = [upload_filter(envelope(sample_payload(COMMAND), timestamp=ts), reasonkit_vocabulary())
+              for _ in range(n)]  # fmt: skip
     batch = decode_batch(msgspec.msgpack.encode({"batch_id": batch_id, "events": events}))
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return [event_row(e, batch_id, now) for e in batch.events]
+    source = msgspec.structs.replace(SOURCE, product=product)
+    values = [event_values(msgspec.structs.replace(e, source=source)) for e in batch.events]
+    return event_block(values, batch_id, dt.datetime.now(dt.UTC))
 
 
 def counts(wh: Warehouse, batch_ids: list[str]) -> dict[str, int]:
@@ -65,10 +61,6 @@ def counts(wh: Warehouse, batch_ids: list[str]) -> dict[str, int]:
     for t in ROLLUPS:
         out[t] = int(wh.scalar(f"SELECT sum(events) FROM {{db}}.{t} WHERE product = '{product}'"))
     return out
-
-
-def with_product(rs: list[dict[str, Any]], product: str) -> list[dict[str, Any]]:
-    return [{**r, "product": product} for r in rs]
 
 
 def test_migrations_apply_once(warehouse: Warehouse) -> None:
@@ -93,7 +85,7 @@ def test_a_retried_batch_is_counted_once_in_raw_and_every_rollup(warehouse: Ware
     async def scenario() -> list[bool]:
         commit = GroupCommit(warehouse, Metrics(), window_secs=0.05)
         commit.start()
-        batch = encode_rows(with_product(rows(5, bid), "retry-test"))
+        batch = block(5, bid, product="retry-test")
         first = await asyncio.gather(commit.submit("events", bid, batch, 5),
                                      commit.submit("events", bid, batch, 5))  # fmt: skip
         later = await commit.submit("events", bid, batch, 5)
@@ -115,19 +107,19 @@ def test_a_request_still_arriving_when_the_window_ends_joins_the_group(
     metrics = Metrics()
     product = f"arriving-{announced}"
 
-    def batch(bid: str) -> list[dict[str, Any]]:
-        return with_product(rows(2, bid), product)
+    def batch(bid: str) -> bytes:
+        return block(2, bid, product=product)
 
     async def late(commit: GroupCommit, bid: str) -> bool:
         with commit.arriving() if announced else contextlib.nullcontext():
             await asyncio.sleep(0.3)  # past the window (0.2), within two
-        return await commit.submit("events", bid, encode_rows(batch(bid)), 2)
+        return await commit.submit("events", bid, batch(bid), 2)
 
     async def scenario(first: str, second: str) -> list[bool]:
         commit = GroupCommit(warehouse, metrics, window_secs=0.2)
         commit.start()
         answers = await asyncio.gather(
-            commit.submit("events", first, encode_rows(batch(first)), 2), late(commit, second)
+            commit.submit("events", first, batch(first), 2), late(commit, second)
         )
         await commit.stop()
         return list(answers)
@@ -156,7 +148,7 @@ def test_ttl_tiers(warehouse: Warehouse, days_ago: int, expected: dict[str, int]
     forever) once the engine applies TTL (forced here with OPTIMIZE ... FINAL)."""
     product = f"ttl-{days_ago}"
     bid = uuid.uuid4().hex
-    warehouse.insert_json("events", with_product(rows(3, bid, days_ago), product))
+    warehouse.insert_arrow("events", [block(3, bid, days_ago, product)])
     for table in ("events", *ROLLUPS):
         warehouse.client.command(f"OPTIMIZE TABLE {warehouse.db}.{table} FINAL")
     got = {
@@ -181,7 +173,7 @@ def test_ttl_removes_rows_that_aged_while_stored(warehouse: Warehouse) -> None:
     assert ttl is not None and "toIntervalDay(90)" in ttl[1]
     warehouse.client.command(f"CREATE TABLE {db}.aging AS {db}.events")
     warehouse.client.command(f"ALTER TABLE {db}.aging REMOVE TTL")
-    warehouse.insert_json("aging", rows(2, uuid.uuid4().hex, 120))
+    warehouse.insert_arrow("aging", [block(2, uuid.uuid4().hex, 120)])
     assert 2 == warehouse.scalar("SELECT count() FROM {db}.aging")
     warehouse.client.command(f"ALTER TABLE {db}.aging MODIFY TTL {ttl[1]}",
                              settings={"mutations_sync": 2})  # fmt: skip
@@ -198,6 +190,52 @@ def test_the_cluster_variant_parses(warehouse: Warehouse) -> None:
     tables = [s for s in statements if s.startswith("CREATE TABLE") and "Distributed" not in s]
     assert tables and all("ENGINE = Replicated" in s and "ON CLUSTER main" in s for s in tables)
     assert 3 == sum("ENGINE = Distributed(main, rkd," in s for s in statements)
+
+
+def test_an_event_row_holds_exactly_what_was_sent(warehouse: Warehouse) -> None:
+    """Through the Arrow rows: ids and session as sent, the timestamp in UTC truncated to
+    the millisecond (an offset applied), the payload as its JSON text, nulls as nulls."""
+    from rkd.client.schema import Session
+
+    bid = uuid.uuid4().hex
+    sid = uuid.uuid4()
+    day = dt.date.today() - dt.timedelta(days=1)  # the raw table keeps 90 days
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    ts = dt.datetime.combine(day, dt.time(7, 8, 9, 123987), plus_two)
+    source = msgspec.structs.replace(SOURCE, product="exact-row")
+    with_session = envelope(sample_payload(COMMAND), timestamp=ts, source=source,
+                            session=Session(id=sid, sequence=7, started_at=ts))  # fmt: skip
+    without = envelope(sample_payload(COMMAND), timestamp=ts, source=source)
+    received = dt.datetime.combine(day, dt.time(5, 9, 0, 999999), dt.UTC)
+    warehouse.insert_arrow("events", [event_block(
+        [event_values(with_session), event_values(without)], bid, received)])  # fmt: skip
+    got = warehouse.rows(
+        "SELECT toString(event_id), batch_id, toString(ts), toString(received), "
+        "toString(session_id), session_seq, subject, duration_ms, success, payload, "
+        f"event_type, version, os FROM {{db}}.events WHERE batch_id = '{bid}' ORDER BY session_seq"
+    )
+    payload = with_session.payload  # type: ignore[attr-defined]
+    common = (bid, f"{day} 05:08:09.123", f"{day} 05:09:00")
+    tail = (payload.command, payload.execution.duration_ms, int(payload.execution.success),
+            msgspec.json.encode(payload).decode(), "command_executed", "1.0.0", "linux")  # fmt: skip
+    assert [
+        (str(with_session.event_id), *common, str(sid), 7, *tail),
+        (str(without.event_id), *common, None, None, *tail),
+    ] == [(r[0], _text(r[1]), *r[2:]) for r in got]
+
+
+def test_the_arrow_rows_name_every_column_of_the_events_table(warehouse: Warehouse) -> None:
+    """A column added to ``events`` without a place in ``EVENT_SCHEMA`` would be stored as
+    its default: the two lists are the same."""
+    from rkd.server.rows import EVENT_SCHEMA
+
+    columns = [r[0] for r in warehouse.rows("SELECT name FROM system.columns "
+                                            "WHERE database = 'rkd' AND table = 'events'")]  # fmt: skip
+    assert sorted(columns) == sorted(EVENT_SCHEMA.names)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def test_no_table_has_an_address_or_key_column(warehouse: Warehouse) -> None:
@@ -235,7 +273,7 @@ def test_distributed_mode_writes_and_checks_through_the_all_tables(warehouse: Wa
     c.command(f"CREATE VIEW {db}.batches_all AS SELECT * FROM {db}.batches")
     dist = Warehouse(warehouse.client, db, distributed=True)
     bid = uuid.uuid4().hex
-    dist.insert_lines("events", [encode_rows(rows(2, bid))])
+    dist.insert_arrow("events", [block(2, bid)])
     assert {bid} == dist.known_batches([bid, uuid.uuid4().hex])
     assert 2 == local.scalar("SELECT count() FROM {db}.events")
     assert 0 == local.scalar("SELECT count() FROM {db}.events_all")
@@ -250,14 +288,14 @@ def test_a_failed_write_answers_no_one_yes_and_the_retry_is_not_a_duplicate(
     class Failing(Warehouse):
         fail = True
 
-        def insert_lines(self, table: str, blocks: Any) -> None:
+        def insert_arrow(self, table: str, blocks: Any) -> None:
             if self.fail and blocks:
                 raise RuntimeError("disk full")
-            super().insert_lines(table, blocks)
+            super().insert_arrow(table, blocks)
 
     flaky = Failing(warehouse.client, warehouse.db)
     bid = uuid.uuid4().hex
-    batch = encode_rows(with_product(rows(4, bid), "failing-write"))
+    batch = block(4, bid, product="failing-write")
 
     async def scenario() -> bool:
         commit = GroupCommit(flaky, Metrics())
