@@ -9,6 +9,12 @@ drops the batches the warehouse already holds (and a second copy inside the grou
 then inserts the rest in one statement. Every waiter then gets its answer: how many
 events were new and how many duplicates, or the write's exception (the app answers
 503 and the sender retries the same batch id, which makes the retry safe).
+
+An insert that fails may have written part of the group (the raw part and some views'
+parts, migration 3): it is sent again with its deduplication token, at once and then
+before every later group until it succeeds, so the tables that missed the group get it
+and the others skip it. Until then no other group is written (its senders hear 503 and
+retry), and a sender's retry of one of its batches is a duplicate once it is finished.
 """
 
 from __future__ import annotations
@@ -17,14 +23,31 @@ import asyncio
 import concurrent.futures
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import structlog
 from rkd.server.metrics import Metrics
 from rkd.server.warehouse import Warehouse
 
 MAX_QUEUE: Final = 1024  # waiting batches; beyond it the app answers 503
+RETRY_PAUSES: Final = (0.05, 0.25)  # before each same-token retry of a failed insert, at once
+UNFINISHED_SECS: Final = 120.0  # a failed group is sent again until it is this old, then given up
+UNFINISHED_BYTES: Final = 64 << 20  # failed groups kept to be sent again (the oldest go first)
+
+log = structlog.get_logger("rkd.server")
+
+
+@dataclass
+class Unfinished:
+    """A group commit whose insert failed, maybe part-way: sent again with its token."""
+
+    token: str
+    blocks: list[bytes]
+    since: float
+    size: int
 
 
 @dataclass
@@ -48,6 +71,7 @@ class GroupCommit:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="warehouse")
         self._task: asyncio.Task[None] | None = None
         self.coming = 0  # requests inside arriving(): their rows are on the way
+        self.unfinished: list[Unfinished] = []  # failed inserts, oldest first (writer thread)
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -131,6 +155,7 @@ class GroupCommit:
 
     def _write(self, group: list[Pending]) -> dict[str, set[int]]:
         """Insert the group's new batches; batch id -> the id() of the copy written."""
+        self._finish()  # raises while an earlier group's insert cannot be finished
         events = [p for p in group if p.table == "events"]
         known = self.warehouse.known_batches(sorted({p.batch_id for p in events}))
         new: dict[str, set[int]] = {}
@@ -143,6 +168,47 @@ class GroupCommit:
         reports = [p for p in group if p.table == "reports"]
         for p in reports:
             new[p.batch_id] = {id(p)}
-        self.warehouse.insert_arrow("events", blocks)
+        if blocks:
+            self._insert(Unfinished(uuid.uuid4().hex, blocks, time.monotonic(),
+                                    sum(map(len, blocks))))  # fmt: skip
         self.warehouse.insert_lines("reports", [p.rows for p in reports])
         return new
+
+    def _insert(self, group: Unfinished) -> None:
+        """Insert ``group``, sending it again with its token after a failure; if it still
+        fails, keep it for :meth:`_finish` and raise."""
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                self.warehouse.insert_arrow("events", group.blocks, group.token)
+                return
+            except Exception:
+                if pause is None:
+                    self._keep(group)
+                    raise
+                time.sleep(pause)
+
+    def _keep(self, group: Unfinished) -> None:
+        self.unfinished.append(group)
+        self.metrics.write_retries.labels("failed").inc()
+        while sum(g.size for g in self.unfinished) > UNFINISHED_BYTES and len(self.unfinished) > 1:
+            self._abandon(self.unfinished.pop(0), "too many failed groups kept")
+
+    def _finish(self) -> None:
+        """Send the failed groups again, oldest first; raise the first error, unless that
+        group is UNFINISHED_SECS old: then give it up (its rollups may lack it)."""
+        while self.unfinished:
+            group = self.unfinished[0]
+            try:
+                self.warehouse.insert_arrow("events", group.blocks, group.token)
+            except Exception:
+                if time.monotonic() - group.since < UNFINISHED_SECS:
+                    raise
+                self._abandon(self.unfinished.pop(0), "still failing")
+                continue
+            self.unfinished.pop(0)
+            self.metrics.write_retries.labels("written").inc()
+
+    def _abandon(self, group: Unfinished, why: str) -> None:
+        self.metrics.write_retries.labels("abandoned").inc()
+        log.error("group_commit_abandoned", why=why, bytes=group.size,
+                  note="its raw rows may be stored and some rollups lack them")  # fmt: skip

@@ -37,6 +37,9 @@ class Metrics:
                                         registry=r, buckets=COMMIT_BUCKETS)  # fmt: skip
         self.commit_batches = Histogram("rkd_server_commit_batches", "Batches per group commit.",
                                         registry=r, buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
+        self.write_retries = PCounter("rkd_server_write_retries", "Group commits whose insert "
+                                      "failed and was sent again with its token, by outcome: "
+                                      "written, failed, abandoned.", ["outcome"], registry=r)  # fmt: skip
         self.window: Counter[str] = Counter()  # since the last anomaly line
 
     def reject(self, reason: str) -> None:

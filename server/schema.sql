@@ -234,3 +234,19 @@ ALTER TABLE {db}.batches MODIFY SETTING merge_selector_base = 20;
 ALTER TABLE {db}.events_hourly MODIFY SETTING merge_selector_base = 20;
 ALTER TABLE {db}.events_daily MODIFY SETTING merge_selector_base = 20;
 ALTER TABLE {db}.events_monthly MODIFY SETTING merge_selector_base = 20;
+
+-- migration 3: a group commit that failed part-way is finished by its retry
+-- An insert writes the raw part, then each view's part: a failure after some of them
+-- (a full disk, a memory limit, a killed process) left the rest without the group, and
+-- the group's batches in `batches`, so the senders' retries were taken for duplicates and
+-- those rollups missed them for good. Each group commit now carries a deduplication
+-- token and is retried with it (deduplicate_blocks_in_dependent_materialized_views):
+-- the tables that have the group skip it, the ones that missed it get it. The window is
+-- how many recent inserts a table remembers: ~15 minutes of group commits at 10 a second,
+-- longer than the ingester keeps retrying a group. Inserts without a token (none of the
+-- ingester's) would be deduplicated only if byte-identical; views never, without a token.
+ALTER TABLE {db}.events MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {db}.batches MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {db}.events_hourly MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {db}.events_daily MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {db}.events_monthly MODIFY SETTING non_replicated_deduplication_window = 10000;

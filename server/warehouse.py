@@ -112,18 +112,26 @@ class Warehouse:
             self.client.raw_insert(self._written(table), None, insert_block=data,
                                    fmt="JSONEachRow", settings=INSERT_SETTINGS)  # fmt: skip
 
-    def insert_arrow(self, table: str, blocks: Sequence[bytes]) -> None:
+    def insert_arrow(self, table: str, blocks: Sequence[bytes], token: str = "") -> None:
         """Insert Arrow IPC streams (``rows.event_block``'s) in one statement, as one
-        stream of their record batches: the views see one insert, as with ``insert_lines``."""
+        stream of their record batches: the views see one insert, as with ``insert_lines``.
+
+        ``token``: the insert's deduplication token. The same insert sent again with it
+        is skipped by every table that has it, raw and views alike, and written to those
+        that missed it (a failure part-way: migration 3)."""
         read = [pa.ipc.open_stream(b).read_all() for b in blocks if b]
         if read:
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, read[0].schema) as writer:
                 for t in read:
                     writer.write_table(t)
+            settings: dict[str, Any] = dict(ARROW_SETTINGS)
+            if token:
+                settings.update(insert_deduplication_token=token,
+                                deduplicate_blocks_in_dependent_materialized_views=1)  # fmt: skip
             self.client.raw_insert(self._written(table), None,
                                    insert_block=sink.getvalue().to_pybytes(), fmt="ArrowStream",
-                                   settings=ARROW_SETTINGS)  # fmt: skip
+                                   settings=settings)  # fmt: skip
 
     def _written(self, table: str) -> str:
         return f"{self.db}.{table}{self.suffix if table in ddl.WRITTEN else ''}"

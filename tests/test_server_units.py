@@ -125,13 +125,13 @@ def test_run_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
 
 
 def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
-    """`rkd-server migrate` on a new data folder applies migrations 1 and 2; again, nothing."""
+    """`rkd-server migrate` on a new data folder applies migrations 1 to 3; again, nothing."""
     runner = CliRunner()
     args = ["migrate", "--data-dir", str(tmp_path)]
     first = runner.invoke(main, args)
-    assert (0, {"applied": [1, 2], "version": 2}) == (first.exit_code, json.loads(first.output))
+    assert (0, {"applied": [1, 2, 3], "version": 3}) == (first.exit_code, json.loads(first.output))
     again = runner.invoke(main, args)
-    assert {"applied": [], "version": 2} == json.loads(again.output)
+    assert {"applied": [], "version": 3} == json.loads(again.output)
 
 
 def test_the_filter_counts_each_copy_of_an_event_alike() -> None:

@@ -279,19 +279,23 @@ def test_distributed_mode_writes_and_checks_through_the_all_tables(warehouse: Wa
     assert 0 == local.scalar("SELECT count() FROM {db}.events_all")
 
 
-def test_a_failed_write_answers_no_one_yes_and_the_retry_is_not_a_duplicate(
+def test_a_failed_write_answers_no_one_yes_and_is_finished_before_the_next_group(
     warehouse: Warehouse,
 ) -> None:
-    """The group's waiters hear the write's error (the app answers 503); the same batch
-    sent again is then written, not taken for a duplicate."""
+    """The group's waiters hear the write's error (the app answers 503) once the insert
+    and its two same-token retries failed. The server sends that insert again before the
+    next group; the sender's retry of the same batch then finds it written: each event is
+    stored once, in raw and every rollup."""
 
     class Failing(Warehouse):
         fail = True
+        calls = 0
 
-        def insert_arrow(self, table: str, blocks: Any) -> None:
+        def insert_arrow(self, table: str, blocks: Any, token: str = "") -> None:
+            self.calls += 1
             if self.fail and blocks:
                 raise RuntimeError("disk full")
-            super().insert_arrow(table, blocks)
+            super().insert_arrow(table, blocks, token)
 
     flaky = Failing(warehouse.client, warehouse.db)
     bid = uuid.uuid4().hex
@@ -302,10 +306,78 @@ def test_a_failed_write_answers_no_one_yes_and_the_retry_is_not_a_duplicate(
         commit.start()
         with pytest.raises(RuntimeError):
             await commit.submit("events", bid, batch, 4)
+        assert (3, 1) == (flaky.calls, len(commit.unfinished))
+        with pytest.raises(RuntimeError):  # still failing: the next group is not written
+            await commit.submit("events", uuid.uuid4().hex, batch, 4)
         flaky.fail = False
         again = await commit.submit("events", bid, batch, 4)
+        assert [] == commit.unfinished
         await commit.stop()
         return again
 
-    assert asyncio.run(scenario()) is True
+    assert asyncio.run(scenario()) is False  # written by the server's own retry
     assert {"raw": 4, **dict.fromkeys(ROLLUPS, 4)} == counts(warehouse, [bid])
+
+
+def test_an_insert_that_failed_after_writing_is_retried_without_doubling(
+    warehouse: Warehouse,
+) -> None:
+    """The insert is written, then its answer is lost (the connection drops): the retry
+    with the same token is skipped by every table, and the waiter hears success."""
+
+    class LosesTheAnswer(Warehouse):
+        calls = 0
+
+        def insert_arrow(self, table: str, blocks: Any, token: str = "") -> None:
+            super().insert_arrow(table, blocks, token)
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("connection lost after the write")
+
+    lossy = LosesTheAnswer(warehouse.client, warehouse.db)
+    bid = uuid.uuid4().hex
+
+    async def scenario() -> bool:
+        commit = GroupCommit(lossy, Metrics())
+        commit.start()
+        new = await commit.submit("events", bid, block(3, bid, product="lost-answer"), 3)
+        await commit.stop()
+        return new
+
+    assert asyncio.run(scenario()) is True
+    assert {"raw": 3, **dict.fromkeys(ROLLUPS, 3)} == counts(warehouse, [bid])
+
+
+def test_a_write_that_failed_part_way_is_finished_by_its_retry(warehouse: Warehouse) -> None:
+    """The insert fails after some of its tables were written (a view that throws for this
+    product, until told not to, stands in for a full disk or a memory limit). Before, the
+    group's batch was in `batches` and the sender's retry was taken for a duplicate, so
+    the rollups that missed it missed it for good. Now the group is sent again with its
+    deduplication token: raw and every rollup hold each event once."""
+    db, c = warehouse.db, warehouse.client
+    c.command(f"CREATE TABLE {db}.fault_flag (x UInt8) ENGINE = MergeTree ORDER BY x")
+    c.command(f"CREATE TABLE {db}.fault_sink (x UInt8) ENGINE = Null")
+    c.command(
+        f"CREATE MATERIALIZED VIEW {db}.fault_mv TO {db}.fault_sink AS SELECT toUInt8(throwIf("
+        f"product = 'part-way' AND (SELECT count() FROM {db}.fault_flag) = 0, 'injected'))"
+        f" AS x FROM {db}.events"
+    )
+    bid = uuid.uuid4().hex
+    batch = block(6, bid, product="part-way")
+
+    async def scenario() -> bool:
+        commit = GroupCommit(warehouse, Metrics())
+        commit.start()
+        with pytest.raises(Exception, match="injected"):
+            await commit.submit("events", bid, batch, 6)
+        c.command(f"INSERT INTO {db}.fault_flag VALUES (1)")  # the fault is gone
+        again = await commit.submit("events", bid, batch, 6)
+        await commit.stop()
+        return again
+
+    try:
+        assert asyncio.run(scenario()) is False
+        assert {"raw": 6, **dict.fromkeys(ROLLUPS, 6)} == counts(warehouse, [bid])
+    finally:
+        for kind, name in (("VIEW", "fault_mv"), ("TABLE", "fault_sink"), ("TABLE", "fault_flag")):
+            c.command(f"DROP {kind} IF EXISTS {db}.{name}")
