@@ -228,7 +228,7 @@ def test_mounted_group_behaves_like_rkd(undecided: Sandbox) -> None:
     hosted = runner.invoke(rk_core, ["telemetry", "status", "--json"], env=env)
     direct = runner.invoke(cli, ["status", "--json"], env=env)
     assert 0 == hosted.exit_code, hosted.output
-    assert json.loads(direct.output) == json.loads(hosted.output)
+    assert json.loads(direct.stdout) == json.loads(hosted.stdout)
     consent = runner.invoke(rk_core, ["telemetry", "enable", "--yes"], env=env, prog_name="rk-core")
     assert "  rk-core telemetry disable\n" in consent.output
     assert (

@@ -84,7 +84,7 @@ def test_show_needs_the_daemon(sandbox: Sandbox) -> None:
 def test_explain_covers_every_event_type_and_field() -> None:
     """Generated from the schema: every event type and every field appears, with a meaning."""
     result = CliRunner().invoke(cli, ["explain", "--json"])
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)
     by_type = {e["event_type"]: e for e in doc["events"]}
     assert set(s.BY_EVENT_TYPE) == set(by_type)
     for cls in s.PAYLOAD_TYPES:
@@ -186,7 +186,7 @@ def test_show_and_delete_through_clicks_runner(
     runner = CliRunner()
     shown = runner.invoke(cli, ["show", "--json"], env=dict(sandbox.env))
     assert 0 == shown.exit_code, shown.output
-    assert len(PENDING_TYPES) == json.loads(shown.output)["pending"]
+    assert len(PENDING_TYPES) == json.loads(shown.stdout)["pending"]
     deleted = runner.invoke(cli, ["delete", "--confirm"], env=dict(sandbox.env))
     assert 0 == deleted.exit_code, deleted.output
     assert f"Deleted {len(PENDING_TYPES)} events." in deleted.output
@@ -197,7 +197,7 @@ def test_explain_as_a_real_process_beside_a_daemon(sandbox: Sandbox, daemon: Dae
     """`rkd explain` as a subprocess, daemon running: the same document as in-process."""
     proc = sandbox.rkd("explain", "--json")
     assert 0 == proc.returncode
-    assert json.loads(CliRunner().invoke(cli, ["explain", "--json"]).output) == json.loads(
+    assert json.loads(CliRunner().invoke(cli, ["explain", "--json"]).stdout) == json.loads(
         proc.stdout
     )
 

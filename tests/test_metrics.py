@@ -161,7 +161,7 @@ def invoke(sandbox: Sandbox, *args: str) -> Any:
 def metrics_json(sandbox: Sandbox, *args: str) -> dict[str, Any]:
     result = invoke(sandbox, "--json", *args)
     assert 0 == result.exit_code, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 def without_period(report: dict[str, Any]) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def test_schema_and_openapi_commands() -> None:
     assert "ReplicatedSummingMergeTree" in cluster
     bad = runner.invoke(main, ["schema", "--cluster", "x; DROP"])
     assert 0 != bad.exit_code
-    doc = json.loads(runner.invoke(main, ["openapi"]).output)
+    doc = json.loads(runner.invoke(main, ["openapi"]).stdout)
     assert cloud.EVENTS_PATH in doc["paths"]
 
 
@@ -129,9 +129,9 @@ def test_migrate_applies_each_version_once(tmp_path: Path) -> None:
     runner = CliRunner()
     args = ["migrate", "--data-dir", str(tmp_path)]
     first = runner.invoke(main, args)
-    assert (0, {"applied": [1, 2, 3], "version": 3}) == (first.exit_code, json.loads(first.output))
+    assert (0, {"applied": [1, 2, 3], "version": 3}) == (first.exit_code, json.loads(first.stdout))
     again = runner.invoke(main, args)
-    assert {"applied": [], "version": 3} == json.loads(again.output)
+    assert {"applied": [], "version": 3} == json.loads(again.stdout)
 
 
 def test_the_filter_counts_each_copy_of_an_event_alike() -> None:

@@ -199,6 +199,15 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Clients that hang up mid-request (tests do, on purpose) are not errors to print.
+    socketserver printed each to sys.stderr from a handler thread that may outlive its
+    test, into whatever test captured stderr next: a CliRunner's output, for one."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def serve(certs: Certs, tls12_only: bool = False, port: int = 0) -> Iterator[Server]:
     """Run a server for the ``with`` block (on ``port``, or a free one)."""
@@ -207,7 +216,7 @@ def serve(certs: Certs, tls12_only: bool = False, port: int = 0) -> Iterator[Ser
     ctx.load_cert_chain(certs.cert, certs.key)
     if tls12_only:
         ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _handler(server))
+    httpd = _QuietServer(("127.0.0.1", port), _handler(server))
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     httpd.daemon_threads = True
     server.port = httpd.server_address[1]
