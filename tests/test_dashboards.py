@@ -135,7 +135,7 @@ def test_tokens_add_prints_the_token_once_and_keeps_its_hash(tmp_path: Path) -> 
     assert token.split(".")[1] not in path.read_text()
     assert (
         f"{token_id} admin\n"
-        == runner.invoke(main, ["tokens", "list", "--data-dir", str(tmp_path)]).output
+        == runner.invoke(main, ["tokens", "list", "--data-dir", str(tmp_path)]).stdout
     )
     tokens = load_tokens(path)
     assert (tokens[token_id], token_id) == authenticate(tokens, f"Bearer {token}")

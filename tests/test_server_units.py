@@ -84,12 +84,12 @@ def test_keys_add_list_and_a_loose_file(tmp_path: Path) -> None:
     """`keys add` prints the secret once; `keys list` prints ids only; a keys file
     readable by others is refused without printing any secret."""
     runner = CliRunner()
-    out = runner.invoke(main, ["keys", "add", "--data-dir", str(tmp_path)]).output
+    out = runner.invoke(main, ["keys", "add", "--data-dir", str(tmp_path)]).stdout
     key_id, secret = (line.split(": ")[1] for line in out.splitlines())
     assert {key_id: bytes.fromhex(secret)} == load_keys(tmp_path / "keys.toml")
     assert 0o600 == (tmp_path / "keys.toml").stat().st_mode & 0o777
     listed = runner.invoke(main, ["keys", "list", "--data-dir", str(tmp_path)])
-    assert (0, f"{key_id}\n") == (listed.exit_code, listed.output)
+    assert (0, f"{key_id}\n") == (listed.exit_code, listed.stdout)
     (tmp_path / "keys.toml").chmod(0o644)
     with pytest.raises(KeysError) as e:
         load_keys(tmp_path / "keys.toml")
@@ -110,7 +110,7 @@ def test_schema_and_openapi_commands() -> None:
     runner = CliRunner()
     plain = runner.invoke(main, ["schema"]).output
     assert "CREATE TABLE IF NOT EXISTS rkd.events" in plain and "ON CLUSTER" not in plain
-    cluster = runner.invoke(main, ["schema", "--cluster", "main"]).output
+    cluster = runner.invoke(main, ["schema", "--cluster", "main"]).stdout
     assert "ReplicatedSummingMergeTree" in cluster
     bad = runner.invoke(main, ["schema", "--cluster", "x; DROP"])
     assert 0 != bad.exit_code
