@@ -8,14 +8,13 @@ size is capped, and frames over the cap are counted as dropped by the caller.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 import time
 from os.path import join
 from typing import TYPE_CHECKING, Final
 
-from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_all
+from rkd.client.files import UnsafePath, ensure_private_dir, open_private_file, write_atomic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,18 +82,9 @@ def write_spool(spool_dir: StrPath, frames: list[bytes], cap: int = MAX_SPOOL_BY
         ensure_private_dir(parent)
     ensure_private_dir(spool_dir)
     name = f"{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}"  # secrets costs ~5 ms
-    tmp = join(spool_dir, f".{name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        write_all(fd, b"".join(parts))
-        os.fsync(fd)  # a power cut must not leave a renamed, empty or partial file
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, join(spool_dir, f"{name}{SUFFIX}"))
+    # Whole, fsynced, then renamed: the daemon never sees a partial file, even after a
+    # power cut (a crash leaves at most a .tmp, which it sweeps).
+    write_atomic(join(spool_dir, f"{name}{SUFFIX}"), b"".join(parts))
     return n
 
 

@@ -41,8 +41,9 @@ log = structlog.get_logger("rkd.server")
 
 
 @dataclass
-class Unfinished:
-    """A group commit whose insert failed, maybe part-way: sent again with its token."""
+class EventsInsert:
+    """A group commit's events insert and its deduplication token: kept, and sent again
+    with the token, while it fails (it may have written part of its tables)."""
 
     token: str
     blocks: list[bytes]
@@ -71,7 +72,7 @@ class GroupCommit:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="warehouse")
         self._task: asyncio.Task[None] | None = None
         self.coming = 0  # requests inside arriving(): their rows are on the way
-        self.unfinished: list[Unfinished] = []  # failed inserts, oldest first (writer thread)
+        self.unfinished: list[EventsInsert] = []  # failed inserts, oldest first (writer thread)
 
     @contextlib.contextmanager
     def arriving(self) -> Iterator[None]:
@@ -169,12 +170,12 @@ class GroupCommit:
         for p in reports:
             new[p.batch_id] = {id(p)}
         if blocks:
-            self._insert(Unfinished(uuid.uuid4().hex, blocks, time.monotonic(),
+            self._insert(EventsInsert(uuid.uuid4().hex, blocks, time.monotonic(),
                                     sum(map(len, blocks))))  # fmt: skip
         self.warehouse.insert_lines("reports", [p.rows for p in reports])
         return new
 
-    def _insert(self, group: Unfinished) -> None:
+    def _insert(self, group: EventsInsert) -> None:
         """Insert ``group``, sending it again with its token after a failure; if it still
         fails, keep it for :meth:`_finish` and raise."""
         for pause in (*RETRY_PAUSES, None):
@@ -187,7 +188,7 @@ class GroupCommit:
                     raise
                 time.sleep(pause)
 
-    def _keep(self, group: Unfinished) -> None:
+    def _keep(self, group: EventsInsert) -> None:
         self.unfinished.append(group)
         self.metrics.write_retries.labels("failed").inc()
         while sum(g.size for g in self.unfinished) > UNFINISHED_BYTES and len(self.unfinished) > 1:
@@ -208,7 +209,7 @@ class GroupCommit:
             self.unfinished.pop(0)
             self.metrics.write_retries.labels("written").inc()
 
-    def _abandon(self, group: Unfinished, why: str) -> None:
+    def _abandon(self, group: EventsInsert, why: str) -> None:
         self.metrics.write_retries.labels("abandoned").inc()
         log.error("group_commit_abandoned", why=why, bytes=group.size,
                   note="its raw rows may be stored and some rollups lack them")  # fmt: skip
